@@ -1,0 +1,42 @@
+//! `dot commit -m MSG [-d key=value]... [DOT]`
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Result};
+use clap::Args;
+use dot::progress::Progress;
+use dot::repo::Repo;
+
+#[derive(Args)]
+#[command(
+    after_help = "A plain working directory cannot be snapshotted atomically while a database writes to it: stop the database before committing (dot mount, coming later, lifts this)."
+)]
+pub struct CommitArgs {
+    /// The commit message.
+    #[arg(short, long)]
+    message: String,
+    /// Metadata to record, as key=value (repeatable).
+    #[arg(short = 'd', long = "data", value_name = "KEY=VALUE")]
+    data: Vec<String>,
+    /// The dot (default: the current dot).
+    dot: Option<String>,
+}
+
+pub fn run(repo: &Repo, a: CommitArgs, progress: &dyn Progress) -> Result<()> {
+    let mut metadata = BTreeMap::new();
+    for kv in &a.data {
+        let Some((k, v)) = kv.split_once('=') else {
+            bail!("metadata {kv:?} is not key=value; write it as -d key=value");
+        };
+        if k.is_empty() {
+            bail!("metadata {kv:?} has an empty key; write it as -d key=value");
+        }
+        metadata.insert(k.to_string(), v.to_string());
+    }
+    let cfg = repo.resolve_dot(a.dot.as_deref())?;
+    progress.start("committing", 0);
+    let id = repo.commit(&cfg, &a.message, metadata, progress);
+    progress.finish();
+    println!("{}", id?);
+    Ok(())
+}

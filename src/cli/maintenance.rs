@@ -1,0 +1,97 @@
+//! `dot rm`, `dot gc`, `dot fsck`, `dot config`
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+use clap::Args;
+use dot::repo::{human_bytes, Repo};
+
+#[derive(Args)]
+pub struct RmArgs {
+    /// Do not ask for confirmation.
+    #[arg(short, long)]
+    force: bool,
+    name: String,
+}
+
+pub fn rm(repo: &Repo, a: RmArgs) -> Result<()> {
+    let cfg = repo.resolve_dot(Some(&a.name))?;
+    if !a.force {
+        if !std::io::stdin().is_terminal() {
+            bail!(
+                "refusing to remove dot {} without confirmation; use dot rm -f {}",
+                cfg.name,
+                cfg.name
+            );
+        }
+        eprint!(
+            "Remove dot {} with all its branches and commits? [y/N] ",
+            cfg.name
+        );
+        std::io::stderr().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            bail!("dot {} was not removed", cfg.name);
+        }
+    }
+    let cfg = repo.remove(&cfg.name)?;
+    println!("Removed dot {}", cfg.name);
+    for s in cfg.subdots.values().filter(|s| s.adopted) {
+        eprintln!(
+            "dot: kept {}: it was yours before dot init --path",
+            s.path.display()
+        );
+    }
+    Ok(())
+}
+
+pub fn gc(repo: &Repo) -> Result<()> {
+    let stats = repo.gc()?;
+    println!(
+        "removed {} unreachable objects, freed {}",
+        stats.objects_removed,
+        human_bytes(stats.bytes_freed)
+    );
+    Ok(())
+}
+
+pub fn fsck(repo: &Repo) -> Result<ExitCode> {
+    let report = repo.fsck()?;
+    for note in &report.notes {
+        eprintln!("dot: note: {note}");
+    }
+    for (at, what) in &report.errors {
+        println!("damaged: {at}: {what}");
+    }
+    if report.errors.is_empty() {
+        println!(
+            "ok: {} objects reachable from {} branches verified",
+            report.objects_checked, report.refs_checked
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "dot: fsck found {} problem(s); restore the damaged objects from a copy of the store, or reset the affected branches to undamaged commits",
+            report.errors.len()
+        );
+        Ok(ExitCode::from(1))
+    }
+}
+
+pub fn config(repo: &Repo, key: &str, value: Option<&str>) -> Result<ExitCode> {
+    match value {
+        Some(v) => {
+            repo.config_set(key, v)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        None => match repo.config_get(key)? {
+            Some(v) => {
+                println!("{v}");
+                Ok(ExitCode::SUCCESS)
+            }
+            None => Ok(ExitCode::from(1)),
+        },
+    }
+}

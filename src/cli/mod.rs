@@ -1,0 +1,183 @@
+//! Command-line parsing and output: the only place that prints. Each
+//! subcommand lives in its own file; they share the helpers here.
+
+mod branch;
+mod commit;
+mod diff;
+mod init;
+mod list;
+mod log;
+mod maintenance;
+mod reset;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use dot::progress::Progress;
+use dot::repo::Repo;
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Parser)]
+#[command(
+    name = "dot",
+    version,
+    about = "git for data volumes: commit, branch, diff and roll back database data directories"
+)]
+pub struct Args {
+    /// Hide progress bars.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a dot (or add a subdot, as in myapp.orders-db) and make it current.
+    Init(init::InitArgs),
+    /// Print a dot's working directory, for a Docker bind mount.
+    Path {
+        /// DOT or DOT.SUBDOT (default: the current dot).
+        name: Option<String>,
+    },
+    /// Commit every subdot of a dot at once.
+    Commit(commit::CommitArgs),
+    /// Show how the working state differs from the branch's last commit.
+    Diff(diff::DiffArgs),
+    /// Move the branch to a commit and make the working state match it.
+    Reset(reset::ResetArgs),
+    /// Show the branch's commits, newest first.
+    Log(log::LogArgs),
+    /// Switch branches, or create one with -b.
+    Checkout(branch::CheckoutArgs),
+    /// List branches, or delete one with -d.
+    Branch(branch::BranchArgs),
+    /// List dots.
+    #[command(alias = "ls")]
+    List(list::ListArgs),
+    /// Make another dot current.
+    Switch { name: String },
+    /// Delete a dot and its branches (asks first unless -f).
+    Rm(maintenance::RmArgs),
+    /// Free the space of data no branch reaches any more.
+    Gc,
+    /// Verify every object reachable from every branch, and every pack.
+    Fsck,
+    /// Get or set user.name and user.email, recorded in commits.
+    Config { key: String, value: Option<String> },
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let home = dot_home()?;
+    let repo = Repo::open(&home)?;
+    for dot in &repo.recovered {
+        eprintln!("dot: finished an interrupted reset or checkout of dot {dot}");
+    }
+    let progress = Bar::new(args.quiet);
+    let ok = ExitCode::SUCCESS;
+    match args.command {
+        Command::Init(a) => init::run(&repo, a).map(|_| ok),
+        Command::Path { name } => {
+            println!("{}", repo.path(name.as_deref())?.display());
+            Ok(ok)
+        }
+        Command::Commit(a) => commit::run(&repo, a, &progress).map(|_| ok),
+        Command::Diff(a) => diff::run(&repo, a, &progress).map(|_| ok),
+        Command::Reset(a) => reset::run(&repo, a, &progress).map(|_| ok),
+        Command::Log(a) => log::run(&repo, a).map(|_| ok),
+        Command::Checkout(a) => branch::checkout(&repo, a, &progress).map(|_| ok),
+        Command::Branch(a) => branch::run(&repo, a).map(|_| ok),
+        Command::List(a) => list::run(&repo, a, &progress).map(|_| ok),
+        Command::Switch { name } => {
+            repo.switch(&name)?;
+            Ok(ok)
+        }
+        Command::Rm(a) => maintenance::rm(&repo, a).map(|_| ok),
+        Command::Gc => maintenance::gc(&repo).map(|_| ok),
+        Command::Fsck => maintenance::fsck(&repo),
+        Command::Config { key, value } => maintenance::config(&repo, &key, value.as_deref()),
+    }
+}
+
+fn dot_home() -> Result<PathBuf> {
+    if let Some(h) = std::env::var_os("DOT_HOME").filter(|h| !h.is_empty()) {
+        return Ok(PathBuf::from(h));
+    }
+    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        Some(h) => Ok(PathBuf::from(h).join(".dot")),
+        None => anyhow::bail!("neither DOT_HOME nor HOME is set; set DOT_HOME to the directory dot should keep its data in"),
+    }
+}
+
+/// A progress bar on stderr, drawn only when stderr is a terminal.
+pub struct Bar {
+    bar: Option<ProgressBar>,
+}
+
+impl Bar {
+    fn new(quiet: bool) -> Bar {
+        let show = !quiet && std::io::stderr().is_terminal();
+        Bar {
+            bar: show.then(ProgressBar::hidden),
+        }
+    }
+}
+
+impl Progress for Bar {
+    fn start(&self, what: &str, total: u64) {
+        if let Some(b) = &self.bar {
+            b.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            b.reset();
+            b.set_length(total);
+            let template = if total > 0 {
+                "{msg} {bytes} / {total_bytes} [{wide_bar}] {percent}% {bytes_per_sec}"
+            } else {
+                "{msg} {bytes} {bytes_per_sec} {spinner}"
+            };
+            b.set_style(
+                ProgressStyle::with_template(template)
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            );
+            b.set_message(what.to_string());
+        }
+    }
+    fn advance(&self, n: u64) {
+        if let Some(b) = &self.bar {
+            b.inc(n);
+        }
+    }
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// Prints rows as a left-aligned table, docker style.
+pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  "));
+            }
+        }
+        println!("{}", s.trim_end());
+    };
+    line(header.to_vec());
+    for r in rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+}

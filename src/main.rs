@@ -1,0 +1,41 @@
+//! The `dot` binary: parses arguments, runs one command, prints the result.
+//! Errors are printed as `dot: ...` on stderr with exit status 1 (clap's
+//! usage errors exit 2).
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    install_signal_handlers();
+    let args = cli::Args::parse();
+    match cli::run(args) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("dot: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn install_signal_handlers() {
+    extern "C" fn on_sigbus(_: libc::c_int) {
+        // A file mapped for reading was truncated under us. Only
+        // async-signal-safe calls here: write(2) and _exit(2). The store is
+        // as a kill at this instant would leave it: consistent.
+        const MSG: &[u8] = b"dot: a file shrank while it was being read; stop the program writing to the volume (a plain directory cannot be snapshotted while a database runs) and try again\n";
+        // SAFETY: write and _exit are async-signal-safe.
+        unsafe {
+            libc::write(2, MSG.as_ptr().cast(), MSG.len());
+            libc::_exit(1);
+        }
+    }
+    // SAFETY: installing handlers at startup, before any threads exist.
+    unsafe {
+        // Exit quietly when the reader of our output goes away (dot log | head).
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::signal(libc::SIGBUS, on_sigbus as *const () as libc::sighandler_t);
+    }
+}

@@ -1,0 +1,15 @@
+//! Progress reporting: the library reports through this trait and never
+//! draws; the CLI turns it into a progress bar when stderr is a terminal.
+
+/// Receives progress of a long operation. Implementations must be cheap:
+/// `advance` is called from many threads for every file or chunk.
+pub trait Progress: Sync {
+    /// Starts a phase of `total` units (bytes) named `what`.
+    fn start(&self, _what: &str, _total: u64) {}
+    fn advance(&self, _n: u64) {}
+    fn finish(&self) {}
+}
+
+/// Reports nothing.
+pub struct Silent;
+impl Progress for Silent {}

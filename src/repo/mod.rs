@@ -1,0 +1,1036 @@
+//! Dots, subdots and branches, and the operations the command line offers:
+//! init, commit, log, diff, reset, checkout, branch, list, switch, rm, gc,
+//! fsck. This is the library API; the CLI only parses and prints.
+//!
+//! Index keys (docs/design.md): `meta` holds `dot/<name>` (JSON
+//! `DotConfig`), `current`, `config/<key>` and `journal/<dot>`; `refs` holds
+//! `<dot>\0<branch>` -> 32-byte commit id, or empty for a branch without
+//! commits; `cache` holds `<dot>\0<subdot>\0<path>` stat cache entries.
+
+pub mod names;
+mod walk;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::chunker::{ChunkParams, Chunker};
+use crate::id::{CommitId, Id};
+use crate::progress::Progress;
+use crate::store::{Batch, GcStats, Space, Store, StoreError};
+use crate::tree::commit::{read_root, write_root, Commit, Root, Top};
+use crate::tree::diff::{diff, Changed};
+use crate::tree::{DryRun, TreeError};
+use crate::workspace::cache::StatCache;
+use crate::workspace::materialize::{CacheOp, Materializer};
+use crate::workspace::scan::Scanner;
+use crate::workspace::WorkspaceError;
+pub use names::DEFAULT_SUBDOT;
+use names::{check_branch, check_dot, parse_spec};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error(transparent)]
+    Workspace(#[from] WorkspaceError),
+    /// Bad input from the user; the message says what to do.
+    #[error("{0}")]
+    Usage(String),
+    #[error("dot {0} does not exist; see dot list, or create it with dot init {0}")]
+    NoSuchDot(String),
+    #[error("no current dot; name one, or pick one with dot switch NAME (see dot list)")]
+    NoCurrentDot,
+    #[error("dot {dot} has no branch {branch}; see dot branch")]
+    NoSuchBranch { dot: String, branch: String },
+    #[error("dot {dot} has {changes} uncommitted change(s) ({bytes} of new data); commit them or run dot reset --hard HEAD")]
+    Dirty {
+        dot: String,
+        changes: usize,
+        bytes: String,
+    },
+    #[error("the dot configuration {0} is damaged: {1}")]
+    Config(String, String),
+}
+
+impl From<StoreError> for RepoError {
+    fn from(e: StoreError) -> Self {
+        RepoError::Workspace(e.into())
+    }
+}
+impl From<TreeError> for RepoError {
+    fn from(e: TreeError) -> Self {
+        RepoError::Workspace(e.into())
+    }
+}
+
+pub type Result<T> = std::result::Result<T, RepoError>;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SubdotConfig {
+    /// The working directory.
+    pub path: PathBuf,
+    /// Whether the directory was the user's before `dot init --path`; dot
+    /// never deletes such a directory.
+    pub adopted: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DotConfig {
+    pub name: String,
+    /// The current branch.
+    pub head: String,
+    pub subdots: BTreeMap<String, SubdotConfig>,
+    pub chunking: ChunkParams,
+}
+
+impl DotConfig {
+    /// Subdot names are shown as path prefixes unless the dot has only the
+    /// default subdot.
+    fn display_prefix(&self, subdot: &str) -> String {
+        if self.subdots.len() == 1 && subdot == DEFAULT_SUBDOT {
+            String::new()
+        } else {
+            format!("{subdot}/")
+        }
+    }
+}
+
+/// An interrupted reset or checkout, replayed by the next command.
+#[derive(Debug, Serialize, Deserialize)]
+struct Journal {
+    branch: String,
+    /// Move `branch` to this commit (reset); None leaves it (checkout).
+    commit: Option<String>,
+    /// Make `branch` the dot's current branch (checkout).
+    set_head: bool,
+    /// What each subdot's working directory must hold; None is empty.
+    targets: BTreeMap<String, Option<TopJson>>,
+}
+
+#[derive(Debug, Serialize, Deserialize, Clone, Copy)]
+struct TopJson {
+    tree: [u8; 32],
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime_ns: i64,
+}
+
+impl From<Top> for TopJson {
+    fn from(t: Top) -> Self {
+        TopJson {
+            tree: t.tree.0 .0,
+            mode: t.mode,
+            uid: t.uid,
+            gid: t.gid,
+            mtime_ns: t.mtime_ns,
+        }
+    }
+}
+impl From<TopJson> for Top {
+    fn from(t: TopJson) -> Self {
+        Top {
+            tree: crate::id::TreeId(Id(t.tree)),
+            mode: t.mode,
+            uid: t.uid,
+            gid: t.gid,
+            mtime_ns: t.mtime_ns,
+        }
+    }
+}
+
+/// How a working state differs from its branch's last commit.
+#[derive(Debug, Default)]
+pub struct Status {
+    pub changes: Vec<Changed>,
+    /// Bytes of chunk data a commit would add to the store.
+    pub new_bytes: u64,
+    /// Total bytes of files in the working state.
+    pub size: u64,
+}
+
+#[derive(Debug)]
+pub struct DotSummary {
+    pub name: String,
+    pub branch: String,
+    pub current: bool,
+    pub size: u64,
+    pub commits: usize,
+    pub status: Status,
+}
+
+#[derive(Debug)]
+pub struct BranchInfo {
+    pub name: String,
+    pub commit: Option<CommitId>,
+    pub current: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct FsckReport {
+    pub objects_checked: usize,
+    pub refs_checked: usize,
+    /// (where, what): damage that loses data.
+    pub errors: Vec<(String, String)>,
+    /// Harmless debris, reclaimed by gc.
+    pub notes: Vec<String>,
+}
+
+pub struct Repo {
+    store: Store,
+    /// Dots whose interrupted reset or checkout was finished on open.
+    pub recovered: Vec<String>,
+}
+
+fn ref_key(dot: &str, branch: &str) -> Vec<u8> {
+    format!("{dot}\0{branch}").into_bytes()
+}
+fn cache_prefix(dot: &str, subdot: &str) -> Vec<u8> {
+    format!("{dot}\0{subdot}\0").into_bytes()
+}
+fn dot_key(dot: &str) -> Vec<u8> {
+    format!("dot/{dot}").into_bytes()
+}
+fn journal_key(dot: &str) -> Vec<u8> {
+    format!("journal/{dot}").into_bytes()
+}
+
+/// Human-readable byte counts, as `dot list` and `dot diff` show them.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.2} {}", UNITS[unit])
+}
+
+impl Repo {
+    /// Opens the store at `home` and finishes any interrupted reset or
+    /// checkout.
+    pub fn open(home: &Path) -> Result<Repo> {
+        fs::create_dir_all(home).map_err(|e| {
+            RepoError::Usage(format!(
+                "cannot create the dot home {}: {e}; set DOT_HOME to a writable directory",
+                home.display()
+            ))
+        })?;
+        let mut repo = Repo {
+            store: Store::open(home)?,
+            recovered: Vec::new(),
+        };
+        let mut journals = Vec::new();
+        repo.store.scan_kv(Space::Meta, b"journal/", |k, v| {
+            journals.push((String::from_utf8_lossy(&k[8..]).into_owned(), v.to_vec()));
+            Ok(true)
+        })?;
+        for (dot, bytes) in journals {
+            let journal: Journal = serde_json::from_slice(&bytes)
+                .map_err(|e| RepoError::Config(format!("journal/{dot}"), e.to_string()))?;
+            repo.replay(&dot, &journal, &crate::progress::Silent)?;
+            repo.recovered.push(dot);
+        }
+        Ok(repo)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn home(&self) -> &Path {
+        self.store.home()
+    }
+
+    // ---- configuration ----
+
+    pub fn dot(&self, name: &str) -> Result<DotConfig> {
+        check_dot(name)?;
+        match self.store.get_kv(Space::Meta, &dot_key(name))? {
+            Some(v) => serde_json::from_slice(&v)
+                .map_err(|e| RepoError::Config(format!("dot/{name}"), e.to_string())),
+            None => Err(RepoError::NoSuchDot(name.to_string())),
+        }
+    }
+
+    fn put_dot(batch: &mut Batch, cfg: &DotConfig) {
+        batch.put(
+            Space::Meta,
+            dot_key(&cfg.name),
+            serde_json::to_vec(cfg).expect("config serializes"),
+        );
+    }
+
+    pub fn current(&self) -> Result<Option<String>> {
+        Ok(self
+            .store
+            .get_kv(Space::Meta, b"current")?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// The dot named by `spec` (a `dot` or `dot.subdot`; the subdot is
+    /// ignored), or the current dot.
+    pub fn resolve_dot(&self, spec: Option<&str>) -> Result<DotConfig> {
+        match spec {
+            Some(s) => self.dot(&parse_spec(s)?.0),
+            None => match self.current()? {
+                Some(name) => self.dot(&name),
+                None => Err(RepoError::NoCurrentDot),
+            },
+        }
+    }
+
+    pub fn dots(&self) -> Result<Vec<DotConfig>> {
+        let mut out = Vec::new();
+        self.store.scan_kv(Space::Meta, b"dot/", |_, v| {
+            out.push(v.to_vec());
+            Ok(true)
+        })?;
+        out.iter()
+            .map(|v| {
+                serde_json::from_slice(v)
+                    .map_err(|e| RepoError::Config("dot".into(), e.to_string()))
+            })
+            .collect()
+    }
+
+    pub fn config_get(&self, key: &str) -> Result<Option<String>> {
+        Ok(self
+            .store
+            .get_kv(Space::Meta, format!("config/{key}").as_bytes())?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    pub fn config_set(&self, key: &str, value: &str) -> Result<()> {
+        if !matches!(key, "user.name" | "user.email") {
+            return Err(RepoError::Usage(format!(
+                "unknown setting {key:?}; known settings: user.name, user.email"
+            )));
+        }
+        let mut b = Batch::default();
+        b.put(
+            Space::Meta,
+            format!("config/{key}").into_bytes(),
+            value.as_bytes().to_vec(),
+        );
+        Ok(self.store.write(b)?)
+    }
+
+    // ---- refs ----
+
+    /// The commit a branch points at; Ok(None) for a branch without commits.
+    pub fn branch_commit(&self, dot: &str, branch: &str) -> Result<Option<CommitId>> {
+        match self.store.get_kv(Space::Refs, &ref_key(dot, branch))? {
+            None => Err(RepoError::NoSuchBranch {
+                dot: dot.into(),
+                branch: branch.into(),
+            }),
+            Some(v) if v.is_empty() => Ok(None),
+            Some(v) => Id::from_slice(&v)
+                .map(|id| Some(CommitId(id)))
+                .ok_or_else(|| {
+                    RepoError::Config(format!("ref {dot} {branch}"), "not a commit id".into())
+                }),
+        }
+    }
+
+    pub fn branches(&self, cfg: &DotConfig) -> Result<Vec<BranchInfo>> {
+        let prefix = format!("{}\0", cfg.name).into_bytes();
+        let mut out = Vec::new();
+        self.store.scan_kv(Space::Refs, &prefix, |k, v| {
+            let name = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            out.push(BranchInfo {
+                current: name == cfg.head,
+                commit: Id::from_slice(v).map(CommitId),
+                name,
+            });
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// Resolves `HEAD`, `HEAD^`, `HEAD~N`, a branch (with the same
+    /// suffixes) or a unique commit id prefix.
+    pub fn resolve(&self, cfg: &DotConfig, spec: &str) -> Result<CommitId> {
+        let cut = spec.find(['^', '~']).unwrap_or(spec.len());
+        let (base, mut rest) = spec.split_at(cut);
+        let unborn = |branch: &str| {
+            RepoError::Usage(format!(
+                "branch {branch} of dot {} has no commits yet",
+                cfg.name
+            ))
+        };
+        let mut id = if base == "HEAD" {
+            self.branch_commit(&cfg.name, &cfg.head)?
+                .ok_or_else(|| unborn(&cfg.head))?
+        } else if self
+            .store
+            .get_kv(Space::Refs, &ref_key(&cfg.name, base))?
+            .is_some()
+        {
+            self.branch_commit(&cfg.name, base)?
+                .ok_or_else(|| unborn(base))?
+        } else {
+            self.resolve_prefix(cfg, base)?
+        };
+        while !rest.is_empty() {
+            let steps = if let Some(r) = rest.strip_prefix('^') {
+                let digits = r.len() - r.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+                let n = if digits == 0 {
+                    1
+                } else {
+                    parse_steps(spec, &r[..digits])?
+                };
+                if n > 1 {
+                    return Err(RepoError::Usage(format!(
+                        "{spec}: commits have one parent; use HEAD~N to go back N commits"
+                    )));
+                }
+                rest = &r[digits..];
+                n
+            } else if let Some(r) = rest.strip_prefix('~') {
+                let digits = r.len() - r.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+                let n = if digits == 0 {
+                    1
+                } else {
+                    parse_steps(spec, &r[..digits])?
+                };
+                rest = &r[digits..];
+                n
+            } else {
+                return Err(RepoError::Usage(format!("cannot parse the ref {spec:?}; use HEAD, HEAD^, HEAD~N, a branch or a commit id")));
+            };
+            for _ in 0..steps {
+                let c = Commit::read(&self.store, &id)?;
+                id = *c.parents.first().ok_or_else(|| {
+                    RepoError::Usage(format!(
+                        "{spec} goes back past the first commit of dot {}",
+                        cfg.name
+                    ))
+                })?;
+            }
+        }
+        Ok(id)
+    }
+
+    fn resolve_prefix(&self, cfg: &DotConfig, hex: &str) -> Result<CommitId> {
+        let lower = hex.to_ascii_lowercase();
+        if lower.len() < 4 || lower.len() > 64 || !lower.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(RepoError::Usage(format!(
+                "{hex:?} is neither a branch of dot {} nor a commit id (give at least 4 hex digits); see dot branch and dot log",
+                cfg.name
+            )));
+        }
+        let bytes: Vec<u8> = (0..lower.len() / 2)
+            .map(|i| u8::from_str_radix(&lower[2 * i..2 * i + 2], 16).expect("hex checked"))
+            .collect();
+        let mut found = Vec::new();
+        for (id, entry) in self.store.ids_with_prefix(&bytes)? {
+            if entry.kind != crate::store::Kind::Meta || !id.to_hex().starts_with(&lower) {
+                continue;
+            }
+            if crate::tree::commit::is_commit(&self.store.read_entry(&id, &entry)?) {
+                found.push(CommitId(id));
+            }
+        }
+        match found.len() {
+            0 => Err(RepoError::Usage(format!(
+                "no commit or branch {hex:?} in dot {}; see dot log and dot branch",
+                cfg.name
+            ))),
+            1 => Ok(found[0]),
+            _ => Err(RepoError::Usage(format!(
+                "commit id prefix {hex:?} is ambiguous: it matches {}; give more digits",
+                found
+                    .iter()
+                    .map(|c| c.short())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+
+    // ---- dots ----
+
+    /// `dot init NAME[.SUBDOT] [--path DIR]`: creates a dot (or adds a
+    /// subdot to an existing one) and makes it current.
+    pub fn init(
+        &self,
+        spec: &str,
+        path: Option<&Path>,
+        chunking: ChunkParams,
+    ) -> Result<(String, String)> {
+        let (dot, sub) = parse_spec(spec)?;
+        let sub = sub.unwrap_or_else(|| DEFAULT_SUBDOT.to_string());
+        chunking.validate().map_err(RepoError::Usage)?;
+        let mut cfg = match self.dot(&dot) {
+            Ok(cfg) => {
+                if cfg.subdots.contains_key(&sub) {
+                    return Err(RepoError::Usage(if sub == DEFAULT_SUBDOT {
+                        format!("dot {dot} already exists; pick another name, or remove it with dot rm {dot}")
+                    } else {
+                        format!("subdot {dot}.{sub} already exists")
+                    }));
+                }
+                cfg
+            }
+            Err(RepoError::NoSuchDot(_)) => DotConfig {
+                name: dot.clone(),
+                head: "master".into(),
+                subdots: BTreeMap::new(),
+                chunking,
+            },
+            Err(e) => return Err(e),
+        };
+        let sub_cfg = match path {
+            Some(p) => SubdotConfig {
+                path: adopt_path(p)?,
+                adopted: true,
+            },
+            None => {
+                let p = self
+                    .home()
+                    .join("work")
+                    .join(dot.replace('/', "+"))
+                    .join(&sub);
+                // Debris of an interrupted `dot rm`: the dot is gone, so is its data.
+                if p.exists() {
+                    fs::remove_dir_all(&p).map_err(|e| {
+                        RepoError::Usage(format!("cannot clear {}: {e}", p.display()))
+                    })?;
+                }
+                fs::create_dir_all(&p)
+                    .map_err(|e| RepoError::Usage(format!("cannot create {}: {e}", p.display())))?;
+                SubdotConfig {
+                    path: p,
+                    adopted: false,
+                }
+            }
+        };
+        if let Some(other) = self
+            .dots()?
+            .iter()
+            .flat_map(|d| d.subdots.iter().map(move |(s, c)| (d, s, c)))
+            .find(|(_, _, c)| c.path == sub_cfg.path)
+        {
+            return Err(RepoError::Usage(format!(
+                "{} is already the working directory of {}.{}",
+                sub_cfg.path.display(),
+                other.0.name,
+                other.1
+            )));
+        }
+        let new_dot = cfg.subdots.is_empty();
+        cfg.subdots.insert(sub.clone(), sub_cfg);
+        let mut b = Batch::default();
+        Self::put_dot(&mut b, &cfg);
+        if new_dot {
+            b.put(Space::Refs, ref_key(&dot, &cfg.head), Vec::new());
+        }
+        b.put(Space::Meta, b"current".to_vec(), dot.as_bytes().to_vec());
+        self.store.write(b)?;
+        Ok((dot, sub))
+    }
+
+    /// The working directory of `spec` (`dot` with one subdot, or `dot.subdot`).
+    pub fn path(&self, spec: Option<&str>) -> Result<PathBuf> {
+        let (cfg, sub) = match spec {
+            Some(s) => {
+                let (dot, sub) = parse_spec(s)?;
+                (self.dot(&dot)?, sub)
+            }
+            None => (self.resolve_dot(None)?, None),
+        };
+        let sub = match sub {
+            Some(s) => s,
+            None if cfg.subdots.contains_key(DEFAULT_SUBDOT) => DEFAULT_SUBDOT.to_string(),
+            None if cfg.subdots.len() == 1 => cfg.subdots.keys().next().expect("one").clone(),
+            None => {
+                return Err(RepoError::Usage(format!(
+                    "dot {} has subdots {}; name one, as in dot path {}.{}",
+                    cfg.name,
+                    cfg.subdots.keys().cloned().collect::<Vec<_>>().join(", "),
+                    cfg.name,
+                    cfg.subdots.keys().next().expect("subdots")
+                )))
+            }
+        };
+        cfg.subdots
+            .get(&sub)
+            .map(|s| s.path.clone())
+            .ok_or_else(|| {
+                RepoError::Usage(format!(
+                    "dot {} has no subdot {sub}; see dot list",
+                    cfg.name
+                ))
+            })
+    }
+
+    pub fn switch(&self, name: &str) -> Result<()> {
+        let cfg = self.resolve_dot(Some(name))?;
+        let mut b = Batch::default();
+        b.put(Space::Meta, b"current".to_vec(), cfg.name.into_bytes());
+        Ok(self.store.write(b)?)
+    }
+
+    /// Deletes a dot: its configuration, branches and cache atomically, then
+    /// the working directories dot created. `dot gc` frees its data.
+    pub fn remove(&self, name: &str) -> Result<DotConfig> {
+        let (dot, sub) = parse_spec(name)?;
+        if let Some(sub) = sub {
+            return Err(RepoError::Usage(format!(
+                "dot rm removes whole dots; to remove subdot {sub}, remove the dot {dot}"
+            )));
+        }
+        let cfg = self.dot(&dot)?;
+        let mut b = Batch::default();
+        b.delete(Space::Meta, dot_key(&dot));
+        b.delete(Space::Meta, journal_key(&dot));
+        b.delete_prefix(Space::Refs, format!("{dot}\0").into_bytes());
+        b.delete_prefix(Space::Cache, format!("{dot}\0").into_bytes());
+        if self.current()?.as_deref() == Some(dot.as_str()) {
+            b.delete(Space::Meta, b"current".to_vec());
+        }
+        self.store.write(b)?;
+        for s in cfg.subdots.values().filter(|s| !s.adopted) {
+            let _ = fs::remove_dir_all(&s.path);
+        }
+        let _ = fs::remove_dir(self.home().join("work").join(dot.replace('/', "+")));
+        Ok(cfg)
+    }
+
+    // ---- working states ----
+
+    fn head_root(&self, cfg: &DotConfig) -> Result<Option<(CommitId, Root)>> {
+        match self.branch_commit(&cfg.name, &cfg.head)? {
+            Some(id) => {
+                let c = Commit::read(&self.store, &id)?;
+                Ok(Some((id, read_root(&self.store, &c.root)?)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn working_dir(cfg: &DotConfig, sub: &str) -> Result<PathBuf> {
+        let s = &cfg.subdots[sub];
+        match fs::metadata(&s.path) {
+            Ok(m) if m.is_dir() => Ok(s.path.clone()),
+            _ => Err(RepoError::Usage(format!(
+                "the working directory {} of {}.{sub} is missing; recreate it (mkdir) or restore it with dot reset --hard HEAD",
+                s.path.display(),
+                cfg.name
+            ))),
+        }
+    }
+
+    /// Compares each subdot's working directory with the branch's last
+    /// commit, without writing anything.
+    pub fn status(&self, cfg: &DotConfig, progress: &dyn Progress) -> Result<Status> {
+        let head = self.head_root(cfg)?.map(|(_, r)| r).unwrap_or_default();
+        let dry = DryRun::new(&self.store);
+        let chunker = Chunker::new(cfg.chunking);
+        let mut status = Status::default();
+        for sub in cfg.subdots.keys() {
+            let dir = Self::working_dir(cfg, sub)?;
+            let cache = StatCache::new(&self.store, cache_prefix(&cfg.name, sub));
+            let scanned = Scanner::new(&dry, chunker, &cache, false, progress).scan(&dir)?;
+            status.size += scanned.bytes;
+            let prefix = cfg.display_prefix(sub);
+            diff(
+                &dry,
+                head.get(sub).map(|t| &t.tree),
+                Some(&scanned.top.tree),
+                &prefix,
+                &mut status.changes,
+            )?;
+        }
+        for (sub, top) in &head {
+            if !cfg.subdots.contains_key(sub) {
+                diff(
+                    &dry,
+                    Some(&top.tree),
+                    None,
+                    &format!("{sub}/"),
+                    &mut status.changes,
+                )?;
+            }
+        }
+        status.new_bytes = dry.new_bytes();
+        Ok(status)
+    }
+
+    fn require_clean(&self, cfg: &DotConfig, progress: &dyn Progress) -> Result<()> {
+        let st = self.status(cfg, progress)?;
+        if st.changes.is_empty() {
+            Ok(())
+        } else {
+            Err(RepoError::Dirty {
+                dot: cfg.name.clone(),
+                changes: st.changes.len(),
+                bytes: human_bytes(st.new_bytes),
+            })
+        }
+    }
+
+    /// Commits every subdot of the dot at once and moves its branch.
+    pub fn commit(
+        &self,
+        cfg: &DotConfig,
+        message: &str,
+        metadata: BTreeMap<String, String>,
+        progress: &dyn Progress,
+    ) -> Result<CommitId> {
+        let parent = self.branch_commit(&cfg.name, &cfg.head)?;
+        let chunker = Chunker::new(cfg.chunking);
+        let mut root = Root::new();
+        let mut batch = Batch::default();
+        for sub in cfg.subdots.keys() {
+            let dir = Self::working_dir(cfg, sub)?;
+            let cache = StatCache::new(&self.store, cache_prefix(&cfg.name, sub));
+            let scanned = Scanner::new(&self.store, chunker, &cache, true, progress).scan(&dir)?;
+            for (k, v) in scanned.cache_updates {
+                batch.put(Space::Cache, k, v);
+            }
+            root.insert(sub.clone(), scanned.top);
+        }
+        let (author, email) = self.author()?;
+        let (time, tz_minutes) = now_and_tz();
+        let commit = Commit {
+            root: write_root(&self.store, &root)?,
+            parents: parent.into_iter().collect(),
+            author,
+            email,
+            time,
+            tz_minutes,
+            message: message.to_string(),
+            metadata,
+        };
+        let id = commit.write(&self.store)?;
+        batch.put(Space::Refs, ref_key(&cfg.name, &cfg.head), id.0 .0.to_vec());
+        self.store.commit(batch)?;
+        Ok(id)
+    }
+
+    fn author(&self) -> Result<(String, String)> {
+        let name = match self.config_get("user.name")? {
+            Some(n) => n,
+            None => std::env::var("DOT_AUTHOR_NAME")
+                .or_else(|_| std::env::var("USER"))
+                .unwrap_or_else(|_| "unknown".into()),
+        };
+        let email = match self.config_get("user.email")? {
+            Some(e) => e,
+            None => std::env::var("DOT_AUTHOR_EMAIL")
+                .unwrap_or_else(|_| format!("{name}@{}", hostname())),
+        };
+        Ok((name, email))
+    }
+
+    /// The branch's commits, newest first.
+    pub fn log(&self, cfg: &DotConfig) -> Result<Vec<(CommitId, Commit)>> {
+        let mut out = Vec::new();
+        let mut next = self.branch_commit(&cfg.name, &cfg.head)?;
+        while let Some(id) = next {
+            let c = Commit::read(&self.store, &id)?;
+            next = c.parents.first().copied();
+            out.push((id, c));
+        }
+        Ok(out)
+    }
+
+    /// `dot reset --hard REF`: moves the branch to REF and makes every
+    /// working directory match it, discarding uncommitted changes.
+    pub fn reset_hard(
+        &self,
+        cfg: &DotConfig,
+        spec: &str,
+        progress: &dyn Progress,
+    ) -> Result<CommitId> {
+        let target = self.resolve(cfg, spec)?;
+        let journal = self.plan(cfg, cfg.head.clone(), Some(target), false)?;
+        self.run(cfg, journal, progress)?;
+        Ok(target)
+    }
+
+    /// `dot checkout [-b] BRANCH`: refused while there are uncommitted
+    /// changes; with `create`, starts a new branch at the current commit.
+    pub fn checkout(
+        &self,
+        cfg: &DotConfig,
+        branch: &str,
+        create: bool,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        check_branch(branch)?;
+        let exists = self
+            .store
+            .get_kv(Space::Refs, &ref_key(&cfg.name, branch))?
+            .is_some();
+        if create && exists {
+            return Err(RepoError::Usage(format!(
+                "branch {branch} already exists in dot {}; switch to it with dot checkout {branch}",
+                cfg.name
+            )));
+        }
+        if !create && !exists {
+            return Err(RepoError::Usage(format!(
+                "dot {} has no branch {branch}; create it with dot checkout -b {branch}",
+                cfg.name
+            )));
+        }
+        if !create && branch == cfg.head {
+            return Err(RepoError::Usage(format!("already on branch {branch}")));
+        }
+        self.require_clean(cfg, progress)?;
+        if create {
+            let head = self.branch_commit(&cfg.name, &cfg.head)?;
+            let mut b = Batch::default();
+            b.put(
+                Space::Refs,
+                ref_key(&cfg.name, branch),
+                head.map(|c| c.0 .0.to_vec()).unwrap_or_default(),
+            );
+            let mut cfg = cfg.clone();
+            cfg.head = branch.to_string();
+            Self::put_dot(&mut b, &cfg);
+            return Ok(self.store.write(b)?);
+        }
+        let journal = self.plan(cfg, branch.to_string(), None, true)?;
+        self.run(cfg, journal, progress)
+    }
+
+    fn plan(
+        &self,
+        cfg: &DotConfig,
+        branch: String,
+        commit: Option<CommitId>,
+        set_head: bool,
+    ) -> Result<Journal> {
+        let target = match commit {
+            Some(c) => Some(c),
+            None => self.branch_commit(&cfg.name, &branch)?,
+        };
+        let root = match target {
+            Some(c) => read_root(&self.store, &Commit::read(&self.store, &c)?.root)?,
+            None => Root::new(),
+        };
+        let mut targets = BTreeMap::new();
+        for sub in cfg.subdots.keys().chain(root.keys()) {
+            targets.insert(sub.clone(), root.get(sub).map(|t| TopJson::from(*t)));
+        }
+        Ok(Journal {
+            branch,
+            commit: commit.map(|c| c.0.to_hex()),
+            set_head,
+            targets,
+        })
+    }
+
+    /// Records the journal durably, then carries it out.
+    fn run(&self, cfg: &DotConfig, journal: Journal, progress: &dyn Progress) -> Result<()> {
+        let mut b = Batch::default();
+        b.put(
+            Space::Meta,
+            journal_key(&cfg.name),
+            serde_json::to_vec(&journal).expect("journal serializes"),
+        );
+        self.store.write(b)?;
+        self.replay(&cfg.name, &journal, progress)
+    }
+
+    /// Materializes a journal's targets, then in one batch moves the ref or
+    /// HEAD, records the stat cache and drops the journal. Idempotent, so an
+    /// interrupted run is finished by running it again.
+    fn replay(&self, dot: &str, journal: &Journal, progress: &dyn Progress) -> Result<()> {
+        let mut cfg = self.dot(dot)?;
+        let mut b = Batch::default();
+        for (sub, top) in &journal.targets {
+            if !cfg.subdots.contains_key(sub) {
+                let path = self
+                    .home()
+                    .join("work")
+                    .join(dot.replace('/', "+"))
+                    .join(sub);
+                cfg.subdots.insert(
+                    sub.clone(),
+                    SubdotConfig {
+                        path,
+                        adopted: false,
+                    },
+                );
+            }
+            let dir = &cfg.subdots[sub].path;
+            let cache = StatCache::new(&self.store, cache_prefix(dot, sub));
+            let top = top.map(Top::from);
+            let ops = Materializer::new(&self.store, &cache, progress).apply(dir, top.as_ref())?;
+            for op in ops {
+                match op {
+                    CacheOp::Put(k, v) => b.put(Space::Cache, k, v),
+                    CacheOp::DeleteTree(rel) => {
+                        let mut exact = cache.key(&rel);
+                        if rel.is_empty() {
+                            b.delete_prefix(Space::Cache, exact);
+                        } else {
+                            b.delete(Space::Cache, exact.clone());
+                            exact.push(b'/');
+                            b.delete_prefix(Space::Cache, exact);
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(hex) = &journal.commit {
+            let id = Id::from_hex(hex).ok_or_else(|| {
+                RepoError::Config(format!("journal/{dot}"), "bad commit id".into())
+            })?;
+            b.put(Space::Refs, ref_key(dot, &journal.branch), id.0.to_vec());
+        }
+        if journal.set_head {
+            cfg.head = journal.branch.clone();
+        }
+        Self::put_dot(&mut b, &cfg);
+        b.delete(Space::Meta, journal_key(dot));
+        Ok(self.store.write(b)?)
+    }
+
+    pub fn delete_branch(&self, cfg: &DotConfig, branch: &str) -> Result<()> {
+        if branch == cfg.head {
+            return Err(RepoError::Usage(format!(
+                "cannot delete branch {branch}: it is the current branch of dot {}; dot checkout another branch first",
+                cfg.name
+            )));
+        }
+        self.branch_commit(&cfg.name, branch)?;
+        let mut b = Batch::default();
+        b.delete(Space::Refs, ref_key(&cfg.name, branch));
+        Ok(self.store.write(b)?)
+    }
+
+    pub fn list(&self, progress: &dyn Progress) -> Result<Vec<DotSummary>> {
+        let current = self.current()?;
+        let mut out = Vec::new();
+        for cfg in self.dots()? {
+            let status = self.status(&cfg, progress)?;
+            out.push(DotSummary {
+                current: current.as_deref() == Some(cfg.name.as_str()),
+                branch: cfg.head.clone(),
+                size: status.size,
+                commits: self.log(&cfg)?.len(),
+                name: cfg.name,
+                status,
+            });
+        }
+        Ok(out)
+    }
+
+    // ---- maintenance ----
+
+    /// Every commit named by a branch of any dot.
+    fn all_heads(&self) -> Result<Vec<(String, CommitId)>> {
+        let mut heads = Vec::new();
+        self.store.scan_kv(Space::Refs, b"", |k, v| {
+            if let Some(id) = Id::from_slice(v) {
+                heads.push((
+                    String::from_utf8_lossy(k).replace('\0', " branch "),
+                    CommitId(id),
+                ));
+            }
+            Ok(true)
+        })?;
+        Ok(heads)
+    }
+
+    /// Frees the space of objects no branch of any dot reaches.
+    pub fn gc(&self) -> Result<GcStats> {
+        let mut walker = walk::Walker::new(&self.store, false);
+        for (name, head) in self.all_heads()? {
+            walker.commit(head, &format!("dot {name}"));
+        }
+        if let Some((at, what)) = walker.problems.first() {
+            return Err(RepoError::Usage(format!(
+                "gc stopped without deleting anything: {at}: {what}; run dot fsck"
+            )));
+        }
+        let live: HashSet<Id> = walker.seen;
+        Ok(self.store.gc(&|id| live.contains(id))?)
+    }
+
+    /// Verifies every object reachable from every branch, and every pack.
+    pub fn fsck(&self) -> Result<FsckReport> {
+        let mut report = FsckReport::default();
+        let mut walker = walk::Walker::new(&self.store, true);
+        let heads = self.all_heads()?;
+        report.refs_checked = heads.len();
+        for (name, head) in heads {
+            walker.commit(head, &format!("dot {name}"));
+        }
+        report.objects_checked = walker.seen.len();
+        report.errors = walker.problems;
+        for p in self.store.verify_packs()? {
+            if p.stray {
+                report.notes.push(format!(
+                    "pack {}: {} (unused; dot gc removes it)",
+                    p.pack, p.what
+                ));
+            } else {
+                report.errors.push((format!("pack {}", p.pack), p.what));
+            }
+        }
+        Ok(report)
+    }
+}
+
+fn parse_steps(spec: &str, digits: &str) -> Result<u32> {
+    digits.parse().map_err(|_| {
+        RepoError::Usage(format!(
+            "cannot parse the ref {spec:?}: {digits} is too large"
+        ))
+    })
+}
+
+/// Checks a directory given to `dot init --path` and makes it absolute.
+fn adopt_path(p: &Path) -> Result<PathBuf> {
+    let md = fs::metadata(p).map_err(|e| {
+        RepoError::Usage(format!(
+            "cannot use {} as a working directory: {e}",
+            p.display()
+        ))
+    })?;
+    if !md.is_dir() {
+        return Err(RepoError::Usage(format!(
+            "{} is not a directory; give --path a directory",
+            p.display()
+        )));
+    }
+    fs::read_dir(p).map_err(|e| {
+        RepoError::Usage(format!(
+            "cannot read {}: {e}; fix its permissions",
+            p.display()
+        ))
+    })?;
+    fs::canonicalize(p)
+        .map_err(|e| RepoError::Usage(format!("cannot resolve {}: {e}", p.display())))
+}
+
+fn hostname() -> String {
+    fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Now, in seconds since the epoch, and the local timezone offset.
+fn now_and_tz() -> (i64, i32) {
+    let now = crate::workspace::cache::now_ns() / 1_000_000_000;
+    let t = now as libc::time_t;
+    // SAFETY: localtime_r writes only into `tm`.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    let ok = unsafe { !libc::localtime_r(&t, &mut tm).is_null() };
+    (now, if ok { (tm.tm_gmtoff / 60) as i32 } else { 0 })
+}

@@ -1,0 +1,304 @@
+//! The RocksDB index: object locations, refs, configuration and the stat
+//! cache, each in its own column family. RocksDB types stay in this file.
+
+use std::path::Path;
+
+use rocksdb::{
+    BlockBasedOptions, ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch,
+    WriteOptions, DB,
+};
+
+use super::pack::Slot;
+use super::{Entry, Kind, Result, StoreError};
+use crate::id::Id;
+
+const OBJECTS: &str = "objects";
+
+/// A key-value space of the index other than object locations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Space {
+    /// Branch heads.
+    Refs,
+    /// Dot and user configuration, journals.
+    Meta,
+    /// The stat cache of plain working directories.
+    Cache,
+}
+
+impl Space {
+    fn cf(self) -> &'static str {
+        match self {
+            Space::Refs => "refs",
+            Space::Meta => "meta",
+            Space::Cache => "cache",
+        }
+    }
+}
+
+enum Op {
+    Put(Space, Vec<u8>, Vec<u8>),
+    Delete(Space, Vec<u8>),
+    DeletePrefix(Space, Vec<u8>),
+    DeleteObject(Id),
+}
+
+/// Changes applied atomically by `Store::commit` or `Store::write`.
+#[derive(Default)]
+pub struct Batch {
+    ops: Vec<Op>,
+}
+
+impl Batch {
+    pub fn put(&mut self, space: Space, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.ops.push(Op::Put(space, key.into(), value.into()));
+    }
+    pub fn delete(&mut self, space: Space, key: impl Into<Vec<u8>>) {
+        self.ops.push(Op::Delete(space, key.into()));
+    }
+    /// Deletes every key that starts with `prefix`.
+    pub fn delete_prefix(&mut self, space: Space, prefix: impl Into<Vec<u8>>) {
+        self.ops.push(Op::DeletePrefix(space, prefix.into()));
+    }
+    pub(super) fn delete_object(&mut self, id: &Id) {
+        self.ops.push(Op::DeleteObject(*id));
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// The smallest key greater than every key starting with `prefix`, or None
+/// when no such key exists (the prefix is all 0xff).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+pub struct Db {
+    db: DB,
+}
+
+fn index_err(e: rocksdb::Error) -> StoreError {
+    StoreError::Index(e.into_string())
+}
+
+fn encode_entry(e: &Entry) -> [u8; 26] {
+    let mut v = [0u8; 26];
+    v[..8].copy_from_slice(&e.pack.to_le_bytes());
+    v[8..16].copy_from_slice(&e.slot.offset.to_le_bytes());
+    v[16..20].copy_from_slice(&e.slot.stored_len.to_le_bytes());
+    v[20..24].copy_from_slice(&e.slot.raw_len.to_le_bytes());
+    v[24] = e.slot.codec;
+    v[25] = e.kind as u8;
+    v
+}
+
+fn decode_entry(id: &Id, v: &[u8]) -> Result<Entry> {
+    let bad = || StoreError::Index(format!("entry for object {} is malformed", id.short()));
+    if v.len() != 26 {
+        return Err(bad());
+    }
+    let u64_at = |i: usize| u64::from_le_bytes(v[i..i + 8].try_into().expect("8 bytes"));
+    let u32_at = |i: usize| u32::from_le_bytes(v[i..i + 4].try_into().expect("4 bytes"));
+    Ok(Entry {
+        pack: u64_at(0),
+        slot: Slot {
+            offset: u64_at(8),
+            stored_len: u32_at(16),
+            raw_len: u32_at(20),
+            codec: v[24],
+        },
+        kind: Kind::from_u8(v[25]).ok_or_else(bad)?,
+    })
+}
+
+impl Db {
+    pub fn open(path: &Path) -> Result<Db> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_keep_log_file_num(4);
+        opts.set_max_log_file_size(4 << 20);
+        opts.set_max_open_files(256);
+        let mut table = BlockBasedOptions::default();
+        // Lookups of chunks the store lacks are the common case on commit:
+        // bloom filters answer them without touching disk.
+        table.set_bloom_filter(10.0, false);
+        let mut cf_opts = Options::default();
+        cf_opts.set_block_based_table_factory(&table);
+        let cfs = [OBJECTS, "refs", "meta", "cache"]
+            .into_iter()
+            .map(|name| ColumnFamilyDescriptor::new(name, cf_opts.clone()));
+        let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| {
+            let msg = e.into_string();
+            if msg.contains("lock") || msg.contains("LOCK") {
+                StoreError::Locked(path.parent().unwrap_or(path).to_path_buf())
+            } else {
+                StoreError::Open {
+                    path: path.to_path_buf(),
+                    msg,
+                }
+            }
+        })?;
+        Ok(Db { db })
+    }
+
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        self.db
+            .cf_handle(name)
+            .expect("column families are created at open")
+    }
+
+    pub fn get_object(&self, id: &Id) -> Result<Option<Entry>> {
+        match self
+            .db
+            .get_pinned_cf(self.cf(OBJECTS), id.0)
+            .map_err(index_err)?
+        {
+            Some(v) => Ok(Some(decode_entry(id, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn put_objects(&self, entries: &[(Id, Entry)]) -> Result<()> {
+        let mut wb = WriteBatch::default();
+        let cf = self.cf(OBJECTS);
+        for (id, e) in entries {
+            wb.put_cf(cf, id.0, encode_entry(e));
+        }
+        self.db.write(wb).map_err(index_err)
+    }
+
+    pub fn objects_with_prefix(&self, prefix: &[u8]) -> Result<Vec<(Id, Entry)>> {
+        let mut out = Vec::new();
+        self.scan_cf(OBJECTS, prefix, |k, v| {
+            let id = Id::from_slice(k)
+                .ok_or_else(|| StoreError::Index("malformed object key".into()))?;
+            out.push((id, decode_entry(&id, v)?));
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    pub fn for_each_object(&self, mut f: impl FnMut(Id, Entry) -> Result<()>) -> Result<()> {
+        self.scan_cf(OBJECTS, &[], |k, v| {
+            let id = Id::from_slice(k)
+                .ok_or_else(|| StoreError::Index("malformed object key".into()))?;
+            f(id, decode_entry(&id, v)?)?;
+            Ok(true)
+        })
+    }
+
+    pub fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.db.get_cf(self.cf(space.cf()), key).map_err(index_err)
+    }
+
+    pub fn scan(
+        &self,
+        space: Space,
+        prefix: &[u8],
+        f: impl FnMut(&[u8], &[u8]) -> Result<bool>,
+    ) -> Result<()> {
+        self.scan_cf(space.cf(), prefix, f)
+    }
+
+    fn scan_cf(
+        &self,
+        cf: &str,
+        prefix: &[u8],
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<bool>,
+    ) -> Result<()> {
+        let iter = self
+            .db
+            .iterator_cf(self.cf(cf), IteratorMode::From(prefix, Direction::Forward));
+        for item in iter {
+            let (k, v) = item.map_err(index_err)?;
+            if !k.starts_with(prefix) || !f(&k, &v)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a batch atomically and waits until it is durable.
+    pub fn write(&self, batch: Batch) -> Result<()> {
+        let mut wb = WriteBatch::default();
+        for op in batch.ops {
+            match op {
+                Op::Put(s, k, v) => wb.put_cf(self.cf(s.cf()), k, v),
+                Op::Delete(s, k) => wb.delete_cf(self.cf(s.cf()), k),
+                Op::DeletePrefix(s, p) => match prefix_end(&p) {
+                    Some(end) => wb.delete_range_cf(self.cf(s.cf()), p, end),
+                    None => {
+                        let mut keys = Vec::new();
+                        self.scan(s, &p, |k, _| {
+                            keys.push(k.to_vec());
+                            Ok(true)
+                        })?;
+                        for k in keys {
+                            wb.delete_cf(self.cf(s.cf()), k);
+                        }
+                    }
+                },
+                Op::DeleteObject(id) => wb.delete_cf(self.cf(OBJECTS), id.0),
+            }
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(wb, &wo).map_err(index_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_bounds_the_range() {
+        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_end(&[1, 0xff]), Some(vec![2]));
+        assert_eq!(prefix_end(&[0xff]), None);
+    }
+
+    #[test]
+    fn entry_round_trips() {
+        let e = Entry {
+            pack: 3,
+            slot: Slot {
+                offset: 57,
+                stored_len: 9,
+                raw_len: 12,
+                codec: 1,
+            },
+            kind: Kind::Meta,
+        };
+        assert_eq!(decode_entry(&Id::of(b""), &encode_entry(&e)).unwrap(), e);
+    }
+
+    #[test]
+    fn batch_delete_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let mut b = Batch::default();
+        b.put(Space::Cache, b"a/x".to_vec(), b"1".to_vec());
+        b.put(Space::Cache, b"a/y".to_vec(), b"2".to_vec());
+        b.put(Space::Cache, b"b".to_vec(), b"3".to_vec());
+        db.write(b).unwrap();
+        let mut b = Batch::default();
+        b.delete_prefix(Space::Cache, b"a/".to_vec());
+        db.write(b).unwrap();
+        let mut keys = Vec::new();
+        db.scan(Space::Cache, b"", |k, _| {
+            keys.push(k.to_vec());
+            Ok(true)
+        })
+        .unwrap();
+        assert_eq!(keys, vec![b"b".to_vec()]);
+    }
+}

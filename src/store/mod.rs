@@ -1,0 +1,578 @@
+//! The local object store: pack files plus a RocksDB index, refs and
+//! configuration under one home directory.
+//!
+//! Objects are written to packs and fsynced first; a sealed pack's index
+//! entries are then recorded; finally `Store::commit` writes one synced
+//! RocksDB batch that moves refs. A crash at any instant leaves the refs at
+//! their old or their new values and never pointing at missing data; pack
+//! bytes no index entry names are reclaimed by `gc`. The store knows nothing
+//! of trees, dots or the command line, and no RocksDB type leaves this module.
+
+mod db;
+pub mod pack;
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::id::Id;
+pub use db::{Batch, Space};
+use pack::{PackWriter, Slot, CODEC_RAW, CODEC_ZSTD};
+
+/// Packs are sealed once they reach this size: large enough to keep the
+/// file count low, small enough that a crash loses little work.
+const PACK_TARGET: u64 = 64 << 20;
+/// zstd level for chunks and metadata: fast, and still most of the gain.
+const ZSTD_LEVEL: i32 = 3;
+
+/// Which pack family an object lives in: file data and metadata are packed
+/// apart so metadata stays dense and cheap to read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Chunk = 0,
+    Meta = 1,
+}
+
+impl Kind {
+    fn from_u8(v: u8) -> Option<Kind> {
+        match v {
+            0 => Some(Kind::Chunk),
+            1 => Some(Kind::Meta),
+            _ => None,
+        }
+    }
+}
+
+/// Where an object is: its pack and slot, and its kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub pack: u64,
+    pub slot: Slot,
+    pub kind: Kind,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "the store at {0} is in use by another dot process; wait for it to finish and try again"
+    )]
+    Locked(PathBuf),
+    #[error("cannot open the store at {path}: {msg}")]
+    Open { path: PathBuf, msg: String },
+    #[error("object {0} is missing from the store; run dot fsck")]
+    Missing(Id),
+    #[error("object {id} in pack {pack} is damaged ({why}); run dot fsck")]
+    Damaged { id: Id, pack: String, why: String },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the store index is damaged: {0}; run dot fsck")]
+    Index(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> StoreError {
+    let context = context.into();
+    move |source| StoreError::Io { context, source }
+}
+
+#[derive(Default)]
+struct WriterState {
+    open: Option<(u64, PackWriter)>,
+    /// Objects in the open pack, not yet in the index.
+    pending: HashMap<Id, Slot>,
+}
+
+pub struct Store {
+    home: PathBuf,
+    db: db::Db,
+    writers: [Mutex<WriterState>; 2],
+    next_pack: AtomicU64,
+    readers: Mutex<HashMap<u64, Arc<File>>>,
+}
+
+/// Counts from a garbage collection.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct GcStats {
+    pub objects_removed: u64,
+    pub bytes_freed: u64,
+    pub packs_rewritten: u64,
+}
+
+/// One problem `verify_packs` found.
+#[derive(Debug, Clone)]
+pub struct PackProblem {
+    pub pack: String,
+    pub what: String,
+    /// True when no index entry uses the pack: it is debris of an
+    /// interrupted command, harmless, and `dot gc` removes it.
+    pub stray: bool,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store under `home`.
+    pub fn open(home: &Path) -> Result<Store> {
+        let packs = home.join("packs");
+        fs::create_dir_all(&packs).map_err(io_err(format!("cannot create {}", packs.display())))?;
+        let db = db::Db::open(&home.join("index"))?;
+        let mut max_seq = 0;
+        for entry in
+            fs::read_dir(&packs).map_err(io_err(format!("cannot read {}", packs.display())))?
+        {
+            let entry = entry.map_err(io_err("cannot read the pack directory"))?;
+            if let Some(seq) = pack_seq(&entry.file_name()) {
+                max_seq = max_seq.max(seq);
+            }
+        }
+        Ok(Store {
+            home: home.to_path_buf(),
+            db,
+            writers: Default::default(),
+            next_pack: AtomicU64::new(max_seq + 1),
+            readers: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    fn pack_path(&self, seq: u64) -> PathBuf {
+        self.home.join("packs").join(format!("{seq:016x}.pack"))
+    }
+
+    /// Looks an object up in the open packs, then in the index.
+    pub fn entry(&self, id: &Id) -> Result<Option<Entry>> {
+        for (k, w) in self.writers.iter().enumerate() {
+            let w = w.lock().expect("writer lock");
+            if let (Some(slot), Some((seq, _))) = (w.pending.get(id), &w.open) {
+                return Ok(Some(Entry {
+                    pack: *seq,
+                    slot: *slot,
+                    kind: Kind::from_u8(k as u8).expect("kind"),
+                }));
+            }
+        }
+        self.db.get_object(id)
+    }
+
+    pub fn has(&self, id: &Id) -> Result<bool> {
+        Ok(self.entry(id)?.is_some())
+    }
+
+    /// Stores `raw` under `id` (which must be `Id::of(raw)`) unless the store
+    /// already holds it. Returns whether it was new. Safe to call from many
+    /// threads; compression happens outside any lock.
+    pub fn put(&self, kind: Kind, id: &Id, raw: &[u8]) -> Result<bool> {
+        debug_assert_eq!(*id, Id::of(raw));
+        if self.has(id)? {
+            return Ok(false);
+        }
+        let raw_len = u32::try_from(raw.len()).map_err(|_| StoreError::Io {
+            context: "object too large".into(),
+            source: io::Error::new(io::ErrorKind::InvalidInput, "over 4 GiB"),
+        })?;
+        let compressed =
+            zstd::bulk::compress(raw, ZSTD_LEVEL).map_err(io_err("zstd compression failed"))?;
+        // Raw when compression does not pay for the decompression it costs.
+        let (codec, stored) = if compressed.len() + compressed.len() / 32 < raw.len() {
+            (CODEC_ZSTD, &compressed[..])
+        } else {
+            (CODEC_RAW, raw)
+        };
+        self.put_stored(kind, id, codec, raw_len, stored)
+    }
+
+    /// Appends an already-encoded object (used by `put` and by gc's repack).
+    fn put_stored(
+        &self,
+        kind: Kind,
+        id: &Id,
+        codec: u8,
+        raw_len: u32,
+        stored: &[u8],
+    ) -> Result<bool> {
+        let mut w = self.writers[kind as usize].lock().expect("writer lock");
+        if w.pending.contains_key(id) {
+            return Ok(false);
+        }
+        if w.open.is_none() {
+            let seq = self.next_pack.fetch_add(1, Ordering::SeqCst);
+            let path = self.pack_path(seq);
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map_err(io_err(format!("cannot create pack {}", path.display())))?;
+            let writer = PackWriter::create(file, kind as u8)
+                .map_err(io_err(format!("cannot write pack {}", path.display())))?;
+            w.open = Some((seq, writer));
+        }
+        let (seq, writer) = w.open.as_mut().expect("open pack");
+        let seq = *seq;
+        let slot = writer
+            .append(id, codec, raw_len, stored)
+            .map_err(io_err(format!(
+                "cannot write pack {}",
+                self.pack_path(seq).display()
+            )))?;
+        let full = writer.len >= PACK_TARGET;
+        w.pending.insert(*id, slot);
+        if full {
+            self.seal(kind, &mut w)?;
+        }
+        Ok(true)
+    }
+
+    /// Seals the open pack of `kind` and records its objects in the index.
+    /// The entries name durable bytes, so recording them before any ref
+    /// moves is safe: at worst they name objects nothing refers to.
+    fn seal(&self, kind: Kind, w: &mut WriterState) -> Result<()> {
+        let Some((seq, writer)) = w.open.take() else {
+            return Ok(());
+        };
+        writer.seal().map_err(io_err(format!(
+            "cannot seal pack {}",
+            self.pack_path(seq).display()
+        )))?;
+        sync_dir(&self.home.join("packs"))?;
+        let entries: Vec<(Id, Entry)> = w
+            .pending
+            .drain()
+            .map(|(id, slot)| {
+                (
+                    id,
+                    Entry {
+                        pack: seq,
+                        slot,
+                        kind,
+                    },
+                )
+            })
+            .collect();
+        self.db.put_objects(&entries)
+    }
+
+    /// Seals every open pack so that all objects put so far are durable
+    /// and indexed.
+    pub fn flush(&self) -> Result<()> {
+        for kind in [Kind::Chunk, Kind::Meta] {
+            let mut w = self.writers[kind as usize].lock().expect("writer lock");
+            self.seal(kind, &mut w)?;
+        }
+        Ok(())
+    }
+
+    /// The commit point: makes every object put so far durable, then applies
+    /// `batch` (ref moves, configuration) atomically and durably.
+    pub fn commit(&self, batch: Batch) -> Result<()> {
+        self.flush()?;
+        self.db.write(batch)
+    }
+
+    /// Reads an object and checks that its bytes hash to `id`.
+    pub fn get(&self, id: &Id) -> Result<Vec<u8>> {
+        let entry = self.entry(id)?.ok_or(StoreError::Missing(*id))?;
+        self.read_entry(id, &entry)
+    }
+
+    pub fn read_entry(&self, id: &Id, entry: &Entry) -> Result<Vec<u8>> {
+        let damaged = |why: String| StoreError::Damaged {
+            id: *id,
+            pack: format!("{:016x}", entry.pack),
+            why,
+        };
+        let file = self
+            .reader(entry.pack)
+            .map_err(|e| damaged(e.to_string()))?;
+        let mut stored = vec![0u8; entry.slot.stored_len as usize];
+        file.read_exact_at(&mut stored, entry.slot.offset)
+            .map_err(|e| damaged(format!("cannot read: {e}")))?;
+        let raw = match entry.slot.codec {
+            CODEC_RAW => stored,
+            CODEC_ZSTD => zstd::bulk::decompress(&stored, entry.slot.raw_len as usize)
+                .map_err(|e| damaged(format!("cannot decompress: {e}")))?,
+            other => return Err(damaged(format!("unknown codec {other}"))),
+        };
+        if raw.len() != entry.slot.raw_len as usize || Id::of(&raw) != *id {
+            return Err(damaged("content does not match its id".into()));
+        }
+        Ok(raw)
+    }
+
+    fn reader(&self, seq: u64) -> io::Result<Arc<File>> {
+        let mut readers = self.readers.lock().expect("readers lock");
+        if let Some(f) = readers.get(&seq) {
+            return Ok(f.clone());
+        }
+        let f = Arc::new(File::open(self.pack_path(seq))?);
+        // Bound open descriptors; reopening is cheap.
+        if readers.len() >= 256 {
+            readers.clear();
+        }
+        readers.insert(seq, f.clone());
+        Ok(f)
+    }
+
+    /// Ids that begin with the given bytes (for resolving short ids).
+    pub fn ids_with_prefix(&self, prefix: &[u8]) -> Result<Vec<(Id, Entry)>> {
+        self.db.objects_with_prefix(prefix)
+    }
+
+    pub fn for_each_object(&self, f: impl FnMut(Id, Entry) -> Result<()>) -> Result<()> {
+        self.db.for_each_object(f)
+    }
+
+    // Key-value spaces for refs, configuration and the stat cache.
+
+    pub fn get_kv(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.db.get(space, key)
+    }
+
+    /// Calls `f` for each key with `prefix`, in key order, until it returns false.
+    pub fn scan_kv(
+        &self,
+        space: Space,
+        prefix: &[u8],
+        f: impl FnMut(&[u8], &[u8]) -> Result<bool>,
+    ) -> Result<()> {
+        self.db.scan(space, prefix, f)
+    }
+
+    /// Writes a batch of key-value changes without sealing packs. Only for
+    /// changes that refer to no new objects.
+    pub fn write(&self, batch: Batch) -> Result<()> {
+        self.db.write(batch)
+    }
+
+    /// Removes every object `live` rejects and gives its space back:
+    /// packs holding dead objects are rewritten with their live ones, and
+    /// packs no index entry names (debris of interrupted commands) are
+    /// deleted. Crash-safe: new packs are sealed and indexed before one
+    /// synced batch drops the dead entries, and old packs are deleted last.
+    pub fn gc(&self, live: &dyn Fn(&Id) -> bool) -> Result<GcStats> {
+        self.flush()?;
+        let mut stats = GcStats::default();
+        let mut by_pack: HashMap<u64, (Vec<(Id, Entry)>, Vec<Id>)> = HashMap::new();
+        self.for_each_object(|id, e| {
+            let slot = by_pack.entry(e.pack).or_default();
+            if live(&id) {
+                slot.0.push((id, e));
+            } else {
+                slot.1.push(id);
+            }
+            Ok(())
+        })?;
+        let mut dead_ids = Vec::new();
+        let mut old_packs = Vec::new();
+        for (seq, (live_objs, dead)) in &by_pack {
+            if dead.is_empty() {
+                continue;
+            }
+            for (id, e) in live_objs {
+                let stored = self.read_stored(*seq, &e.slot)?;
+                self.put_stored(e.kind, id, e.slot.codec, e.slot.raw_len, &stored)?;
+            }
+            stats.objects_removed += dead.len() as u64;
+            dead_ids.extend_from_slice(dead);
+            old_packs.push(*seq);
+            if !live_objs.is_empty() {
+                stats.packs_rewritten += 1;
+            }
+        }
+        self.flush()?;
+        let mut batch = Batch::default();
+        for id in &dead_ids {
+            batch.delete_object(id);
+        }
+        self.db.write(batch)?;
+        // Every pack file no index entry names is now unused.
+        let mut used: HashSet<u64> = HashSet::new();
+        self.for_each_object(|_, e| {
+            used.insert(e.pack);
+            Ok(())
+        })?;
+        self.readers.lock().expect("readers lock").clear();
+        let packs = self.home.join("packs");
+        for entry in fs::read_dir(&packs).map_err(io_err("cannot read the pack directory"))? {
+            let entry = entry.map_err(io_err("cannot read the pack directory"))?;
+            let Some(seq) = pack_seq(&entry.file_name()) else {
+                continue;
+            };
+            if used.contains(&seq) || self.is_open_pack(seq) {
+                continue;
+            }
+            let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            fs::remove_file(entry.path())
+                .map_err(io_err(format!("cannot remove {}", entry.path().display())))?;
+            stats.bytes_freed += len;
+        }
+        sync_dir(&packs)?;
+        Ok(stats)
+    }
+
+    fn is_open_pack(&self, seq: u64) -> bool {
+        self.writers
+            .iter()
+            .any(|w| matches!(&w.lock().expect("writer lock").open, Some((s, _)) if *s == seq))
+    }
+
+    fn read_stored(&self, seq: u64, slot: &Slot) -> Result<Vec<u8>> {
+        let file = self
+            .reader(seq)
+            .map_err(io_err(format!("cannot open pack {seq:016x}")))?;
+        let mut buf = vec![0u8; slot.stored_len as usize];
+        file.read_exact_at(&mut buf, slot.offset)
+            .map_err(io_err(format!("cannot read pack {seq:016x}")))?;
+        Ok(buf)
+    }
+
+    /// Checks every pack's structure and that every index entry names a
+    /// record its pack's trailer lists.
+    pub fn verify_packs(&self) -> Result<Vec<PackProblem>> {
+        let mut problems = Vec::new();
+        let mut index: HashMap<u64, Vec<(Id, Entry)>> = HashMap::new();
+        self.for_each_object(|id, e| {
+            index.entry(e.pack).or_default().push((id, e));
+            Ok(())
+        })?;
+        let packs = self.home.join("packs");
+        let mut on_disk = HashSet::new();
+        for entry in fs::read_dir(&packs).map_err(io_err("cannot read the pack directory"))? {
+            let entry = entry.map_err(io_err("cannot read the pack directory"))?;
+            let Some(seq) = pack_seq(&entry.file_name()) else {
+                continue;
+            };
+            on_disk.insert(seq);
+            let name = format!("{seq:016x}");
+            let indexed = index.get(&seq);
+            let trailer = File::open(entry.path())
+                .map_err(|e| e.to_string())
+                .and_then(|f| pack::read_trailer(&f));
+            match trailer {
+                Err(what) => problems.push(PackProblem {
+                    pack: name,
+                    what,
+                    stray: indexed.is_none(),
+                }),
+                Ok((_, entries)) => {
+                    let listed: HashMap<Id, Slot> = entries.into_iter().collect();
+                    for (id, e) in indexed.into_iter().flatten() {
+                        if listed.get(id) != Some(&e.slot) {
+                            problems.push(PackProblem {
+                                pack: name.clone(),
+                                what: format!(
+                                    "index entry for {} does not match the pack",
+                                    id.short()
+                                ),
+                                stray: false,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        for (seq, entries) in &index {
+            if !on_disk.contains(seq) {
+                problems.push(PackProblem {
+                    pack: format!("{seq:016x}"),
+                    what: format!(
+                        "missing, but the index names {} objects in it",
+                        entries.len()
+                    ),
+                    stray: false,
+                });
+            }
+        }
+        Ok(problems)
+    }
+}
+
+fn pack_seq(name: &std::ffi::OsStr) -> Option<u64> {
+    let name = name.to_str()?;
+    let hex = name.strip_suffix(".pack")?;
+    if hex.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(format!("cannot sync {}", dir.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_get_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = vec![7u8; 100_000];
+        let id = Id::of(&data);
+        {
+            let s = Store::open(dir.path()).unwrap();
+            assert!(s.put(Kind::Chunk, &id, &data).unwrap());
+            assert!(!s.put(Kind::Chunk, &id, &data).unwrap());
+            assert_eq!(s.get(&id).unwrap(), data);
+            s.commit(Batch::default()).unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.get(&id).unwrap(), data);
+        assert!(s.verify_packs().unwrap().is_empty());
+    }
+
+    #[test]
+    fn second_process_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let _s = Store::open(dir.path()).unwrap();
+        assert!(matches!(
+            Store::open(dir.path()),
+            Err(StoreError::Locked(_))
+        ));
+    }
+
+    #[test]
+    fn damage_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let data = b"some object bytes".to_vec();
+        let id = Id::of(&data);
+        s.put(Kind::Meta, &id, &data).unwrap();
+        s.flush().unwrap();
+        let e = s.entry(&id).unwrap().unwrap();
+        let path = s.pack_path(e.pack);
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all_at(b"X", e.slot.offset).unwrap();
+        s.readers.lock().unwrap().clear();
+        assert!(matches!(s.get(&id), Err(StoreError::Damaged { .. })));
+    }
+
+    #[test]
+    fn gc_drops_dead_objects_and_keeps_live_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let keep = vec![1u8; 50_000];
+        let drop = (0..50_000u32).map(|i| (i * 7) as u8).collect::<Vec<_>>();
+        let (k, d) = (Id::of(&keep), Id::of(&drop));
+        s.put(Kind::Chunk, &k, &keep).unwrap();
+        s.put(Kind::Chunk, &d, &drop).unwrap();
+        s.flush().unwrap();
+        let stats = s.gc(&|id| *id == k).unwrap();
+        assert_eq!(stats.objects_removed, 1);
+        assert!(!s.has(&d).unwrap());
+        assert_eq!(s.get(&k).unwrap(), keep);
+        assert!(s.verify_packs().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,550 @@
+//! File contents as a Merkle tree over the chunk list.
+//!
+//! Leaves are chunks (id, length) or runs of zeros (length only, restored as
+//! holes). Inner nodes list their children with each child's byte length, so
+//! a read at any offset descends in O(log n). A node ends after a child whose
+//! id matches a mask, or at `MAX_FANOUT` children, so node boundaries depend
+//! on content and an edit rewrites only the path to the changed chunks.
+//!
+//! Node encoding: header `d n 1`, level u8, child count varint, then per
+//! child at level 0: tag u8 (1 chunk: id, length varint; 2 zeros: length
+//! varint); at level >= 1: node id, byte length varint.
+
+use super::{decode_err, header, is_boundary, open_object, Objects, Result, KIND_CHUNK_NODE};
+use crate::codec::{Reader, Writer};
+use crate::id::{ChunkId, Id, NodeId};
+use crate::store::Kind;
+
+/// Children per node on average is `FANOUT_MASK + 1`.
+const FANOUT_MASK: u32 = 63;
+const MAX_FANOUT: usize = 1024;
+
+const TAG_CHUNK: u8 = 1;
+const TAG_ZERO: u8 = 2;
+
+/// A leaf of a chunk tree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Leaf {
+    Chunk(ChunkId, u32),
+    Zero(u64),
+}
+
+impl Leaf {
+    pub fn len(&self) -> u64 {
+        match self {
+            Leaf::Chunk(_, n) => u64::from(*n),
+            Leaf::Zero(n) => *n,
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What a file entry points at. Small files need no tree node: a file of one
+/// chunk names the chunk, and an all-zero file names nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContentRef {
+    Empty,
+    Chunk(ChunkId),
+    Zero,
+    Node(NodeId),
+}
+
+impl ContentRef {
+    pub fn encode(&self, w: &mut Writer) {
+        match self {
+            ContentRef::Empty => {
+                w.u8(0);
+            }
+            ContentRef::Chunk(id) => {
+                w.u8(1).id(&id.0);
+            }
+            ContentRef::Zero => {
+                w.u8(2);
+            }
+            ContentRef::Node(id) => {
+                w.u8(3).id(&id.0);
+            }
+        }
+    }
+
+    pub fn decode(r: &mut Reader) -> std::result::Result<ContentRef, crate::codec::DecodeError> {
+        Ok(match r.u8()? {
+            0 => ContentRef::Empty,
+            1 => ContentRef::Chunk(ChunkId(r.id()?)),
+            2 => ContentRef::Zero,
+            3 => ContentRef::Node(NodeId(r.id()?)),
+            t => {
+                return Err(crate::codec::DecodeError::Invalid(format!(
+                    "unknown content tag {t}"
+                )))
+            }
+        })
+    }
+
+    /// The single object this reference names, if any.
+    pub fn object(&self) -> Option<Id> {
+        match self {
+            ContentRef::Chunk(c) => Some(c.0),
+            ContentRef::Node(n) => Some(n.0),
+            ContentRef::Empty | ContentRef::Zero => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Child {
+    Leaf(Leaf),
+    Node(NodeId, u64),
+}
+
+impl Child {
+    fn len(&self) -> u64 {
+        match self {
+            Child::Leaf(l) => l.len(),
+            Child::Node(_, n) => *n,
+        }
+    }
+    fn ends_node(&self) -> bool {
+        match self {
+            Child::Leaf(Leaf::Chunk(id, _)) => is_boundary(&id.0, FANOUT_MASK),
+            Child::Leaf(Leaf::Zero(_)) => false,
+            Child::Node(id, _) => is_boundary(&id.0, FANOUT_MASK),
+        }
+    }
+}
+
+/// Streams leaves into a chunk tree, writing nodes as they fill.
+pub struct ChunkTreeBuilder<'a> {
+    objects: &'a dyn Objects,
+    levels: Vec<Vec<Child>>,
+    zeros: u64,
+    leaves: u64,
+}
+
+impl<'a> ChunkTreeBuilder<'a> {
+    pub fn new(objects: &'a dyn Objects) -> ChunkTreeBuilder<'a> {
+        ChunkTreeBuilder {
+            objects,
+            levels: vec![Vec::new()],
+            zeros: 0,
+            leaves: 0,
+        }
+    }
+
+    /// Appends the next leaf. Adjacent zero runs merge into one leaf.
+    pub fn push(&mut self, leaf: Leaf) -> Result<()> {
+        match leaf {
+            Leaf::Zero(n) => self.zeros += n,
+            Leaf::Chunk(..) => {
+                self.flush_zeros()?;
+                self.push_child(0, Child::Leaf(leaf))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush_zeros(&mut self) -> Result<()> {
+        if self.zeros > 0 {
+            let n = std::mem::take(&mut self.zeros);
+            self.push_child(0, Child::Leaf(Leaf::Zero(n)))?;
+        }
+        Ok(())
+    }
+
+    fn push_child(&mut self, level: usize, child: Child) -> Result<()> {
+        if level == 0 {
+            self.leaves += 1;
+        }
+        if self.levels.len() <= level {
+            self.levels.push(Vec::new());
+        }
+        self.levels[level].push(child);
+        if child.ends_node() || self.levels[level].len() >= MAX_FANOUT {
+            self.emit(level)?;
+        }
+        Ok(())
+    }
+
+    fn emit(&mut self, level: usize) -> Result<()> {
+        let children = std::mem::take(&mut self.levels[level]);
+        let (id, len) = write_node(self.objects, level as u8, &children)?;
+        self.push_child(level + 1, Child::Node(id, len))
+    }
+
+    /// Finishes the tree and returns what the file entry should point at.
+    pub fn finish(mut self) -> Result<ContentRef> {
+        self.flush_zeros()?;
+        if self.leaves == 0 {
+            return Ok(ContentRef::Empty);
+        }
+        if self.leaves == 1 && self.levels.len() == 1 {
+            return Ok(match self.levels[0][0] {
+                Child::Leaf(Leaf::Chunk(id, _)) => ContentRef::Chunk(id),
+                Child::Leaf(Leaf::Zero(_)) => ContentRef::Zero,
+                Child::Node(..) => unreachable!("level 0 holds leaves"),
+            });
+        }
+        let mut level = 0;
+        loop {
+            let top = self.levels[level + 1..].iter().all(Vec::is_empty);
+            if top && level > 0 && self.levels[level].len() == 1 {
+                match self.levels[level][0] {
+                    Child::Node(id, _) => return Ok(ContentRef::Node(id)),
+                    Child::Leaf(_) => unreachable!("levels above 0 hold nodes"),
+                }
+            }
+            if !self.levels[level].is_empty() {
+                self.emit(level)?;
+            }
+            level += 1;
+        }
+    }
+}
+
+fn write_node(objects: &dyn Objects, level: u8, children: &[Child]) -> Result<(NodeId, u64)> {
+    let mut w = Writer::new();
+    w.raw(&header(KIND_CHUNK_NODE))
+        .u8(level)
+        .varint(children.len() as u64);
+    let mut total = 0u64;
+    for c in children {
+        match c {
+            Child::Leaf(Leaf::Chunk(id, n)) => {
+                w.u8(TAG_CHUNK).id(&id.0).varint(u64::from(*n));
+            }
+            Child::Leaf(Leaf::Zero(n)) => {
+                w.u8(TAG_ZERO).varint(*n);
+            }
+            Child::Node(id, n) => {
+                w.id(&id.0).varint(*n);
+            }
+        }
+        total += c.len();
+    }
+    let id = objects.put_meta(&w.buf)?;
+    Ok((NodeId(id), total))
+}
+
+/// A decoded node: its level and children.
+struct Node {
+    level: u8,
+    children: Vec<Child>,
+}
+
+fn read_node(objects: &dyn Objects, id: &NodeId) -> Result<Node> {
+    let bytes = objects.get(&id.0)?;
+    let mut r = open_object(&id.0, &bytes, KIND_CHUNK_NODE)?;
+    let de = decode_err(&id.0);
+    let level = r.u8().map_err(&de)?;
+    let count = r.varint().map_err(&de)?;
+    if count == 0 || count > MAX_FANOUT as u64 {
+        return Err(super::corrupt(&id.0, format!("node has {count} children")));
+    }
+    let mut children = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let child = if level == 0 {
+            match r.u8().map_err(&de)? {
+                TAG_CHUNK => {
+                    let cid = ChunkId(r.id().map_err(&de)?);
+                    let n = r.u32v().map_err(&de)?;
+                    Child::Leaf(Leaf::Chunk(cid, n))
+                }
+                TAG_ZERO => Child::Leaf(Leaf::Zero(r.varint().map_err(&de)?)),
+                t => return Err(super::corrupt(&id.0, format!("unknown leaf tag {t}"))),
+            }
+        } else {
+            Child::Node(NodeId(r.id().map_err(&de)?), r.varint().map_err(&de)?)
+        };
+        children.push(child);
+    }
+    r.finish().map_err(&de)?;
+    Ok(Node { level, children })
+}
+
+/// Visits the leaves of `content` in order, one level-0 node at a time, as
+/// `(offset of the first leaf, leaves)`. Checks that lengths add up to `size`.
+pub fn for_each_leaf_group<E: From<super::TreeError>>(
+    objects: &dyn Objects,
+    content: &ContentRef,
+    size: u64,
+    f: &mut dyn FnMut(u64, &[Leaf]) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
+    let total = match content {
+        ContentRef::Empty => 0,
+        ContentRef::Zero => {
+            f(0, &[Leaf::Zero(size)])?;
+            size
+        }
+        ContentRef::Chunk(id) => {
+            let n = u32::try_from(size)
+                .map_err(|_| E::from(super::corrupt(&id.0, "single chunk larger than 4 GiB")))?;
+            f(0, &[Leaf::Chunk(*id, n)])?;
+            size
+        }
+        ContentRef::Node(id) => visit(objects, id, 0, None, f)?,
+    };
+    if total != size {
+        let id = content.object().unwrap_or(Id([0; 32]));
+        return Err(super::corrupt(
+            &id,
+            format!("content is {total} bytes, its entry says {size}"),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+fn visit<E: From<super::TreeError>>(
+    objects: &dyn Objects,
+    id: &NodeId,
+    offset: u64,
+    expect_level: Option<u8>,
+    f: &mut dyn FnMut(u64, &[Leaf]) -> std::result::Result<(), E>,
+) -> std::result::Result<u64, E> {
+    let node = read_node(objects, id)?;
+    if expect_level.is_some_and(|l| l != node.level) {
+        return Err(super::corrupt(&id.0, "node level does not match its parent").into());
+    }
+    if node.level == 0 {
+        let leaves: Vec<Leaf> = node
+            .children
+            .iter()
+            .map(|c| match c {
+                Child::Leaf(l) => *l,
+                Child::Node(..) => unreachable!("level 0 decodes leaves"),
+            })
+            .collect();
+        f(offset, &leaves)?;
+        return Ok(leaves.iter().map(Leaf::len).sum());
+    }
+    let mut pos = offset;
+    for c in &node.children {
+        let Child::Node(cid, len) = c else {
+            unreachable!("inner nodes decode nodes")
+        };
+        let got = visit(objects, cid, pos, Some(node.level - 1), f)?;
+        if got != *len {
+            return Err(super::corrupt(&id.0, "child length does not match its content").into());
+        }
+        pos += len;
+    }
+    Ok(pos - offset)
+}
+
+/// Reads up to `buf.len()` bytes at `offset` of a file's content, descending
+/// only the path to that offset. Returns the number of bytes read.
+pub fn read_at(
+    objects: &dyn Objects,
+    content: &ContentRef,
+    size: u64,
+    offset: u64,
+    buf: &mut [u8],
+) -> Result<usize> {
+    let want = (buf.len() as u64).min(size.saturating_sub(offset)) as usize;
+    let buf = &mut buf[..want];
+    match content {
+        ContentRef::Empty => Ok(0),
+        ContentRef::Zero => {
+            buf.fill(0);
+            Ok(want)
+        }
+        ContentRef::Chunk(id) => {
+            let data = objects.get(&id.0)?;
+            let start = offset as usize;
+            buf.copy_from_slice(&data[start..start + want]);
+            Ok(want)
+        }
+        ContentRef::Node(root) => {
+            let mut done = 0;
+            while done < want {
+                done += read_node_at(objects, root, offset + done as u64, &mut buf[done..])?;
+            }
+            Ok(want)
+        }
+    }
+}
+
+/// Reads from the one leaf that holds `offset`; returns bytes read (> 0).
+fn read_node_at(objects: &dyn Objects, id: &NodeId, offset: u64, buf: &mut [u8]) -> Result<usize> {
+    let node = read_node(objects, id)?;
+    let mut pos = 0u64;
+    for c in &node.children {
+        let len = c.len();
+        if offset < pos + len {
+            let inner = offset - pos;
+            return match c {
+                Child::Node(cid, _) => read_node_at(objects, cid, inner, buf),
+                Child::Leaf(leaf) => {
+                    let n = ((len - inner) as usize).min(buf.len());
+                    match leaf {
+                        Leaf::Zero(_) => buf[..n].fill(0),
+                        Leaf::Chunk(cid, _) => {
+                            let data = objects.get(&cid.0)?;
+                            buf[..n].copy_from_slice(&data[inner as usize..inner as usize + n]);
+                        }
+                    }
+                    Ok(n)
+                }
+            };
+        }
+        pos += len;
+    }
+    Err(super::corrupt(&id.0, "offset beyond the node's content"))
+}
+
+/// Every object a content reference reaches (for gc and fsck).
+pub fn for_each_object(
+    objects: &dyn Objects,
+    content: &ContentRef,
+    f: &mut dyn FnMut(Id, Kind) -> Result<bool>,
+) -> Result<()> {
+    match content {
+        ContentRef::Empty | ContentRef::Zero => Ok(()),
+        ContentRef::Chunk(c) => f(c.0, Kind::Chunk).map(|_| ()),
+        ContentRef::Node(n) => walk_nodes(objects, n, f),
+    }
+}
+
+fn walk_nodes(
+    objects: &dyn Objects,
+    id: &NodeId,
+    f: &mut dyn FnMut(Id, Kind) -> Result<bool>,
+) -> Result<()> {
+    if !f(id.0, Kind::Meta)? {
+        return Ok(());
+    }
+    let node = read_node(objects, id)?;
+    for c in &node.children {
+        match c {
+            Child::Node(cid, _) => walk_nodes(objects, cid, f)?,
+            Child::Leaf(Leaf::Chunk(cid, _)) => {
+                f(cid.0, Kind::Chunk)?;
+            }
+            Child::Leaf(Leaf::Zero(_)) => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    fn build(objects: &dyn Objects, leaves: &[Leaf]) -> ContentRef {
+        let mut b = ChunkTreeBuilder::new(objects);
+        for l in leaves {
+            b.push(*l).unwrap();
+        }
+        b.finish().unwrap()
+    }
+
+    fn chunk(i: u32, objects: &Store) -> (Leaf, Vec<u8>) {
+        let data = format!("chunk number {i}").into_bytes();
+        let id = Id::of(&data);
+        objects.put(Kind::Chunk, &id, &data).unwrap();
+        (Leaf::Chunk(ChunkId(id), data.len() as u32), data)
+    }
+
+    #[test]
+    fn many_leaves_round_trip_and_read_at_any_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut leaves = Vec::new();
+        let mut content = Vec::new();
+        for i in 0..5000 {
+            let (l, d) = chunk(i, &store);
+            leaves.push(l);
+            content.extend_from_slice(&d);
+            if i % 700 == 0 {
+                leaves.push(Leaf::Zero(1000));
+                content.extend(std::iter::repeat_n(0u8, 1000));
+            }
+        }
+        let root = build(&store, &leaves);
+        assert!(matches!(root, ContentRef::Node(_)));
+        let mut seen = Vec::new();
+        for_each_leaf_group(
+            &store,
+            &root,
+            content.len() as u64,
+            &mut |_, ls| -> Result<()> {
+                seen.extend_from_slice(ls);
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(seen, leaves);
+        for off in [0u64, 1, 17, 5000, 40_000, content.len() as u64 - 3] {
+            let mut buf = [0u8; 100];
+            let n = read_at(&store, &root, content.len() as u64, off, &mut buf).unwrap();
+            assert_eq!(
+                &buf[..n],
+                &content[off as usize..(off as usize + 100).min(content.len())]
+            );
+        }
+    }
+
+    #[test]
+    fn an_edit_rewrites_only_a_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let leaves: Vec<Leaf> = (0..20_000).map(|i| chunk(i, &store).0).collect();
+        let count_nodes = |root: &ContentRef| {
+            let mut ids = std::collections::HashSet::new();
+            for_each_object(&store, root, &mut |id, k| {
+                if k == Kind::Meta {
+                    ids.insert(id);
+                }
+                Ok(true)
+            })
+            .unwrap();
+            ids
+        };
+        let a = count_nodes(&build(&store, &leaves));
+        let mut edited = leaves.clone();
+        edited[10_000] = chunk(999_999, &store).0;
+        let b = count_nodes(&build(&store, &edited));
+        let changed = b.difference(&a).count();
+        assert!(
+            changed <= 4,
+            "an edit of one chunk rewrote {changed} nodes of {}",
+            b.len()
+        );
+    }
+
+    #[test]
+    fn small_contents_need_no_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (l, _) = chunk(1, &store);
+        let Leaf::Chunk(id, _) = l else {
+            unreachable!()
+        };
+        assert_eq!(build(&store, &[]), ContentRef::Empty);
+        assert_eq!(build(&store, &[l]), ContentRef::Chunk(id));
+        assert_eq!(
+            build(&store, &[Leaf::Zero(5), Leaf::Zero(7)]),
+            ContentRef::Zero
+        );
+    }
+
+    #[test]
+    fn golden_node_encoding() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let a = ChunkId(Id::of(b"a"));
+        let root = build(&store, &[Leaf::Chunk(a, 1), Leaf::Zero(4096)]);
+        let ContentRef::Node(n) = root else {
+            panic!("{root:?}")
+        };
+        let bytes = store.get(&n.0).unwrap();
+        let mut expect = b"dn\x01\x00\x02\x01".to_vec();
+        expect.extend_from_slice(&a.0 .0);
+        expect.extend_from_slice(&[0x01, 0x02, 0x80, 0x20]);
+        assert_eq!(bytes, expect);
+        assert_eq!(n.0.to_hex(), Id::of(&expect).to_hex());
+    }
+}
