@@ -1,0 +1,153 @@
+//! Shared helpers for integration tests: each test gets its own DOT_HOME in
+//! a temp directory and runs the real `dot` binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub struct Env {
+    pub tmp: tempfile::TempDir,
+    pub home: PathBuf,
+}
+
+pub struct Run {
+    pub out: String,
+    pub err: String,
+    pub code: i32,
+}
+
+impl Run {
+    pub fn ok(self) -> Run {
+        assert_eq!(self.code, 0, "expected success\nstdout: {}\nstderr: {}", self.out, self.err);
+        self
+    }
+    pub fn fails(self) -> Run {
+        assert_ne!(self.code, 0, "expected failure\nstdout: {}\nstderr: {}", self.out, self.err);
+        assert!(self.err.starts_with("dot: "), "error must start with 'dot: ': {:?}", self.err);
+        self
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.out).unwrap_or_else(|e| panic!("bad JSON ({e}): {}", self.out))
+    }
+}
+
+pub fn dot_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_dot"))
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let tmp = tempfile::Builder::new().prefix("dot-test").tempdir_in(scratch()).expect("tempdir");
+        let home = tmp.path().join("home");
+        Env { tmp, home }
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(dot_bin());
+        c.args(args)
+            .env("DOT_HOME", &self.home)
+            .env("DOT_AUTHOR_NAME", "Test Author")
+            .env("DOT_AUTHOR_EMAIL", "test@example.com")
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn dot(&self, args: &[&str]) -> Run {
+        to_run(self.cmd(args).output().expect("run dot"))
+    }
+
+    pub fn path(&self, spec: &str) -> PathBuf {
+        PathBuf::from(self.dot(&["path", spec]).ok().out.trim())
+    }
+
+    pub fn head(&self, dot: &str) -> Option<String> {
+        let log = self.dot(&["log", "--json", dot]).ok().json();
+        log.as_array().unwrap().first().map(|c| c["commit"].as_str().unwrap().to_string())
+    }
+
+    pub fn fsck_ok(&self) {
+        let r = self.dot(&["fsck"]);
+        assert_eq!(r.code, 0, "fsck failed\nstdout: {}\nstderr: {}", r.out, r.err);
+    }
+}
+
+pub fn to_run(o: Output) -> Run {
+    Run {
+        out: String::from_utf8_lossy(&o.stdout).into_owned(),
+        err: String::from_utf8_lossy(&o.stderr).into_owned(),
+        code: o.status.code().unwrap_or(-1),
+    }
+}
+
+/// Where test data goes: a real disk (not tmpfs), so holes and mmap behave
+/// as on users' machines.
+pub fn scratch() -> PathBuf {
+    let p = std::env::var_os("DOT_TEST_TMP").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/tmp"));
+    std::fs::create_dir_all(&p).expect("scratch dir");
+    p
+}
+
+pub fn write(path: &Path, content: &[u8]) {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).unwrap();
+    }
+    std::fs::write(path, content).unwrap();
+}
+
+pub fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+pub fn is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A recursive listing of a directory: (relative path, kind, mode, uid,
+/// gid, mtime ns, size, content hash or link target) for comparisons.
+pub fn snapshot(root: &Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        let mut names: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+        names.sort();
+        for p in names {
+            let md = std::fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            let what = if md.file_type().is_symlink() {
+                format!("-> {}", std::fs::read_link(&p).unwrap().display())
+            } else if md.is_file() {
+                blake3::hash(&std::fs::read(&p).unwrap()).to_hex().to_string()
+            } else {
+                String::new()
+            };
+            let mtime = md.mtime() * 1_000_000_000 + md.mtime_nsec();
+            out.push(format!(
+                "{rel} {:o} {} {} {} {} {what}",
+                md.mode(),
+                md.uid(),
+                md.gid(),
+                if md.is_dir() { 0 } else { mtime },
+                if md.is_dir() { 0 } else { md.size() }
+            ));
+            if md.is_dir() {
+                walk(root, &p, out);
+            }
+        }
+    }
+    walk(root, root, &mut out);
+    out
+}
