@@ -12,7 +12,12 @@ fn dvol_style_walkthrough() {
     let dir = t.path("frob_mysql");
     assert!(dir.is_dir());
     write(&dir.join("file"), b"hello\n");
-    let id = t.dot(&["commit", "-m", "added hello", "frob_mysql"]).ok().out.trim().to_string();
+    let id = t
+        .dot(&["commit", "-m", "added hello", "frob_mysql"])
+        .ok()
+        .out
+        .trim()
+        .to_string();
     assert_eq!(id.len(), 64, "commit prints the new id: {id:?}");
     write(&dir.join("file"), b"world\n");
 
@@ -26,13 +31,22 @@ fn dvol_style_walkthrough() {
     assert!(t.dot(&["diff"]).ok().out.contains("no changes"));
 
     let log = t.dot(&["log"]).ok().out;
-    assert!(log.starts_with(&format!("commit {id}\nAuthor: Test Author <test@example.com>\nDate:   ")), "{log}");
+    assert!(
+        log.starts_with(&format!(
+            "commit {id}\nAuthor: Test Author <test@example.com>\nDate:   "
+        )),
+        "{log}"
+    );
     assert!(log.contains("\n    added hello\n"), "{log}");
 
     // Refused while there are uncommitted changes, with a clear message.
     write(&dir.join("extra"), b"x");
     let r = t.dot(&["checkout", "-b", "schema-tweaks"]).fails();
-    assert!(r.err.contains("uncommitted") && r.err.contains("dot reset --hard HEAD"), "{}", r.err);
+    assert!(
+        r.err.contains("uncommitted") && r.err.contains("dot reset --hard HEAD"),
+        "{}",
+        r.err
+    );
     fs::remove_file(dir.join("extra")).unwrap();
 
     t.dot(&["checkout", "-b", "schema-tweaks"]).ok();
@@ -53,13 +67,35 @@ fn dvol_style_walkthrough() {
     t.dot(&["init", "other"]).ok();
     let list = t.dot(&["list"]).ok().out;
     let lines: Vec<&str> = list.lines().collect();
-    assert!(lines[0].contains("DOT") && lines[0].contains("BRANCH") && lines[0].contains("SIZE") && lines[0].contains("COMMITS") && lines[0].contains("DIRTY"), "{list}");
-    assert!(lines.iter().any(|l| l.starts_with('*') && l.contains("other")), "{list}");
-    assert!(lines.iter().any(|l| !l.starts_with('*') && l.contains("frob_mysql") && l.contains("master")), "{list}");
+    assert!(
+        lines[0].contains("DOT")
+            && lines[0].contains("BRANCH")
+            && lines[0].contains("SIZE")
+            && lines[0].contains("COMMITS")
+            && lines[0].contains("DIRTY"),
+        "{list}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with('*') && l.contains("other")),
+        "{list}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| !l.starts_with('*') && l.contains("frob_mysql") && l.contains("master")),
+        "{list}"
+    );
 
     t.dot(&["switch", "frob_mysql"]).ok();
     let list = t.dot(&["ls", "--json"]).ok().json();
-    let frob = list.as_array().unwrap().iter().find(|d| d["name"] == "frob_mysql").unwrap();
+    let frob = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "frob_mysql")
+        .unwrap();
     assert_eq!(frob["current"], true);
     assert_eq!(frob["commits"], 1);
     assert_eq!(frob["dirty"], false);
@@ -85,11 +121,19 @@ fn rm_asks_for_confirmation_on_a_terminal_answer() {
         t.home.display(),
         util::dot_bin().display()
     );
-    let out = std::process::Command::new("sh").arg("-c").arg(&script).output().unwrap();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
     if out.status.code() == Some(127) {
         panic!("the `script` command (util-linux) is needed for this test");
     }
-    assert!(String::from_utf8_lossy(&out.stdout).contains("[y/N]"), "{:?}", out);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("[y/N]"),
+        "{:?}",
+        out
+    );
     t.dot(&["path", "keep"]).ok();
 }
 
@@ -102,7 +146,11 @@ fn subdots_are_committed_reset_and_checked_out_together() {
     let catalog = t.path("myapp.catalog-db");
     assert_ne!(orders, catalog);
     let r = t.dot(&["path", "myapp"]).fails();
-    assert!(r.err.contains("myapp.catalog-db") || r.err.contains("name one"), "{}", r.err);
+    assert!(
+        r.err.contains("myapp.catalog-db") || r.err.contains("name one"),
+        "{}",
+        r.err
+    );
 
     write(&orders.join("orders"), b"1 order");
     write(&catalog.join("catalog"), b"1 item");
@@ -110,7 +158,15 @@ fn subdots_are_committed_reset_and_checked_out_together() {
     write(&orders.join("orders"), b"2 orders");
     write(&catalog.join("catalog"), b"2 items");
     t.dot(&["commit", "-m", "two"]).ok();
-    assert_eq!(t.dot(&["log", "--json"]).ok().json().as_array().unwrap().len(), 2);
+    assert_eq!(
+        t.dot(&["log", "--json"])
+            .ok()
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
 
     write(&orders.join("orders"), b"junk");
     let diff = t.dot(&["diff", "-v"]).ok().out;
@@ -137,7 +193,16 @@ fn metadata_author_and_json() {
     assert_eq!(t.dot(&["config", "user.name"]).ok().out, "Ada Lovelace\n");
     t.dot(&["config", "core.bogus", "x"]).fails();
     write(&t.path("meta").join("f"), b"x");
-    t.dot(&["commit", "-m", "with data", "-d", "ticket=DB-42", "-d", "query=a=b=c"]).ok();
+    t.dot(&[
+        "commit",
+        "-m",
+        "with data",
+        "-d",
+        "ticket=DB-42",
+        "-d",
+        "query=a=b=c",
+    ])
+    .ok();
     let log = t.dot(&["log", "--json"]).ok().json();
     let c = &log[0];
     assert_eq!(c["author"], "Ada Lovelace");
@@ -146,7 +211,10 @@ fn metadata_author_and_json() {
     assert_eq!(c["metadata"]["query"], "a=b=c");
     assert!(c["time"].as_i64().unwrap() > 1_700_000_000);
     let text = t.dot(&["log"]).ok().out;
-    assert!(text.contains("Author: Ada Lovelace <ada@example.com>"), "{text}");
+    assert!(
+        text.contains("Author: Ada Lovelace <ada@example.com>"),
+        "{text}"
+    );
     t.dot(&["commit", "-m", "bad", "-d", "novalue"]).fails();
     t.dot(&["commit", "-m", "bad", "-d", "=v"]).fails();
 
@@ -170,7 +238,13 @@ fn reset_takes_refs_and_gc_reclaims_unreachable_commits() {
     for i in 0..4 {
         // Incompressible data, so space given back is measurable.
         write(&dir.join(format!("f{i}")), &util::noise(3 << 20, i));
-        ids.push(t.dot(&["commit", "-m", &format!("c{i}")]).ok().out.trim().to_string());
+        ids.push(
+            t.dot(&["commit", "-m", &format!("c{i}")])
+                .ok()
+                .out
+                .trim()
+                .to_string(),
+        );
     }
     t.dot(&["reset", "HEAD"]).fails();
     t.dot(&["reset", "--hard", "HEAD~1"]).ok();
@@ -199,7 +273,11 @@ fn reset_takes_refs_and_gc_reclaims_unreachable_commits() {
     let before = dir_size(&t.home.join("packs"));
     let out = t.dot(&["gc"]).ok().out;
     let after = dir_size(&t.home.join("packs"));
-    assert!(before - after > 5 << 20, "gc freed {} bytes: {out}", before - after);
+    assert!(
+        before - after > 5 << 20,
+        "gc freed {} bytes: {out}",
+        before - after
+    );
     t.fsck_ok();
     assert!(t.dot(&["diff"]).ok().out.contains("no changes"));
     // The reachable commits are intact and restorable.
@@ -210,7 +288,10 @@ fn reset_takes_refs_and_gc_reclaims_unreachable_commits() {
 }
 
 pub fn dir_size(p: &std::path::Path) -> u64 {
-    fs::read_dir(p).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum()
+    fs::read_dir(p)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum()
 }
 
 #[test]
@@ -219,7 +300,8 @@ fn init_adopts_an_existing_directory() {
     let data = t.tmp.path().join("pgdata");
     write(&data.join("PG_VERSION"), b"15\n");
     write(&data.join("base/1/1259"), &util::noise(100_000, 1));
-    t.dot(&["init", "pg", "--path", data.to_str().unwrap()]).ok();
+    t.dot(&["init", "pg", "--path", data.to_str().unwrap()])
+        .ok();
     assert_eq!(t.path("pg"), fs::canonicalize(&data).unwrap());
     let d = t.dot(&["diff", "--json"]).ok().json();
     assert_eq!(d["added"], 4, "{d}");
@@ -238,7 +320,13 @@ fn bad_input_gets_clear_errors_and_changes_nothing() {
     t.dot(&["init", "good"]).ok();
     write(&t.path("good").join("f"), b"1");
     t.dot(&["commit", "-m", "one"]).ok();
-    let snapshot = || (t.dot(&["list", "--json"]).ok().out, t.dot(&["log", "--json", "good"]).ok().out, t.dot(&["branch", "--json", "good"]).ok().out);
+    let snapshot = || {
+        (
+            t.dot(&["list", "--json"]).ok().out,
+            t.dot(&["log", "--json", "good"]).ok().out,
+            t.dot(&["branch", "--json", "good"]).ok().out,
+        )
+    };
     let before = snapshot();
 
     let file = t.tmp.path().join("a-file");
@@ -249,8 +337,14 @@ fn bad_input_gets_clear_errors_and_changes_nothing() {
         (vec!["init", "a.b.c"], "invalid subdot name"),
         (vec!["init", &long], "invalid dot name"),
         (vec!["init", "good"], "already exists"),
-        (vec!["init", "x", "--path", file.to_str().unwrap()], "not a directory"),
-        (vec!["init", "x", "--path", "/nonexistent/dir"], "cannot use"),
+        (
+            vec!["init", "x", "--path", file.to_str().unwrap()],
+            "not a directory",
+        ),
+        (
+            vec!["init", "x", "--path", "/nonexistent/dir"],
+            "cannot use",
+        ),
         (vec!["init", "x", "--chunk-min", "3"], "invalid chunk sizes"),
         (vec!["path", "nope"], "does not exist"),
         (vec!["switch", "nope"], "does not exist"),
@@ -258,17 +352,27 @@ fn bad_input_gets_clear_errors_and_changes_nothing() {
         (vec!["commit", "-m", "x", "nope"], "does not exist"),
         (vec!["checkout", "nope", "good"], "no branch nope"),
         (vec!["checkout", "-b", "master", "good"], "already exists"),
-        (vec!["checkout", "-b", "bad name", "good"], "invalid branch name"),
+        (
+            vec!["checkout", "-b", "bad name", "good"],
+            "invalid branch name",
+        ),
         (vec!["checkout", "master", "good"], "already on branch"),
         (vec!["reset", "--hard", "nope", "good"], "neither a branch"),
-        (vec!["reset", "--hard", "abcd", "good"], "no commit or branch"),
+        (
+            vec!["reset", "--hard", "abcd", "good"],
+            "no commit or branch",
+        ),
         (vec!["branch", "-d", "nope", "good"], "no branch nope"),
         (vec!["rm", "-f", "nope"], "does not exist"),
         (vec!["path", "good.nosub"], "no subdot nosub"),
     ];
     for (args, msg) in cases {
         let r = t.dot(&args).fails();
-        assert!(r.err.contains(msg), "dot {args:?}: expected {msg:?} in {:?}", r.err);
+        assert!(
+            r.err.contains(msg),
+            "dot {args:?}: expected {msg:?} in {:?}",
+            r.err
+        );
     }
     assert_eq!(snapshot(), before);
     t.fsck_ok();

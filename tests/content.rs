@@ -25,7 +25,9 @@ fn build_tree(dir: &Path) {
     fs::set_permissions(dir.join("script"), fs::Permissions::from_mode(0o4755)).unwrap();
     fs::set_permissions(dir.join("deep/a"), fs::Permissions::from_mode(0o750)).unwrap();
     fs::hard_link(dir.join("plain"), dir.join("hardlink")).unwrap();
-    let _ = std::process::Command::new("mkfifo").arg(dir.join("fifo")).status();
+    let _ = std::process::Command::new("mkfifo")
+        .arg(dir.join("fifo"))
+        .status();
     let _ = xattr_set(&dir.join("plain"), "user.origin", "test");
     if util::is_root() {
         std::os::unix::fs::chown(dir.join("secret"), Some(70), Some(71)).unwrap();
@@ -39,7 +41,10 @@ fn build_tree(dir: &Path) {
 }
 
 fn xattr_set(path: &Path, name: &str, value: &str) -> std::io::Result<()> {
-    let st = std::process::Command::new("setfattr").args(["-n", name, "-v", value]).arg(path).status()?;
+    let st = std::process::Command::new("setfattr")
+        .args(["-n", name, "-v", value])
+        .arg(path)
+        .status()?;
     if st.success() {
         Ok(())
     } else {
@@ -73,7 +78,10 @@ fn everything_round_trips_through_commit_and_reset() {
     fs::create_dir(dir.join("link")).unwrap();
     write(&dir.join("plain"), b"changed");
     write(&dir.join("new-file"), b"new");
-    let f = OpenOptions::new().write(true).open(dir.join("big")).unwrap();
+    let f = OpenOptions::new()
+        .write(true)
+        .open(dir.join("big"))
+        .unwrap();
     f.write_all_at(b"patched in the middle", 2_500_000).unwrap();
     f.set_len(4_000_000).unwrap();
     fs::set_permissions(dir.join("secret"), fs::Permissions::from_mode(0o644)).unwrap();
@@ -112,14 +120,24 @@ fn sparse_files_stay_sparse_and_huge_files_work() {
         }
     }
     t.dot(&["commit", "-m", "6 GiB, mostly holes"]).ok();
-    let packs: u64 = fs::read_dir(t.home.join("packs")).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
-    assert!(packs < 10 << 20, "holes must cost nothing in the store, packs are {packs} bytes");
+    let packs: u64 = fs::read_dir(t.home.join("packs"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(
+        packs < 10 << 20,
+        "holes must cost nothing in the store, packs are {packs} bytes"
+    );
 
     fs::remove_file(&path).unwrap();
     t.dot(&["reset", "--hard", "HEAD"]).ok();
     let md = fs::metadata(&path).unwrap();
     assert_eq!(md.len(), size);
-    assert!(md.blocks() * 512 < 50 << 20, "restored file must keep its holes, uses {} bytes", md.blocks() * 512);
+    assert!(
+        md.blocks() * 512 < 50 << 20,
+        "restored file must keep its holes, uses {} bytes",
+        md.blocks() * 512
+    );
     let f = File::open(&path).unwrap();
     for (i, off) in [0u64, 1 << 30, 3 << 30, size - 100_000].iter().enumerate() {
         let mut buf = vec![0u8; 100_000];
@@ -151,7 +169,10 @@ fn only_changed_files_are_read_and_only_differences_rewritten() {
     t.dot(&["reset", "--hard", "HEAD^"]).ok();
     // f7 was never rewritten: same inode, same ctime.
     let after = fs::metadata(dir.join("f7")).unwrap();
-    assert_eq!((after.ino(), after.ctime(), after.ctime_nsec()), (untouched.ino(), untouched.ctime(), untouched.ctime_nsec()));
+    assert_eq!(
+        (after.ino(), after.ctime(), after.ctime_nsec()),
+        (untouched.ino(), untouched.ctime(), untouched.ctime_nsec())
+    );
     // f3 was patched in place (its old content was known), not replaced.
     assert_eq!(fs::metadata(dir.join("f3")).unwrap().ino(), ino_before);
     assert_eq!(fs::read(dir.join("f3")).unwrap(), noise(200_000, 3));
@@ -166,10 +187,17 @@ fn damaged_pack_is_reported_by_fsck_and_by_commands() {
     t.dot(&["commit", "-m", "one"]).ok();
     t.fsck_ok();
     // Flip one byte inside the data pack's records (the largest pack).
-    let mut packs: Vec<_> = fs::read_dir(t.home.join("packs")).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut packs: Vec<_> = fs::read_dir(t.home.join("packs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     packs.sort_by_key(|p| fs::metadata(p).unwrap().len());
     let victim = packs.last().unwrap();
-    let f = OpenOptions::new().read(true).write(true).open(victim).unwrap();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(victim)
+        .unwrap();
     let mut b = [0u8; 1];
     f.read_exact_at(&mut b, 100_000).unwrap();
     f.write_all_at(&[b[0] ^ 0xff], 100_000).unwrap();
@@ -177,10 +205,18 @@ fn damaged_pack_is_reported_by_fsck_and_by_commands() {
 
     let r = t.dot(&["fsck"]);
     assert_ne!(r.code, 0);
-    assert!(r.out.contains("damaged") && r.out.contains("/data"), "fsck must name the damaged file: {}", r.out);
+    assert!(
+        r.out.contains("damaged") && r.out.contains("/data"),
+        "fsck must name the damaged file: {}",
+        r.out
+    );
     fs::remove_file(dir.join("data")).unwrap();
     let r = t.dot(&["reset", "--hard", "HEAD"]).fails();
-    assert!(r.err.contains("damaged") && r.err.contains("dot fsck"), "{}", r.err);
+    assert!(
+        r.err.contains("damaged") && r.err.contains("dot fsck"),
+        "{}",
+        r.err
+    );
 }
 
 #[test]
@@ -216,7 +252,8 @@ fn a_file_changing_during_commit_is_an_error_and_nothing_moves() {
             let f = OpenOptions::new().write(true).open(&big).unwrap();
             let mut i = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                f.write_all_at(&i.to_le_bytes(), (i * 4096) % (64 << 20)).unwrap();
+                f.write_all_at(&i.to_le_bytes(), (i * 4096) % (64 << 20))
+                    .unwrap();
                 i += 1;
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
@@ -226,7 +263,11 @@ fn a_file_changing_during_commit_is_an_error_and_nothing_moves() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     writer.join().unwrap();
     assert_ne!(r.code, 0, "a commit racing a writer must fail: {}", r.out);
-    assert!(r.err.contains("changed while it was being read"), "{}", r.err);
+    assert!(
+        r.err.contains("changed while it was being read"),
+        "{}",
+        r.err
+    );
     assert_eq!(t.head("busy"), head);
     t.fsck_ok();
 }
@@ -244,30 +285,45 @@ fn unreadable_files_and_directories_are_errors() {
         } else {
             std::process::Command::new(util::dot_bin())
         };
-        c.args(args).env("DOT_HOME", &t.home).stdin(std::process::Stdio::null());
+        c.args(args)
+            .env("DOT_HOME", &t.home)
+            .stdin(std::process::Stdio::null());
         util::to_run(c.output().unwrap())
     };
     if util::is_root() {
         fs::set_permissions(t.tmp.path(), fs::Permissions::from_mode(0o777)).unwrap();
-        std::process::Command::new("chmod").args(["755", util::scratch().to_str().unwrap()]).status().unwrap();
+        std::process::Command::new("chmod")
+            .args(["755", util::scratch().to_str().unwrap()])
+            .status()
+            .unwrap();
     }
     let data = t.tmp.path().join("data");
     fs::create_dir(&data).unwrap();
     write(&data.join("ok"), b"ok");
     write(&data.join("locked"), b"secret");
     if util::is_root() {
-        std::process::Command::new("chown").args(["-R", "nobody", data.to_str().unwrap()]).status().unwrap();
+        std::process::Command::new("chown")
+            .args(["-R", "nobody", data.to_str().unwrap()])
+            .status()
+            .unwrap();
     }
     fs::set_permissions(data.join("locked"), fs::Permissions::from_mode(0o000)).unwrap();
     as_user(&["init", "u", "--path", data.to_str().unwrap()]).ok();
     let r = as_user(&["commit", "-m", "x"]).fails();
-    assert!(r.err.contains("cannot read") && r.err.contains("locked"), "{}", r.err);
+    assert!(
+        r.err.contains("cannot read") && r.err.contains("locked"),
+        "{}",
+        r.err
+    );
     assert_eq!(as_user(&["log", "--json"]).ok().out.trim(), "[]");
 
     let closed = t.tmp.path().join("closed");
     fs::create_dir(&closed).unwrap();
     if util::is_root() {
-        std::process::Command::new("chown").args(["nobody", closed.to_str().unwrap()]).status().unwrap();
+        std::process::Command::new("chown")
+            .args(["nobody", closed.to_str().unwrap()])
+            .status()
+            .unwrap();
     }
     fs::set_permissions(&closed, fs::Permissions::from_mode(0o000)).unwrap();
     let r = as_user(&["init", "v", "--path", closed.to_str().unwrap()]).fails();

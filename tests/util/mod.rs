@@ -18,12 +18,24 @@ pub struct Run {
 
 impl Run {
     pub fn ok(self) -> Run {
-        assert_eq!(self.code, 0, "expected success\nstdout: {}\nstderr: {}", self.out, self.err);
+        assert_eq!(
+            self.code, 0,
+            "expected success\nstdout: {}\nstderr: {}",
+            self.out, self.err
+        );
         self
     }
     pub fn fails(self) -> Run {
-        assert_ne!(self.code, 0, "expected failure\nstdout: {}\nstderr: {}", self.out, self.err);
-        assert!(self.err.starts_with("dot: "), "error must start with 'dot: ': {:?}", self.err);
+        assert_ne!(
+            self.code, 0,
+            "expected failure\nstdout: {}\nstderr: {}",
+            self.out, self.err
+        );
+        assert!(
+            self.err.starts_with("dot: "),
+            "error must start with 'dot: ': {:?}",
+            self.err
+        );
         self
     }
     pub fn json(&self) -> serde_json::Value {
@@ -37,7 +49,10 @@ pub fn dot_bin() -> PathBuf {
 
 impl Env {
     pub fn new() -> Env {
-        let tmp = tempfile::Builder::new().prefix("dot-test").tempdir_in(scratch()).expect("tempdir");
+        let tmp = tempfile::Builder::new()
+            .prefix("dot-test")
+            .tempdir_in(scratch())
+            .expect("tempdir");
         let home = tmp.path().join("home");
         Env { tmp, home }
     }
@@ -62,12 +77,19 @@ impl Env {
 
     pub fn head(&self, dot: &str) -> Option<String> {
         let log = self.dot(&["log", "--json", dot]).ok().json();
-        log.as_array().unwrap().first().map(|c| c["commit"].as_str().unwrap().to_string())
+        log.as_array()
+            .unwrap()
+            .first()
+            .map(|c| c["commit"].as_str().unwrap().to_string())
     }
 
     pub fn fsck_ok(&self) {
         let r = self.dot(&["fsck"]);
-        assert_eq!(r.code, 0, "fsck failed\nstdout: {}\nstderr: {}", r.out, r.err);
+        assert_eq!(
+            r.code, 0,
+            "fsck failed\nstdout: {}\nstderr: {}",
+            r.out, r.err
+        );
     }
 }
 
@@ -82,7 +104,9 @@ pub fn to_run(o: Output) -> Run {
 /// Where test data goes: a real disk (not tmpfs), so holes and mmap behave
 /// as on users' machines.
 pub fn scratch() -> PathBuf {
-    let p = std::env::var_os("DOT_TEST_TMP").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/tmp"));
+    let p = std::env::var_os("DOT_TEST_TMP")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp"));
     std::fs::create_dir_all(&p).expect("scratch dir");
     p
 }
@@ -122,7 +146,10 @@ pub fn snapshot(root: &Path) -> Vec<String> {
     use std::os::unix::fs::MetadataExt;
     let mut out = Vec::new();
     fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-        let mut names: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         names.sort();
         for p in names {
             let md = std::fs::symlink_metadata(&p).unwrap();
@@ -130,7 +157,9 @@ pub fn snapshot(root: &Path) -> Vec<String> {
             let what = if md.file_type().is_symlink() {
                 format!("-> {}", std::fs::read_link(&p).unwrap().display())
             } else if md.is_file() {
-                blake3::hash(&std::fs::read(&p).unwrap()).to_hex().to_string()
+                blake3::hash(&std::fs::read(&p).unwrap())
+                    .to_hex()
+                    .to_string()
             } else {
                 String::new()
             };
