@@ -15,23 +15,25 @@ pub struct InitArgs {
     /// the working directory; its content becomes the first uncommitted state.
     #[arg(long)]
     path: Option<PathBuf>,
-    /// Minimum chunk size in bytes (fixed for the dot's lifetime).
-    #[arg(long, default_value_t = ChunkParams::default().min)]
-    chunk_min: u32,
-    /// Average chunk size in bytes.
-    #[arg(long, default_value_t = ChunkParams::default().avg)]
-    chunk_avg: u32,
-    /// Maximum chunk size in bytes.
-    #[arg(long, default_value_t = ChunkParams::default().max)]
-    chunk_max: u32,
+    /// Minimum chunk size in bytes, fixed for the dot's lifetime [default: 16384].
+    #[arg(long)]
+    chunk_min: Option<u32>,
+    /// Average chunk size in bytes [default: 65536].
+    #[arg(long)]
+    chunk_avg: Option<u32>,
+    /// Maximum chunk size in bytes [default: 262144].
+    #[arg(long)]
+    chunk_max: Option<u32>,
 }
 
 pub fn run(repo: &Repo, a: InitArgs) -> Result<()> {
-    let params = ChunkParams {
-        min: a.chunk_min,
-        avg: a.chunk_avg,
-        max: a.chunk_max,
-    };
+    let given = a.chunk_min.is_some() || a.chunk_avg.is_some() || a.chunk_max.is_some();
+    let d = ChunkParams::default();
+    let params = given.then(|| ChunkParams {
+        min: a.chunk_min.unwrap_or(d.min),
+        avg: a.chunk_avg.unwrap_or(d.avg),
+        max: a.chunk_max.unwrap_or(d.max),
+    });
     let (dot, sub) = repo.init(&a.name, a.path.as_deref(), params)?;
     let cfg = repo.dot(&dot)?;
     if sub == dot::repo::DEFAULT_SUBDOT {

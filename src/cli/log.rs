@@ -92,7 +92,11 @@ mod tests {
         assert_eq!(super::format_date(0, 0), "Thu Jan 1 00:00:00 1970 +0000");
         assert_eq!(
             super::format_date(1_795_365_650, 60),
-            "Sun Nov 22 19:40:50 2026 +0100"
+            "Sun Nov 22 17:40:50 2026 +0100"
+        );
+        assert_eq!(
+            super::format_date(1_795_365_650, -300),
+            "Sun Nov 22 11:40:50 2026 -0500"
         );
     }
 }

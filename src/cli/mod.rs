@@ -73,8 +73,13 @@ enum Command {
 pub fn run(args: Args) -> Result<ExitCode> {
     let home = dot_home()?;
     let repo = Repo::open(&home)?;
-    for dot in &repo.recovered {
-        eprintln!("dot: finished an interrupted reset or checkout of dot {dot}");
+    for r in &repo.recovered {
+        match r {
+            Ok(dot) => eprintln!("dot: finished an interrupted reset or checkout of dot {dot}"),
+            Err((dot, why)) => eprintln!(
+                "dot: could not finish an interrupted reset or checkout of dot {dot}: {why}; fix that and run dot again, or run dot reset --hard to start over"
+            ),
+        }
     }
     let progress = Bar::new(args.quiet);
     let ok = ExitCode::SUCCESS;

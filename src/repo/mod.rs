@@ -180,7 +180,8 @@ pub struct FsckReport {
 pub struct Repo {
     store: Store,
     /// Dots whose interrupted reset or checkout was finished on open.
-    pub recovered: Vec<String>,
+    /// Ok(dot) when it was finished, Err((dot, why)) when it could not be.
+    pub recovered: Vec<std::result::Result<String, (String, String)>>,
 }
 
 fn ref_key(dot: &str, branch: &str) -> Vec<u8> {
@@ -221,6 +222,7 @@ impl Repo {
                 home.display()
             ))
         })?;
+        utf8_path(home)?;
         let mut repo = Repo {
             store: Store::open(home)?,
             recovered: Vec::new(),
@@ -230,11 +232,16 @@ impl Repo {
             journals.push((String::from_utf8_lossy(&k[8..]).into_owned(), v.to_vec()));
             Ok(true)
         })?;
+        // A journal that cannot be finished must not lock the user out of
+        // every command (dot rm, dot fsck, another reset): report it and go on.
         for (dot, bytes) in journals {
-            let journal: Journal = serde_json::from_slice(&bytes)
-                .map_err(|e| RepoError::Config(format!("journal/{dot}"), e.to_string()))?;
-            repo.replay(&dot, &journal, &crate::progress::Silent)?;
-            repo.recovered.push(dot);
+            let done = serde_json::from_slice::<Journal>(&bytes)
+                .map_err(|e| RepoError::Config(format!("journal/{dot}"), e.to_string()))
+                .and_then(|journal| repo.replay(&dot, &journal, &crate::progress::Silent));
+            match done {
+                Ok(()) => repo.recovered.push(Ok(dot)),
+                Err(e) => repo.recovered.push(Err((dot, e.to_string()))),
+            }
         }
         Ok(repo)
     }
@@ -463,13 +470,21 @@ impl Repo {
         &self,
         spec: &str,
         path: Option<&Path>,
-        chunking: ChunkParams,
+        chunking: Option<ChunkParams>,
     ) -> Result<(String, String)> {
         let (dot, sub) = parse_spec(spec)?;
         let sub = sub.unwrap_or_else(|| DEFAULT_SUBDOT.to_string());
-        chunking.validate().map_err(RepoError::Usage)?;
+        if let Some(c) = chunking {
+            c.validate().map_err(RepoError::Usage)?;
+        }
         let mut cfg = match self.dot(&dot) {
             Ok(cfg) => {
+                if chunking.is_some_and(|c| c != cfg.chunking) {
+                    return Err(RepoError::Usage(format!(
+                        "dot {dot} already chunks with min {} avg {} max {}; chunk sizes are fixed when a dot is created",
+                        cfg.chunking.min, cfg.chunking.avg, cfg.chunking.max
+                    )));
+                }
                 if cfg.subdots.contains_key(&sub) {
                     return Err(RepoError::Usage(if sub == DEFAULT_SUBDOT {
                         format!("dot {dot} already exists; pick another name, or remove it with dot rm {dot}")
@@ -483,7 +498,7 @@ impl Repo {
                 name: dot.clone(),
                 head: "master".into(),
                 subdots: BTreeMap::new(),
-                chunking,
+                chunking: chunking.unwrap_or_default(),
             },
             Err(e) => return Err(e),
         };
@@ -641,6 +656,24 @@ impl Repo {
             let scanned = Scanner::new(&dry, chunker, &cache, false, progress).scan(&dir)?;
             status.size += scanned.bytes;
             let prefix = cfg.display_prefix(sub);
+            // The top directory's own attributes matter too (PostgreSQL
+            // insists on 0700); its mtime, like any directory's, does not.
+            let t = &scanned.top;
+            if head
+                .get(sub)
+                .is_some_and(|h| (h.mode, h.uid, h.gid) != (t.mode, t.uid, t.gid))
+            {
+                status.changes.push(Changed {
+                    path: if prefix.is_empty() {
+                        "./".into()
+                    } else {
+                        prefix.clone()
+                    },
+                    change: crate::tree::diff::Change::Modified,
+                    size_before: 0,
+                    size_after: 0,
+                });
+            }
             diff(
                 &dry,
                 head.get(sub).map(|t| &t.tree),
@@ -721,7 +754,10 @@ impl Repo {
             Some(n) => n,
             None => std::env::var("DOT_AUTHOR_NAME")
                 .or_else(|_| std::env::var("USER"))
-                .unwrap_or_else(|_| "unknown".into()),
+                .ok()
+                .filter(|n| !n.is_empty())
+                .or_else(login_name)
+                .unwrap_or_else(|| "unknown".into()),
         };
         let email = match self.config_get("user.email")? {
             Some(e) => e,
@@ -1013,8 +1049,46 @@ fn adopt_path(p: &Path) -> Result<PathBuf> {
             p.display()
         ))
     })?;
-    fs::canonicalize(p)
-        .map_err(|e| RepoError::Usage(format!("cannot resolve {}: {e}", p.display())))
+    let abs = fs::canonicalize(p)
+        .map_err(|e| RepoError::Usage(format!("cannot resolve {}: {e}", p.display())))?;
+    utf8_path(&abs)?;
+    Ok(abs)
+}
+
+/// Paths are kept in the dot configuration as text.
+fn utf8_path(p: &Path) -> Result<()> {
+    match p.to_str() {
+        Some(_) => Ok(()),
+        None => Err(RepoError::Usage(format!(
+            "the path {} is not valid UTF-8; use a directory whose path is",
+            p.display()
+        ))),
+    }
+}
+
+/// The name of the effective user, from the password database.
+fn login_name() -> Option<String> {
+    let mut buf = vec![0 as libc::c_char; 4096];
+    // SAFETY: getpwuid_r writes only into `pwd` and `buf`, whose sizes are given.
+    unsafe {
+        let mut pwd: libc::passwd = std::mem::zeroed();
+        let mut out = std::ptr::null_mut();
+        let r = libc::getpwuid_r(
+            libc::geteuid(),
+            &mut pwd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut out,
+        );
+        if r != 0 || out.is_null() || pwd.pw_name.is_null() {
+            return None;
+        }
+        Some(
+            std::ffi::CStr::from_ptr(pwd.pw_name)
+                .to_string_lossy()
+                .into_owned(),
+        )
+    }
 }
 
 fn hostname() -> String {

@@ -137,7 +137,8 @@ impl Db {
             .map(|name| ColumnFamilyDescriptor::new(name, cf_opts.clone()));
         let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| {
             let msg = e.into_string();
-            if msg.contains("lock") || msg.contains("LOCK") {
+            // RocksDB: "IO error: While lock file: <path>/LOCK: Resource temporarily unavailable"
+            if msg.contains("While lock file") || msg.contains("lock hold by current process") {
                 StoreError::Locked(path.parent().unwrap_or(path).to_path_buf())
             } else {
                 StoreError::Open {

@@ -201,7 +201,9 @@ impl Store {
         stored: &[u8],
     ) -> Result<bool> {
         let mut w = self.writers[kind as usize].lock().expect("writer lock");
-        if w.pending.contains_key(id) {
+        // Sealing moves pending entries to the index under this lock, so
+        // checking both here means an object is appended at most once.
+        if w.pending.contains_key(id) || self.db.get_object(id)?.is_some() {
             return Ok(false);
         }
         if w.open.is_none() {
@@ -362,7 +364,10 @@ impl Store {
     pub fn gc(&self, live: &dyn Fn(&Id) -> bool) -> Result<GcStats> {
         self.flush()?;
         let mut stats = GcStats::default();
-        let mut by_pack: HashMap<u64, (Vec<(Id, Entry)>, Vec<Id>)> = HashMap::new();
+        let size_before = self.packs_size()?;
+        // pack -> (live objects, dead ids)
+        type Split = (Vec<(Id, Entry)>, Vec<Id>);
+        let mut by_pack: HashMap<u64, Split> = HashMap::new();
         self.for_each_object(|id, e| {
             let slot = by_pack.entry(e.pack).or_default();
             if live(&id) {
@@ -373,7 +378,6 @@ impl Store {
             Ok(())
         })?;
         let mut dead_ids = Vec::new();
-        let mut old_packs = Vec::new();
         for (seq, (live_objs, dead)) in &by_pack {
             if dead.is_empty() {
                 continue;
@@ -384,7 +388,6 @@ impl Store {
             }
             stats.objects_removed += dead.len() as u64;
             dead_ids.extend_from_slice(dead);
-            old_packs.push(*seq);
             if !live_objs.is_empty() {
                 stats.packs_rewritten += 1;
             }
@@ -411,13 +414,23 @@ impl Store {
             if used.contains(&seq) || self.is_open_pack(seq) {
                 continue;
             }
-            let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
             fs::remove_file(entry.path())
                 .map_err(io_err(format!("cannot remove {}", entry.path().display())))?;
-            stats.bytes_freed += len;
         }
         sync_dir(&packs)?;
+        stats.bytes_freed = size_before.saturating_sub(self.packs_size()?);
         Ok(stats)
+    }
+
+    /// Total bytes of pack files.
+    pub fn packs_size(&self) -> Result<u64> {
+        let packs = self.home.join("packs");
+        let mut total = 0;
+        for entry in fs::read_dir(&packs).map_err(io_err("cannot read the pack directory"))? {
+            let entry = entry.map_err(io_err("cannot read the pack directory"))?;
+            total += entry.metadata().map(|m| m.len()).unwrap_or(0);
+        }
+        Ok(total)
     }
 
     fn is_open_pack(&self, seq: u64) -> bool {
@@ -464,6 +477,16 @@ impl Store {
                     what,
                     stray: indexed.is_none(),
                 }),
+                Ok((_, entries)) if indexed.is_none() && !self.is_open_pack(seq) => {
+                    problems.push(PackProblem {
+                        pack: name,
+                        what: format!(
+                            "sealed, with {} objects no index entry names",
+                            entries.len()
+                        ),
+                        stray: true,
+                    })
+                }
                 Ok((_, entries)) => {
                     let listed: HashMap<Id, Slot> = entries.into_iter().collect();
                     for (id, e) in indexed.into_iter().flatten() {

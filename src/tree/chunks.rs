@@ -41,8 +41,9 @@ impl Leaf {
     }
 }
 
-/// What a file entry points at. Small files need no tree node: a file of one
-/// chunk names the chunk, and an all-zero file names nothing.
+/// What a file entry points at. Small files usually need no tree node: a
+/// file of one chunk names the chunk (unless that chunk's id ends a node,
+/// which makes a one-child node), and an all-zero file names nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ContentRef {
     Empty,
@@ -92,6 +93,9 @@ impl ContentRef {
         }
     }
 }
+
+/// Receives `(offset of the first leaf, leaves)` for each level-0 node.
+pub type LeafVisitor<'a, E> = dyn FnMut(u64, &[Leaf]) -> std::result::Result<(), E> + 'a;
 
 #[derive(Clone, Copy, Debug)]
 enum Child {
@@ -269,7 +273,7 @@ pub fn for_each_leaf_group<E: From<super::TreeError>>(
     objects: &dyn Objects,
     content: &ContentRef,
     size: u64,
-    f: &mut dyn FnMut(u64, &[Leaf]) -> std::result::Result<(), E>,
+    f: &mut LeafVisitor<E>,
 ) -> std::result::Result<(), E> {
     let total = match content {
         ContentRef::Empty => 0,
@@ -301,7 +305,7 @@ fn visit<E: From<super::TreeError>>(
     id: &NodeId,
     offset: u64,
     expect_level: Option<u8>,
-    f: &mut dyn FnMut(u64, &[Leaf]) -> std::result::Result<(), E>,
+    f: &mut LeafVisitor<E>,
 ) -> std::result::Result<u64, E> {
     let node = read_node(objects, id)?;
     if expect_level.is_some_and(|l| l != node.level) {
@@ -343,6 +347,9 @@ pub fn read_at(
     buf: &mut [u8],
 ) -> Result<usize> {
     let want = (buf.len() as u64).min(size.saturating_sub(offset)) as usize;
+    if want == 0 {
+        return Ok(0);
+    }
     let buf = &mut buf[..want];
     match content {
         ContentRef::Empty => Ok(0),
@@ -353,7 +360,10 @@ pub fn read_at(
         ContentRef::Chunk(id) => {
             let data = objects.get(&id.0)?;
             let start = offset as usize;
-            buf.copy_from_slice(&data[start..start + want]);
+            let piece = data.get(start..start + want).ok_or_else(|| {
+                super::corrupt(&id.0, "chunk is shorter than its file entry says")
+            })?;
+            buf.copy_from_slice(piece);
             Ok(want)
         }
         ContentRef::Node(root) => {
@@ -382,7 +392,15 @@ fn read_node_at(objects: &dyn Objects, id: &NodeId, offset: u64, buf: &mut [u8])
                         Leaf::Zero(_) => buf[..n].fill(0),
                         Leaf::Chunk(cid, _) => {
                             let data = objects.get(&cid.0)?;
-                            buf[..n].copy_from_slice(&data[inner as usize..inner as usize + n]);
+                            let piece =
+                                data.get(inner as usize..inner as usize + n)
+                                    .ok_or_else(|| {
+                                        super::corrupt(
+                                            &cid.0,
+                                            "chunk is shorter than its leaf says",
+                                        )
+                                    })?;
+                            buf[..n].copy_from_slice(piece);
                         }
                     }
                     Ok(n)

@@ -175,6 +175,30 @@ mod tests {
     }
 
     #[test]
+    fn golden_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        let top = Top {
+            tree: TreeId(Id::of(b"tree")),
+            mode: 0o700,
+            uid: 105,
+            gid: 106,
+            mtime_ns: 1_700_000_000_123_456_789,
+        };
+        let root: Root = [
+            ("orders-db".to_string(), top),
+            ("__default__".to_string(), top),
+        ]
+        .into();
+        let id = write_root(&store, &root).unwrap();
+        let bytes = store.get(&id.0).unwrap();
+        assert_eq!(&bytes[..5], b"dr\x01\x02\x0b");
+        assert_eq!(&bytes[5..16], b"__default__");
+        assert_eq!(read_root(&store, &id).unwrap(), root);
+        assert_eq!(id.short(), "9496bd9ae06d");
+    }
+
+    #[test]
     fn truncated_commit_is_an_error() {
         let c = Commit {
             root: RootId(Id::of(b"r")),

@@ -229,8 +229,8 @@ pub fn write_dir(objects: &dyn Objects, entries: &[DirEntry]) -> Result<TreeId> 
     }
 }
 
-/// Node bytes start with a placeholder count, patched in by `finish_*`:
-/// the header and level go first, so the body is built after them.
+/// A node's header and level; `with_count` splices the entry count in
+/// after them once the entries are written.
 fn node_writer(level: u8) -> Writer {
     let mut w = Writer::new();
     w.raw(&header(KIND_DIR_NODE)).u8(level);

@@ -34,6 +34,8 @@ pub const MAX_OBJECT: usize = 1 << 20;
 pub enum TreeError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("a directory entry needs {0} bytes of metadata (most likely extended attributes); dot stores at most 1 MiB per entry")]
+    TooLarge(usize),
     #[error("object {id} is corrupt: {what}; run dot fsck")]
     Corrupt { id: Id, what: String },
 }
@@ -83,10 +85,8 @@ pub trait Objects: Sync {
     /// Records a metadata object and returns its id.
     fn put_meta(&self, bytes: &[u8]) -> Result<Id> {
         if bytes.len() > MAX_OBJECT {
-            unreachable!(
-                "metadata objects are split below 1 MiB, got {}",
-                bytes.len()
-            );
+            // Nodes split near 512 KiB; only one giant entry gets here.
+            return Err(TreeError::TooLarge(bytes.len()));
         }
         let id = Id::of(bytes);
         self.put(Kind::Meta, &id, bytes)?;

@@ -68,12 +68,31 @@ pub fn read_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     Ok(out)
 }
 
+/// Makes `path`'s extended attributes exactly `xattrs`: extra ones are
+/// removed, missing or different ones set.
 pub fn write_xattrs(path: &Path, xattrs: &[(Vec<u8>, Vec<u8>)]) -> io::Result<()> {
-    if xattrs.is_empty() {
+    let current = read_xattrs(path)?;
+    if current == xattrs {
         return Ok(());
     }
     let c = cpath(path)?;
-    for (name, value) in xattrs {
+    for (name, _) in current
+        .iter()
+        .filter(|(n, _)| !xattrs.iter().any(|(w, _)| w == n))
+    {
+        let cname = CString::new(name.clone()).expect("listed names have no NUL");
+        // SAFETY: both are valid C strings.
+        if unsafe { libc::lremovexattr(c.as_ptr(), cname.as_ptr()) } != 0 {
+            let e = io::Error::last_os_error();
+            if !matches!(
+                e.raw_os_error(),
+                Some(libc::ENOTSUP) | Some(libc::EPERM) | Some(libc::ENODATA)
+            ) {
+                return Err(e);
+            }
+        }
+    }
+    for (name, value) in xattrs.iter().filter(|x| !current.contains(x)) {
         let cname = CString::new(name.clone())
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "xattr name contains NUL"))?;
         // SAFETY: pointers and lengths describe live buffers.
@@ -124,6 +143,29 @@ pub fn set_mtime(path: &Path, mtime_ns: i64) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+/// Flushes the filesystem holding `path` to stable storage: the durability
+/// barrier before the stat cache may vouch for restored files.
+pub fn sync_filesystem(path: &Path) -> io::Result<()> {
+    let dir = std::fs::File::open(path)?;
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: the descriptor is open for the call's duration.
+        if unsafe { libc::syncfs(dir.as_raw_fd()) } == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        drop(dir);
+        // SAFETY: sync has no preconditions.
+        unsafe { libc::sync() };
+        Ok(())
     }
 }
 

@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 
 use super::cache::{Stat, StatCache};
-use super::fsmeta::{is_root, mknod, set_mtime, write_xattrs, zero_range};
+use super::fsmeta::{is_root, mknod, set_mtime, sync_filesystem, write_xattrs, zero_range};
 use super::{join_rel, read_err, write_err, Result};
 use crate::progress::Progress;
 use crate::tree::chunks::{for_each_leaf_group, ContentRef, Leaf};
@@ -63,6 +63,7 @@ impl<'a> Materializer<'a> {
                 set_mtime(root, top.mtime_ns).map_err(write_err(root))?;
             }
             None => {
+                self.ensure_writable(root)?;
                 for entry in fs::read_dir(root).map_err(read_err(root))? {
                     let entry = entry.map_err(read_err(root))?;
                     remove(&entry.path())?;
@@ -73,11 +74,29 @@ impl<'a> Materializer<'a> {
                     .push(CacheOp::DeleteTree(Vec::new()));
             }
         }
+        // The stat cache entries returned vouch for what is on disk: make it
+        // so before anyone records them.
+        sync_filesystem(root).map_err(write_err(root))?;
         Ok(self.ops.into_inner().expect("ops lock"))
+    }
+
+    /// A directory whose entries change must be writable by its owner while
+    /// they do; its own mode is set again once its entries are done.
+    fn ensure_writable(&self, dir: &Path) -> Result<()> {
+        if self.as_root {
+            return Ok(());
+        }
+        let mode = fs::metadata(dir).map_err(read_err(dir))?.mode();
+        if mode & 0o300 != 0o300 {
+            fs::set_permissions(dir, fs::Permissions::from_mode((mode | 0o700) & 0o7777))
+                .map_err(write_err(dir))?;
+        }
+        Ok(())
     }
 
     fn sync_dir(&self, abs: &Path, rel: &[u8], tree: &crate::id::TreeId) -> Result<()> {
         let target = read_dir(self.objects, tree)?;
+        self.ensure_writable(abs)?;
         let wanted: HashSet<&[u8]> = target.iter().map(|e| e.name.as_slice()).collect();
         let mut on_disk = HashMap::new();
         for entry in fs::read_dir(abs).map_err(read_err(abs))? {
@@ -152,6 +171,7 @@ impl<'a> Materializer<'a> {
                     std::os::unix::fs::lchown(path, Some(e.uid), Some(e.gid))
                         .map_err(write_err(path))?;
                 }
+                write_xattrs(path, &e.xattrs).map_err(write_err(path))?;
             }
             Content::Fifo | Content::Device(_) => {
                 let rdev = if let Content::Device(r) = e.content {
@@ -168,7 +188,7 @@ impl<'a> Materializer<'a> {
                         EntryKind::CharDevice => libc::S_IFCHR,
                         _ => libc::S_IFBLK,
                     };
-                    mknod(path, bits as u32, e.mode, rdev).map_err(write_err(path))?;
+                    mknod(path, bits, e.mode, rdev).map_err(write_err(path))?;
                 }
                 self.set_attrs(path, e.mode, e.uid, e.gid, &e.xattrs)?;
             }

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs what building and testing dot needs on Debian/Ubuntu: clang for
+# rocksdb's bindings, PostgreSQL for the database test, attr and util-linux
+# for xattr and terminal tests, and the peer tools the benchmark compares.
+set -euo pipefail
+need=(clang libclang-dev postgresql attr util-linux time restic borgbackup casync)
+missing=()
+for p in "${need[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if ! command -v cargo >/dev/null; then
+  echo "dot: cargo is missing; install Rust from https://rustup.rs and run this again" >&2
+  exit 1
+fi
