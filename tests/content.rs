@@ -28,7 +28,9 @@ fn build_tree(dir: &Path) {
     let _ = std::process::Command::new("mkfifo")
         .arg(dir.join("fifo"))
         .status();
-    let _ = xattr_set(&dir.join("plain"), "user.origin", "test");
+    xattr_set(&dir.join("plain"), "user.origin", "test")
+        .expect("setfattr (Debian package attr) is needed");
+    xattr_set(&dir.join("deep"), "user.dir", "yes").unwrap();
     if util::is_root() {
         std::os::unix::fs::chown(dir.join("secret"), Some(70), Some(71)).unwrap();
         std::os::unix::fs::lchown(dir.join("link"), Some(72), Some(73)).unwrap();
@@ -50,6 +52,19 @@ fn xattr_set(path: &Path, name: &str, value: &str) -> std::io::Result<()> {
     } else {
         Err(std::io::Error::other("setfattr failed"))
     }
+}
+
+fn xattrs(path: &Path) -> String {
+    let out = std::process::Command::new("getfattr")
+        .args(["-d", "--absolute-names"])
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn set_mtime_tree(dir: &Path) {
@@ -86,9 +101,21 @@ fn everything_round_trips_through_commit_and_reset() {
     f.set_len(4_000_000).unwrap();
     fs::set_permissions(dir.join("secret"), fs::Permissions::from_mode(0o644)).unwrap();
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    xattr_set(&dir.join("script"), "user.added", "later").unwrap();
+    assert!(
+        t.dot(&["diff", "-v"]).ok().out.contains("M ./"),
+        "top directory mode change shows"
+    );
 
     t.dot(&["reset", "--hard", "HEAD"]).ok();
     assert_eq!(snapshot(&dir), before);
+    assert_eq!(xattrs(&dir.join("plain")), "user.origin=\"test\"");
+    assert_eq!(xattrs(&dir.join("deep")), "user.dir=\"yes\"");
+    assert_eq!(
+        xattrs(&dir.join("script")),
+        "",
+        "an xattr added after the commit is removed"
+    );
     let top = fs::metadata(&dir).unwrap();
     assert_eq!(top.mode() & 0o7777, 0o700);
     assert_eq!((top.uid(), top.gid()), (top_before.uid(), top_before.gid()));
@@ -328,4 +355,26 @@ fn unreadable_files_and_directories_are_errors() {
     fs::set_permissions(&closed, fs::Permissions::from_mode(0o000)).unwrap();
     let r = as_user(&["init", "v", "--path", closed.to_str().unwrap()]).fails();
     assert!(r.err.contains("cannot read"), "{}", r.err);
+
+    // A read-only directory (as PostgreSQL never makes, but users do) still
+    // gets its entries restored, and keeps its mode.
+    let ro = t.tmp.path().join("ro");
+    write(&ro.join("sub/keep"), b"keep");
+    if util::is_root() {
+        std::process::Command::new("chown")
+            .args(["-R", "nobody", ro.to_str().unwrap()])
+            .status()
+            .unwrap();
+    }
+    fs::set_permissions(ro.join("sub"), fs::Permissions::from_mode(0o555)).unwrap();
+    as_user(&["init", "ro", "--path", ro.to_str().unwrap()]).ok();
+    as_user(&["commit", "-m", "ro"]).ok();
+    fs::set_permissions(ro.join("sub"), fs::Permissions::from_mode(0o755)).unwrap();
+    write(&ro.join("sub/extra"), b"extra");
+    fs::remove_file(ro.join("sub/keep")).unwrap();
+    fs::set_permissions(ro.join("sub"), fs::Permissions::from_mode(0o555)).unwrap();
+    as_user(&["reset", "--hard", "HEAD"]).ok();
+    assert!(!ro.join("sub/extra").exists());
+    assert_eq!(fs::read(ro.join("sub/keep")).unwrap(), b"keep");
+    assert_eq!(fs::metadata(ro.join("sub")).unwrap().mode() & 0o7777, 0o555);
 }
