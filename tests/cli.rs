@@ -320,6 +320,13 @@ fn bad_input_gets_clear_errors_and_changes_nothing() {
     t.dot(&["init", "good"]).ok();
     write(&t.path("good").join("f"), b"1");
     t.dot(&["commit", "-m", "one"]).ok();
+    let adopted = t.tmp.path().join("outside/data");
+    fs::create_dir_all(adopted.join("inner")).unwrap();
+    t.dot(&["init", "ad", "--path", adopted.to_str().unwrap()])
+        .ok();
+    t.dot(&["switch", "good"]).ok();
+    let inner = adopted.join("inner");
+    let work = t.home.join("work");
     let snapshot = || {
         (
             t.dot(&["list", "--json"]).ok().out,
@@ -365,6 +372,31 @@ fn bad_input_gets_clear_errors_and_changes_nothing() {
         (vec!["branch", "-d", "nope", "good"], "no branch nope"),
         (vec!["rm", "-f", "nope"], "does not exist"),
         (vec!["path", "good.nosub"], "no subdot nosub"),
+        (
+            vec!["init", "x", "--path", adopted.to_str().unwrap()],
+            "overlaps the working directory of ad",
+        ),
+        (
+            vec!["init", "x", "--path", inner.to_str().unwrap()],
+            "overlaps the working directory of ad",
+        ),
+        (
+            vec![
+                "init",
+                "x",
+                "--path",
+                adopted.parent().unwrap().to_str().unwrap(),
+            ],
+            "overlaps the working directory of ad",
+        ),
+        (
+            vec!["init", "x", "--path", work.to_str().unwrap()],
+            "overlaps dot's own store",
+        ),
+        (
+            vec!["init", "x", "--path", t.tmp.path().to_str().unwrap()],
+            "overlaps dot's own store",
+        ),
     ];
     for (args, msg) in cases {
         let r = t.dot(&args).fails();

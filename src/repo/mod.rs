@@ -503,10 +503,23 @@ impl Repo {
             Err(e) => return Err(e),
         };
         let sub_cfg = match path {
-            Some(p) => SubdotConfig {
-                path: adopt_path(p)?,
-                adopted: true,
-            },
+            Some(p) => {
+                let path = adopt_path(p)?;
+                // A volume holding the store would commit the store itself.
+                let home =
+                    fs::canonicalize(self.home()).unwrap_or_else(|_| self.home().to_path_buf());
+                if home.starts_with(&path) || path.starts_with(&home) {
+                    return Err(RepoError::Usage(format!(
+                        "{} overlaps dot's own store {}; adopt a directory outside it (or set DOT_HOME elsewhere)",
+                        path.display(),
+                        home.display()
+                    )));
+                }
+                SubdotConfig {
+                    path,
+                    adopted: true,
+                }
+            }
             None => {
                 let p = self
                     .home()
@@ -531,10 +544,12 @@ impl Repo {
             .dots()?
             .iter()
             .flat_map(|d| d.subdots.iter().map(move |(s, c)| (d, s, c)))
-            .find(|(_, _, c)| c.path == sub_cfg.path)
+            .find(|(_, _, c)| {
+                c.path.starts_with(&sub_cfg.path) || sub_cfg.path.starts_with(&c.path)
+            })
         {
             return Err(RepoError::Usage(format!(
-                "{} is already the working directory of {}.{}",
+                "{} overlaps the working directory of {}.{}; give each subdot a directory of its own",
                 sub_cfg.path.display(),
                 other.0.name,
                 other.1

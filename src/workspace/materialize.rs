@@ -232,10 +232,8 @@ impl<'a> Materializer<'a> {
                     Err(_) => self.rewrite(path, content, e.size)?,
                 }
             }
-            (Some(_), Some(_)) => OpenOptions::new()
-                .write(true)
-                .open(path)
-                .map_err(write_err(path))?,
+            // Content is right; only attributes change, which needs no write access.
+            (Some(_), Some(_)) => File::open(path).map_err(write_err(path))?,
             _ => self.rewrite(path, content, e.size)?,
         };
         if self.as_root {
