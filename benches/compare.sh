@@ -362,7 +362,7 @@ machine_info() {
     echo "scratch filesystem: $(findmnt -n -o SOURCE,FSTYPE -T "$WORKDIR" 2>/dev/null | tr -s ' ')"
     echo "loadavg at start: $(cat /proc/loadavg)"
     echo "versions:"
-    echo "  dot: $("$DOT" --version 2>&1) ($DOT, built $(date -r "$DOT" -Is))"
+    echo "  dot: $("$DOT" --version 2>&1) ($DOT, built $(date -r "$DOT" -Is), sha256 $(sha256sum "$DOT" | cut -c1-16))"
     echo "  dot source: $(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$( [[ -n $(git -C "$REPO_ROOT" status --porcelain --untracked-files=no 2>/dev/null) ]] && echo ' (working tree has uncommitted changes)')"
     echo "  $(restic version 2>&1)"
     echo "  $(borg --version 2>&1)"
