@@ -227,23 +227,29 @@ impl Repo {
             store: Store::open(home)?,
             recovered: Vec::new(),
         };
-        let mut journals = Vec::new();
-        repo.store.scan_kv(Space::Meta, b"journal/", |k, v| {
-            journals.push((String::from_utf8_lossy(&k[8..]).into_owned(), v.to_vec()));
-            Ok(true)
-        })?;
         // A journal that cannot be finished must not lock the user out of
         // every command (dot rm, dot fsck, another reset): report it and go on.
-        for (dot, bytes) in journals {
-            let done = serde_json::from_slice::<Journal>(&bytes)
-                .map_err(|e| RepoError::Config(format!("journal/{dot}"), e.to_string()))
-                .and_then(|journal| repo.replay(&dot, &journal, &crate::progress::Silent));
+        for (dot, journal) in repo.journals()? {
+            let done = journal.and_then(|j| repo.replay(&dot, &j, &crate::progress::Silent));
             match done {
                 Ok(()) => repo.recovered.push(Ok(dot)),
                 Err(e) => repo.recovered.push(Err((dot, e.to_string()))),
             }
         }
         Ok(repo)
+    }
+
+    /// Every unfinished reset or checkout, by dot.
+    fn journals(&self) -> Result<Vec<(String, Result<Journal>)>> {
+        let mut out = Vec::new();
+        self.store.scan_kv(Space::Meta, b"journal/", |k, v| {
+            let dot = String::from_utf8_lossy(&k[b"journal/".len()..]).into_owned();
+            let parsed = serde_json::from_slice::<Journal>(v)
+                .map_err(|e| RepoError::Config(format!("journal/{dot}"), e.to_string()));
+            out.push((dot, parsed));
+            Ok(true)
+        })?;
+        Ok(out)
     }
 
     pub fn store(&self) -> &Store {
@@ -1001,6 +1007,16 @@ impl Repo {
         let mut walker = walk::Walker::new(&self.store, false);
         for (name, head) in self.all_heads()? {
             walker.commit(head, &format!("dot {name}"));
+        }
+        // An unfinished reset or checkout still needs what it is moving to.
+        for (dot, journal) in self.journals()? {
+            let journal = journal?;
+            if let Some(id) = journal.commit.as_deref().and_then(Id::from_hex) {
+                walker.commit(CommitId(id), &format!("journal of dot {dot}"));
+            }
+            for top in journal.targets.values().flatten() {
+                walker.top(&Top::from(*top), &format!("journal of dot {dot}"));
+            }
         }
         if let Some((at, what)) = walker.problems.first() {
             return Err(RepoError::Usage(format!(
