@@ -373,6 +373,10 @@ fn bad_input_gets_clear_errors_and_changes_nothing() {
         (vec!["rm", "-f", "nope"], "does not exist"),
         (vec!["path", "good.nosub"], "no subdot nosub"),
         (
+            vec!["init", "good.more", "--chunk-avg", "32768"],
+            "chunk sizes are fixed",
+        ),
+        (
             vec!["init", "x", "--path", adopted.to_str().unwrap()],
             "overlaps the working directory of ad",
         ),

@@ -188,10 +188,11 @@ impl Store {
         } else {
             (CODEC_RAW, raw)
         };
-        self.put_stored(kind, id, codec, raw_len, stored)
+        self.put_stored(kind, id, codec, raw_len, stored, false)
     }
 
-    /// Appends an already-encoded object (used by `put` and by gc's repack).
+    /// Appends an already-encoded object. `repack` is gc moving an indexed
+    /// object to a new pack; otherwise an object already stored is skipped.
     fn put_stored(
         &self,
         kind: Kind,
@@ -199,11 +200,12 @@ impl Store {
         codec: u8,
         raw_len: u32,
         stored: &[u8],
+        repack: bool,
     ) -> Result<bool> {
         let mut w = self.writers[kind as usize].lock().expect("writer lock");
         // Sealing moves pending entries to the index under this lock, so
         // checking both here means an object is appended at most once.
-        if w.pending.contains_key(id) || self.db.get_object(id)?.is_some() {
+        if w.pending.contains_key(id) || (!repack && self.db.get_object(id)?.is_some()) {
             return Ok(false);
         }
         if w.open.is_none() {
@@ -377,14 +379,24 @@ impl Store {
             }
             Ok(())
         })?;
+        // Rewrite packs holding dead objects, and merge small packs (each
+        // commit seals up to two) so their number stays low.
+        let small = |n: u64| n < PACK_TARGET / 8;
+        let pack_len = |seq: u64| {
+            fs::metadata(self.pack_path(seq))
+                .map(|m| m.len())
+                .unwrap_or(0)
+        };
+        let small_packs = by_pack.keys().filter(|s| small(pack_len(**s))).count();
         let mut dead_ids = Vec::new();
         for (seq, (live_objs, dead)) in &by_pack {
-            if dead.is_empty() {
+            let merge = small_packs > 1 && small(pack_len(*seq));
+            if dead.is_empty() && !merge {
                 continue;
             }
             for (id, e) in live_objs {
                 let stored = self.read_stored(*seq, &e.slot)?;
-                self.put_stored(e.kind, id, e.slot.codec, e.slot.raw_len, &stored)?;
+                self.put_stored(e.kind, id, e.slot.codec, e.slot.raw_len, &stored, true)?;
             }
             stats.objects_removed += dead.len() as u64;
             dead_ids.extend_from_slice(dead);
@@ -587,15 +599,56 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
         let keep = vec![1u8; 50_000];
-        let drop = (0..50_000u32).map(|i| (i * 7) as u8).collect::<Vec<_>>();
+        // Incompressible, so its bytes in the pack are measurable.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let drop: Vec<u8> = (0..50_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
         let (k, d) = (Id::of(&keep), Id::of(&drop));
         s.put(Kind::Chunk, &k, &keep).unwrap();
         s.put(Kind::Chunk, &d, &drop).unwrap();
         s.flush().unwrap();
+        let before = s.packs_size().unwrap();
         let stats = s.gc(&|id| *id == k).unwrap();
         assert_eq!(stats.objects_removed, 1);
+        assert_eq!(stats.packs_rewritten, 1);
+        // The dead object's bytes are gone, not just its index entry.
+        assert!(
+            s.packs_size().unwrap() < before - 40_000,
+            "{} -> {}",
+            before,
+            s.packs_size().unwrap()
+        );
+        assert_eq!(stats.bytes_freed, before - s.packs_size().unwrap());
         assert!(!s.has(&d).unwrap());
         assert_eq!(s.get(&k).unwrap(), keep);
+        assert!(s.verify_packs().unwrap().is_empty());
+    }
+
+    #[test]
+    fn gc_merges_small_packs() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let mut ids = Vec::new();
+        for i in 0..5u32 {
+            let data = format!("object {i}").into_bytes();
+            let id = Id::of(&data);
+            s.put(Kind::Meta, &id, &data).unwrap();
+            s.flush().unwrap();
+            ids.push((id, data));
+        }
+        let count = || fs::read_dir(dir.path().join("packs")).unwrap().count();
+        assert_eq!(count(), 5);
+        s.gc(&|_| true).unwrap();
+        assert_eq!(count(), 1);
+        for (id, data) in &ids {
+            assert_eq!(&s.get(id).unwrap(), data);
+        }
         assert!(s.verify_packs().unwrap().is_empty());
     }
 }
