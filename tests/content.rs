@@ -328,12 +328,7 @@ fn unreadable_files_and_directories_are_errors() {
     fs::create_dir(&data).unwrap();
     write(&data.join("ok"), b"ok");
     write(&data.join("locked"), b"secret");
-    if util::is_root() {
-        std::process::Command::new("chown")
-            .args(["-R", "nobody", data.to_str().unwrap()])
-            .status()
-            .unwrap();
-    }
+    util::give_to_nobody(&data);
     fs::set_permissions(data.join("locked"), fs::Permissions::from_mode(0o000)).unwrap();
     as_user(&["init", "u", "--path", data.to_str().unwrap()]).ok();
     let r = as_user(&["commit", "-m", "x"]).fails();
@@ -346,12 +341,7 @@ fn unreadable_files_and_directories_are_errors() {
 
     let closed = t.tmp.path().join("closed");
     fs::create_dir(&closed).unwrap();
-    if util::is_root() {
-        std::process::Command::new("chown")
-            .args(["nobody", closed.to_str().unwrap()])
-            .status()
-            .unwrap();
-    }
+    util::give_to_nobody(&closed);
     fs::set_permissions(&closed, fs::Permissions::from_mode(0o000)).unwrap();
     let r = as_user(&["init", "v", "--path", closed.to_str().unwrap()]).fails();
     assert!(r.err.contains("cannot read"), "{}", r.err);
@@ -360,12 +350,7 @@ fn unreadable_files_and_directories_are_errors() {
     // gets its entries restored, and keeps its mode.
     let ro = t.tmp.path().join("ro");
     write(&ro.join("sub/keep"), b"keep");
-    if util::is_root() {
-        std::process::Command::new("chown")
-            .args(["-R", "nobody", ro.to_str().unwrap()])
-            .status()
-            .unwrap();
-    }
+    util::give_to_nobody(&ro);
     fs::set_permissions(ro.join("sub"), fs::Permissions::from_mode(0o555)).unwrap();
     as_user(&["init", "ro", "--path", ro.to_str().unwrap()]).ok();
     as_user(&["commit", "-m", "ro"]).ok();

@@ -83,6 +83,16 @@ impl Env {
             .map(|c| c["commit"].as_str().unwrap().to_string())
     }
 
+    /// How many commits `dot log` shows for the dot's current branch.
+    pub fn commits(&self, dot: &str) -> usize {
+        self.dot(&["log", "--json", dot])
+            .ok()
+            .json()
+            .as_array()
+            .unwrap()
+            .len()
+    }
+
     pub fn fsck_ok(&self) {
         let r = self.dot(&["fsck"]);
         assert_eq!(
@@ -134,6 +144,19 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
     }
     out.truncate(len);
     out
+}
+
+/// When running as root, makes `path` (recursively) belong to `nobody`, the
+/// user permission tests run dot as.
+pub fn give_to_nobody(path: &Path) {
+    if is_root() {
+        let st = std::process::Command::new("chown")
+            .args(["-R", "nobody"])
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
 }
 
 pub fn is_root() -> bool {
