@@ -31,7 +31,7 @@ const ZSTD_LEVEL: i32 = 3;
 
 /// Which pack family an object lives in: file data and metadata are packed
 /// apart so metadata stays dense and cheap to read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
     Chunk = 0,
     Meta = 1,
@@ -387,10 +387,19 @@ impl Store {
                 .map(|m| m.len())
                 .unwrap_or(0)
         };
-        let small_packs = by_pack.keys().filter(|s| small(pack_len(**s))).count();
+        // Only packs of the same kind can merge; a pack's live objects say
+        // its kind (a pack without any is rewritten for its dead ones).
+        let kind_of = |live: &[(Id, Entry)]| live.first().map(|(_, e)| e.kind);
+        let mut small_by_kind: HashMap<Kind, usize> = HashMap::new();
+        for (seq, (live, _)) in &by_pack {
+            if let (Some(kind), true) = (kind_of(live), small(pack_len(*seq))) {
+                *small_by_kind.entry(kind).or_default() += 1;
+            }
+        }
         let mut dead_ids = Vec::new();
         for (seq, (live_objs, dead)) in &by_pack {
-            let merge = small_packs > 1 && small(pack_len(*seq));
+            let merge =
+                kind_of(live_objs).is_some_and(|k| small_by_kind[&k] > 1) && small(pack_len(*seq));
             if dead.is_empty() && !merge {
                 continue;
             }
@@ -646,6 +655,13 @@ mod tests {
         assert_eq!(count(), 5);
         s.gc(&|_| true).unwrap();
         assert_eq!(count(), 1);
+        // One small pack per kind: nothing to merge, so nothing is rewritten.
+        let chunk = b"a chunk".to_vec();
+        s.put(Kind::Chunk, &Id::of(&chunk), &chunk).unwrap();
+        s.flush().unwrap();
+        assert_eq!(count(), 2);
+        assert_eq!(s.gc(&|_| true).unwrap().packs_rewritten, 0);
+        assert_eq!(count(), 2);
         for (id, data) in &ids {
             assert_eq!(&s.get(id).unwrap(), data);
         }
