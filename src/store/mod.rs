@@ -398,8 +398,9 @@ impl Store {
         }
         let mut dead_ids = Vec::new();
         for (seq, (live_objs, dead)) in &by_pack {
-            let merge =
-                kind_of(live_objs).is_some_and(|k| small_by_kind[&k] > 1) && small(pack_len(*seq));
+            let merge = small(pack_len(*seq))
+                && kind_of(live_objs)
+                    .is_some_and(|k| small_by_kind.get(&k).is_some_and(|n| *n > 1));
             if dead.is_empty() && !merge {
                 continue;
             }
@@ -664,6 +665,41 @@ mod tests {
         assert_eq!(count(), 2);
         for (id, data) in &ids {
             assert_eq!(&s.get(id).unwrap(), data);
+        }
+        assert!(s.verify_packs().unwrap().is_empty());
+    }
+
+    #[test]
+    fn gc_keeps_big_packs_of_a_kind_without_small_ones() {
+        // A data pack too big to merge, beside small metadata packs only.
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let mut x = 7u64;
+        let big: Vec<u8> = (0..PACK_TARGET / 8 + (1 << 20))
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        for piece in big.chunks(1 << 20) {
+            s.put(Kind::Chunk, &Id::of(piece), piece).unwrap();
+        }
+        s.flush().unwrap();
+        for i in 0..2u32 {
+            let m = format!("meta {i}").into_bytes();
+            s.put(Kind::Meta, &Id::of(&m), &m).unwrap();
+            s.flush().unwrap();
+        }
+        let stats = s.gc(&|_| true).unwrap();
+        assert_eq!(
+            stats.packs_rewritten, 2,
+            "the two small metadata packs merge"
+        );
+        assert_eq!(fs::read_dir(dir.path().join("packs")).unwrap().count(), 2);
+        for piece in big.chunks(1 << 20) {
+            assert_eq!(s.get(&Id::of(piece)).unwrap(), piece);
         }
         assert!(s.verify_packs().unwrap().is_empty());
     }
