@@ -13,5 +13,6 @@ pub mod id;
 pub mod progress;
 pub mod repo;
 pub mod store;
+pub mod sync;
 pub mod tree;
 pub mod workspace;

@@ -38,7 +38,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn from_u8(v: u8) -> Option<Kind> {
+    pub fn from_u8(v: u8) -> Option<Kind> {
         match v {
             0 => Some(Kind::Chunk),
             1 => Some(Kind::Meta),
@@ -295,22 +295,28 @@ impl Store {
             pack: format!("{:016x}", entry.pack),
             why,
         };
-        let file = self
-            .reader(entry.pack)
+        let stored = self
+            .read_stored(entry.pack, &entry.slot)
             .map_err(|e| damaged(e.to_string()))?;
-        let mut stored = vec![0u8; entry.slot.stored_len as usize];
-        file.read_exact_at(&mut stored, entry.slot.offset)
-            .map_err(|e| damaged(format!("cannot read: {e}")))?;
-        let raw = match entry.slot.codec {
-            CODEC_RAW => stored,
-            CODEC_ZSTD => zstd::bulk::decompress(&stored, entry.slot.raw_len as usize)
-                .map_err(|e| damaged(format!("cannot decompress: {e}")))?,
-            other => return Err(damaged(format!("unknown codec {other}"))),
-        };
-        if raw.len() != entry.slot.raw_len as usize || Id::of(&raw) != *id {
+        let raw =
+            pack::decode_stored(entry.slot.codec, entry.slot.raw_len, stored).map_err(damaged)?;
+        if Id::of(&raw) != *id {
             return Err(damaged("content does not match its id".into()));
         }
         Ok(raw)
+    }
+
+    /// Stores an object received in stored form. The caller has decoded it
+    /// and checked that it hashes to `id`.
+    pub fn put_verified(
+        &self,
+        kind: Kind,
+        id: &Id,
+        codec: u8,
+        raw_len: u32,
+        stored: &[u8],
+    ) -> Result<bool> {
+        self.put_stored(kind, id, codec, raw_len, stored, false)
     }
 
     fn reader(&self, seq: u64) -> io::Result<Arc<File>> {
@@ -461,7 +467,9 @@ impl Store {
             .any(|w| matches!(&w.lock().expect("writer lock").open, Some((s, _)) if *s == seq))
     }
 
-    fn read_stored(&self, seq: u64, slot: &Slot) -> Result<Vec<u8>> {
+    /// An object's bytes as stored (compressed or raw, per the slot's
+    /// codec), unchecked.
+    pub fn read_stored(&self, seq: u64, slot: &Slot) -> Result<Vec<u8>> {
         let file = self
             .reader(seq)
             .map_err(io_err(format!("cannot open pack {seq:016x}")))?;

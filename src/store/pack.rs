@@ -50,11 +50,7 @@ pub struct PackWriter {
 
 impl PackWriter {
     pub fn create(file: File, kind: u8) -> io::Result<PackWriter> {
-        let mut header = Vec::with_capacity(HEADER_LEN as usize);
-        header.extend_from_slice(MAGIC);
-        header.extend_from_slice(&VERSION.to_le_bytes());
-        header.extend_from_slice(&[kind, 0, 0, 0]);
-        file.write_all_at(&header, 0)?;
+        file.write_all_at(&encode_header(kind), 0)?;
         Ok(PackWriter {
             file,
             len: HEADER_LEN,
@@ -63,21 +59,8 @@ impl PackWriter {
     }
 
     pub fn append(&mut self, id: &Id, codec: u8, raw_len: u32, stored: &[u8]) -> io::Result<Slot> {
-        let stored_len = u32::try_from(stored.len())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "object over 4 GiB"))?;
-        let mut rec = Vec::with_capacity(RECORD_HEADER_LEN as usize + stored.len());
-        rec.extend_from_slice(&id.0);
-        rec.push(codec);
-        rec.extend_from_slice(&stored_len.to_le_bytes());
-        rec.extend_from_slice(&raw_len.to_le_bytes());
-        rec.extend_from_slice(stored);
+        let (rec, slot) = encode_record(self.len, id, codec, raw_len, stored)?;
         self.file.write_all_at(&rec, self.len)?;
-        let slot = Slot {
-            offset: self.len + RECORD_HEADER_LEN,
-            stored_len,
-            raw_len,
-            codec,
-        };
         self.len += rec.len() as u64;
         self.entries.push((*id, slot));
         Ok(slot)
@@ -85,14 +68,98 @@ impl PackWriter {
 
     /// Writes the trailer and footer and makes the pack durable.
     pub fn seal(self) -> io::Result<()> {
-        let trailer = encode_trailer(&self.entries);
-        let mut tail = trailer.clone();
-        tail.extend_from_slice(&self.len.to_le_bytes());
-        tail.extend_from_slice(blake3::hash(&trailer).as_bytes());
-        tail.extend_from_slice(END_MAGIC);
-        self.file.write_all_at(&tail, self.len)?;
+        self.file
+            .write_all_at(&encode_tail(&self.entries, self.len), self.len)?;
         self.file.sync_all()
     }
+}
+
+/// A pack built in memory, byte for byte what `PackWriter` writes to a
+/// file: remotes hold packs in the same format.
+pub struct PackBuf {
+    pub bytes: Vec<u8>,
+    pub entries: Vec<(Id, Slot)>,
+}
+
+impl PackBuf {
+    pub fn new(kind: u8) -> PackBuf {
+        PackBuf {
+            bytes: encode_header(kind).to_vec(),
+            entries: Vec::new(),
+        }
+    }
+
+    pub fn append(&mut self, id: &Id, codec: u8, raw_len: u32, stored: &[u8]) -> io::Result<Slot> {
+        let (rec, slot) = encode_record(self.bytes.len() as u64, id, codec, raw_len, stored)?;
+        self.bytes.extend_from_slice(&rec);
+        self.entries.push((*id, slot));
+        Ok(slot)
+    }
+
+    /// Appends the trailer and footer.
+    pub fn seal(mut self) -> (Vec<u8>, Vec<(Id, Slot)>) {
+        let tail = encode_tail(&self.entries, self.bytes.len() as u64);
+        self.bytes.extend_from_slice(&tail);
+        (self.bytes, self.entries)
+    }
+}
+
+fn encode_header(kind: u8) -> [u8; HEADER_LEN as usize] {
+    let mut h = [0u8; HEADER_LEN as usize];
+    h[..8].copy_from_slice(MAGIC);
+    h[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    h[12] = kind;
+    h
+}
+
+/// One record placed at `at`, and the slot of its stored bytes.
+fn encode_record(
+    at: u64,
+    id: &Id,
+    codec: u8,
+    raw_len: u32,
+    stored: &[u8],
+) -> io::Result<(Vec<u8>, Slot)> {
+    let stored_len = u32::try_from(stored.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "object over 4 GiB"))?;
+    let mut rec = Vec::with_capacity(RECORD_HEADER_LEN as usize + stored.len());
+    rec.extend_from_slice(&id.0);
+    rec.push(codec);
+    rec.extend_from_slice(&stored_len.to_le_bytes());
+    rec.extend_from_slice(&raw_len.to_le_bytes());
+    rec.extend_from_slice(stored);
+    let slot = Slot {
+        offset: at + RECORD_HEADER_LEN,
+        stored_len,
+        raw_len,
+        codec,
+    };
+    Ok((rec, slot))
+}
+
+/// The trailer and footer of a pack whose records end at `len`.
+fn encode_tail(entries: &[(Id, Slot)], len: u64) -> Vec<u8> {
+    let trailer = encode_trailer(entries);
+    let mut tail = trailer.clone();
+    tail.extend_from_slice(&len.to_le_bytes());
+    tail.extend_from_slice(blake3::hash(&trailer).as_bytes());
+    tail.extend_from_slice(END_MAGIC);
+    tail
+}
+
+/// Recovers an object's raw bytes from its stored form. The caller checks
+/// the id.
+pub fn decode_stored(codec: u8, raw_len: u32, stored: Vec<u8>) -> Result<Vec<u8>, String> {
+    let raw = match codec {
+        CODEC_RAW => stored,
+        CODEC_ZSTD => zstd::bulk::decompress(&stored, raw_len as usize)
+            .map_err(|e| format!("cannot decompress: {e}"))?,
+        other => return Err(format!("unknown codec {other}")),
+    };
+    if raw.len() != raw_len as usize {
+        return Err("length does not match the record".into());
+    }
+    Ok(raw)
 }
 
 fn encode_trailer(entries: &[(Id, Slot)]) -> Vec<u8> {
@@ -136,17 +203,49 @@ pub fn read_trailer(file: &File) -> Result<(u8, Vec<(Id, Slot)>), String> {
     let mut footer = [0u8; FOOTER_LEN as usize];
     file.read_exact_at(&mut footer, size - FOOTER_LEN)
         .map_err(|e| e.to_string())?;
-    if &footer[40..] != END_MAGIC {
+    let trailer_at = footer_trailer_offset(&footer, size)?;
+    let mut trailer = vec![0u8; (size - FOOTER_LEN - trailer_at) as usize];
+    file.read_exact_at(&mut trailer, trailer_at)
+        .map_err(|e| e.to_string())?;
+    let entries = decode_trailer(&footer, &trailer, trailer_at)?;
+    for (id, slot) in &entries {
+        let mut rec = [0u8; RECORD_HEADER_LEN as usize];
+        file.read_exact_at(&mut rec, slot.offset - RECORD_HEADER_LEN)
+            .map_err(|e| e.to_string())?;
+        if rec[..ID_LEN] != id.0
+            || rec[32] != slot.codec
+            || le_u32(&rec[33..37]) != slot.stored_len
+            || le_u32(&rec[37..41]) != slot.raw_len
+        {
+            return Err(format!(
+                "record header of {} disagrees with the trailer",
+                id.short()
+            ));
+        }
+    }
+    Ok((kind, entries))
+}
+
+/// Where the trailer of a pack of `size` bytes begins, from its footer.
+pub fn footer_trailer_offset(footer: &[u8], size: u64) -> Result<u64, String> {
+    if footer.len() != FOOTER_LEN as usize || &footer[40..] != END_MAGIC {
         return Err("no trailer: the pack was never sealed".into());
     }
     let trailer_at = le_u64(&footer[..8]);
     if trailer_at < HEADER_LEN || trailer_at > size - FOOTER_LEN {
         return Err("trailer offset out of range".into());
     }
-    let mut trailer = vec![0u8; (size - FOOTER_LEN - trailer_at) as usize];
-    file.read_exact_at(&mut trailer, trailer_at)
-        .map_err(|e| e.to_string())?;
-    if blake3::hash(&trailer).as_bytes() != &footer[8..40] {
+    Ok(trailer_at)
+}
+
+/// Checks a trailer against its footer's checksum and decodes its entries,
+/// which must all lie before `trailer_at`.
+pub fn decode_trailer(
+    footer: &[u8],
+    trailer: &[u8],
+    trailer_at: u64,
+) -> Result<Vec<(Id, Slot)>, String> {
+    if blake3::hash(trailer).as_bytes() != &footer[8..40] {
         return Err("trailer checksum mismatch".into());
     }
     if trailer.len() < 4 {
@@ -170,22 +269,9 @@ pub fn read_trailer(file: &File) -> Result<(u8, Vec<(Id, Slot)>), String> {
         {
             return Err(format!("entry {} points outside the pack", id.short()));
         }
-        let mut rec = [0u8; RECORD_HEADER_LEN as usize];
-        file.read_exact_at(&mut rec, slot.offset - RECORD_HEADER_LEN)
-            .map_err(|e| e.to_string())?;
-        if rec[..ID_LEN] != id.0
-            || rec[32] != slot.codec
-            || le_u32(&rec[33..37]) != slot.stored_len
-            || le_u32(&rec[37..41]) != slot.raw_len
-        {
-            return Err(format!(
-                "record header of {} disagrees with the trailer",
-                id.short()
-            ));
-        }
         entries.push((id, slot));
     }
-    Ok((kind, entries))
+    Ok(entries)
 }
 
 #[cfg(test)]

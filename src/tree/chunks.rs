@@ -446,6 +446,23 @@ fn walk_nodes(
     Ok(())
 }
 
+/// The children one chunk-tree node names (see `super::links`).
+pub(super) fn node_links(objects: &dyn Objects, id: &Id) -> Result<Vec<super::Link>> {
+    Ok(read_node(objects, &NodeId(*id))?
+        .children
+        .iter()
+        .filter_map(|c| match c {
+            Child::Node(n, len) => Some(super::Link::meta(n.0, *len)),
+            Child::Leaf(Leaf::Chunk(c, len)) => Some(super::Link {
+                id: c.0,
+                kind: Kind::Chunk,
+                size: u64::from(*len),
+            }),
+            Child::Leaf(Leaf::Zero(_)) => None,
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,6 +21,7 @@ use super::{
 };
 use crate::codec::{Reader, Writer};
 use crate::id::{Id, TreeId};
+use crate::store::Kind;
 
 const NAME_MASK: u32 = 1023;
 const CHILD_MASK: u32 = 63;
@@ -300,6 +301,38 @@ fn read_node(
         }
     }
     r.finish().map_err(&de)
+}
+
+/// What one directory node names directly: child nodes, subdirectories and
+/// file contents (see `super::links`).
+pub(super) fn node_links(id: &Id, bytes: &[u8]) -> Result<Vec<super::Link>> {
+    let mut r = open_object(id, bytes, KIND_DIR_NODE)?;
+    let de = decode_err(id);
+    let level = r.u8().map_err(&de)?;
+    let n = r.varint().map_err(&de)?;
+    let mut out = Vec::new();
+    for _ in 0..n {
+        if level > 0 {
+            let _first = r.bytes().map_err(&de)?;
+            out.push(super::Link::meta(r.id().map_err(&de)?, 0));
+            r.varint().map_err(&de)?;
+            continue;
+        }
+        let e = DirEntry::decode(&mut r, id)?;
+        let (target, kind, size) = match e.content {
+            Content::Dir(t) => (t.0, Kind::Meta, 0),
+            Content::File(ContentRef::Node(n)) => (n.0, Kind::Meta, e.size),
+            Content::File(ContentRef::Chunk(c)) => (c.0, Kind::Chunk, e.size),
+            _ => continue,
+        };
+        out.push(super::Link {
+            id: target,
+            kind,
+            size,
+        });
+    }
+    r.finish().map_err(&de)?;
+    Ok(out)
 }
 
 /// The node objects a directory tree is made of (not its entries' content).

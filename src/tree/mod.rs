@@ -107,6 +107,72 @@ impl Objects for Store {
     }
 }
 
+/// One reference from an object to another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Link {
+    pub id: Id,
+    pub kind: Kind,
+    /// File bytes the target stands for, where the reference says (file
+    /// contents and chunk-tree children); 0 for directories and commits.
+    pub size: u64,
+}
+
+impl Link {
+    fn meta(id: Id, size: u64) -> Link {
+        Link {
+            id,
+            kind: Kind::Meta,
+            size,
+        }
+    }
+}
+
+/// The objects one object refers to directly: what a transfer must move
+/// along with it. Chunks refer to nothing.
+pub fn links(id: &Id, kind: Kind, bytes: &[u8]) -> Result<Vec<Link>> {
+    if kind == Kind::Chunk {
+        return Ok(Vec::new());
+    }
+    let one = One { id, bytes };
+    match bytes.get(1).copied() {
+        Some(KIND_COMMIT) => {
+            let c = commit::Commit::decode(&crate::id::CommitId(*id), bytes)?;
+            let mut out: Vec<_> = c.parents.iter().map(|p| Link::meta(p.0, 0)).collect();
+            out.push(Link::meta(c.root.0, 0));
+            Ok(out)
+        }
+        Some(KIND_ROOT) => Ok(commit::read_root(&one, &crate::id::RootId(*id))?
+            .values()
+            .map(|t| Link::meta(t.tree.0, 0))
+            .collect()),
+        Some(KIND_DIR_NODE) => dir::node_links(id, bytes),
+        Some(KIND_CHUNK_NODE) => chunks::node_links(&one, id),
+        _ => Err(corrupt(id, "not a dot metadata object")),
+    }
+}
+
+/// A single object as an `Objects` source, for decoding it alone.
+struct One<'a> {
+    id: &'a Id,
+    bytes: &'a [u8],
+}
+
+impl Objects for One<'_> {
+    fn put(&self, _: Kind, id: &Id, _: &[u8]) -> Result<()> {
+        Err(corrupt(id, "cannot store while decoding one object"))
+    }
+    fn get(&self, id: &Id) -> Result<Vec<u8>> {
+        if id == self.id {
+            Ok(self.bytes.to_vec())
+        } else {
+            Err(StoreError::Missing(*id).into())
+        }
+    }
+    fn has(&self, id: &Id) -> Result<bool> {
+        Ok(id == self.id)
+    }
+}
+
 /// Builds trees without writing anything: metadata stays in memory so the
 /// result can be read back (for diff), chunks are only counted.
 pub struct DryRun<'a> {

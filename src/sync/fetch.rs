@@ -1,0 +1,230 @@
+//! Receiving the objects a remote commit needs (pull and clone).
+//!
+//! The walk starts at the remote commit and reads metadata level by level:
+//! objects the local store has are read locally (the store may hold them
+//! for another dot, or from an interrupted pull), the rest are fetched.
+//! Chunks are fetched last, all at once, so the progress bar knows its
+//! total. Reads are coalesced per pack into ranged GETs and run in
+//! parallel; every object is decoded and checked against its id before it
+//! is stored, and nothing moves a ref here.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use super::layout::{self, Located};
+use super::{Known, Remote, Result, SyncError};
+use crate::id::{CommitId, Id};
+use crate::progress::Progress;
+use crate::store::pack;
+use crate::store::{Kind, Store};
+use crate::tree::{links, Link};
+
+/// Ranged reads in flight at once.
+const READERS: usize = 8;
+/// Neighbouring objects closer than this are read in one request, the gap
+/// included: a request costs more than this many bytes of transfer.
+const MAX_GAP: u64 = 256 << 10;
+/// The most one request reads.
+const MAX_SPAN: u64 = 16 << 20;
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FetchStats {
+    pub objects_received: u64,
+    /// Bytes read from the remote, pack gaps included.
+    pub bytes_received: u64,
+    pub requests: u64,
+    /// Objects the walk found already in the local store.
+    pub objects_local: u64,
+    /// File bytes under those objects, where the references say.
+    pub bytes_skipped: u64,
+}
+
+/// Makes the local store hold everything `want` needs. `complete` tells
+/// which commits the store is known to hold in full (those reachable from
+/// local branches); the walk does not enter them.
+pub fn fetch(
+    store: &Store,
+    remote: &Remote,
+    known: &Known,
+    want: CommitId,
+    complete: &HashSet<CommitId>,
+    progress: &dyn Progress,
+) -> Result<FetchStats> {
+    let mut stats = FetchStats::default();
+    let mut seen = HashSet::new();
+    let mut chunks = Vec::new();
+    let mut level = vec![Link {
+        id: want.0,
+        kind: Kind::Meta,
+        size: 0,
+    }];
+    while !level.is_empty() {
+        let mut next = Vec::new();
+        let mut missing = Vec::new();
+        for link in level {
+            if !seen.insert(link.id) || complete.contains(&CommitId(link.id)) {
+                continue;
+            }
+            if store.has(&link.id)? {
+                stats.objects_local += 1;
+                stats.bytes_skipped += link.size;
+                if link.kind == Kind::Meta {
+                    next.extend(links(&link.id, Kind::Meta, &store.get(&link.id)?)?);
+                }
+                continue;
+            }
+            let loc = known.get(&link.id)?.ok_or_else(|| SyncError::Incomplete {
+                remote: remote.name.clone(),
+                id: link.id,
+            })?;
+            match link.kind {
+                Kind::Chunk => chunks.push((link.id, link.kind, loc)),
+                Kind::Meta => missing.push((link.id, link.kind, loc)),
+            }
+        }
+        for (id, raw) in read(
+            store,
+            remote,
+            &missing,
+            true,
+            &mut stats,
+            &crate::progress::Silent,
+        )? {
+            next.extend(links(&id, Kind::Meta, &raw)?);
+        }
+        level = next;
+    }
+    let total = chunks
+        .iter()
+        .map(|(_, _, l)| u64::from(l.slot.stored_len))
+        .sum();
+    progress.start("receiving", total);
+    read(store, remote, &chunks, false, &mut stats, progress)?;
+    progress.finish();
+    store.flush()?;
+    Ok(stats)
+}
+
+/// One ranged GET: a stretch of a pack and the objects in it.
+struct Span<'a> {
+    pack: Id,
+    start: u64,
+    end: u64,
+    objects: Vec<&'a (Id, Kind, Located)>,
+}
+
+/// Fetches, checks and stores objects; returns their raw bytes when
+/// `keep` is set (metadata, which the walk reads next).
+fn read(
+    store: &Store,
+    remote: &Remote,
+    objects: &[(Id, Kind, Located)],
+    keep: bool,
+    stats: &mut FetchStats,
+    progress: &dyn Progress,
+) -> Result<Vec<(Id, Vec<u8>)>> {
+    let spans = coalesce(objects);
+    let kept = Mutex::new(Vec::new());
+    let failure = Mutex::new(None);
+    let received = AtomicUsize::new(0);
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..spans.len().min(READERS) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if failure.lock().expect("lock").is_some() {
+                    return;
+                }
+                let Some(span) = spans.get(i) else {
+                    return;
+                };
+                match read_span(store, remote, span, keep, progress) {
+                    Ok(raws) => {
+                        received.fetch_add((span.end - span.start) as usize, Ordering::Relaxed);
+                        kept.lock().expect("lock").extend(raws);
+                    }
+                    Err(e) => *failure.lock().expect("lock") = Some(e),
+                }
+            });
+        }
+    });
+    if let Some(e) = failure.into_inner().expect("lock") {
+        return Err(e);
+    }
+    stats.objects_received += objects.len() as u64;
+    stats.bytes_received += received.into_inner() as u64;
+    stats.requests += spans.len() as u64;
+    Ok(kept.into_inner().expect("lock"))
+}
+
+/// Groups objects into as few ranged reads as the gap and span limits allow.
+fn coalesce(objects: &[(Id, Kind, Located)]) -> Vec<Span<'_>> {
+    let mut by_pack: HashMap<Id, Vec<&(Id, Kind, Located)>> = HashMap::new();
+    for o in objects {
+        by_pack.entry(o.2.pack).or_default().push(o);
+    }
+    let mut spans = Vec::new();
+    for (pack, mut objs) in by_pack {
+        objs.sort_by_key(|o| o.2.slot.offset);
+        let mut cur: Option<Span> = None;
+        for o in objs {
+            let (start, end) = (
+                o.2.slot.offset,
+                o.2.slot.offset + u64::from(o.2.slot.stored_len),
+            );
+            match &mut cur {
+                Some(c) if start <= c.end + MAX_GAP && end - c.start <= MAX_SPAN => {
+                    c.end = c.end.max(end);
+                    c.objects.push(o);
+                }
+                _ => {
+                    spans.extend(cur.take());
+                    cur = Some(Span {
+                        pack,
+                        start,
+                        end,
+                        objects: vec![o],
+                    });
+                }
+            }
+        }
+        spans.extend(cur);
+    }
+    spans
+}
+
+fn read_span(
+    store: &Store,
+    remote: &Remote,
+    span: &Span,
+    keep: bool,
+    progress: &dyn Progress,
+) -> Result<Vec<(Id, Vec<u8>)>> {
+    let path = layout::pack_path(&span.pack);
+    let bytes = remote
+        .backend
+        .get_range(&path, span.start..span.end)
+        .map_err(remote.err())?;
+    let mut kept = Vec::new();
+    for (id, kind, loc) in &span.objects {
+        let at = (loc.slot.offset - span.start) as usize;
+        let stored = &bytes[at..at + loc.slot.stored_len as usize];
+        let damaged = |why: &str| SyncError::Damaged {
+            remote: remote.name.clone(),
+            what: format!("object {} in {path}", id.short()),
+            why: why.to_string(),
+        };
+        let raw = pack::decode_stored(loc.slot.codec, loc.slot.raw_len, stored.to_vec())
+            .map_err(|e| damaged(&e))?;
+        if Id::of(&raw) != *id {
+            return Err(damaged("its content does not match its id"));
+        }
+        store.put_verified(*kind, id, loc.slot.codec, loc.slot.raw_len, stored)?;
+        progress.advance(u64::from(loc.slot.stored_len));
+        if keep {
+            kept.push((*id, raw));
+        }
+    }
+    Ok(kept)
+}

@@ -1,0 +1,265 @@
+//! What a remote holds, byte for byte (docs/design.md, "Remotes"):
+//!
+//! ```text
+//! packs/<blake3 of the file, hex>.pack   packs in the local pack format
+//! index/<blake3 of the file, hex>.idx    which objects a push added, and where
+//! refs/<dot, / as +>/<branch>/<generation, 20 digits>   a branch's values
+//! ```
+//!
+//! Packs and index files are immutable and named by their content, so a
+//! reader verifies them by name. A branch is a sequence of ref objects,
+//! each created only if absent: the newest generation is its value, and a
+//! push that finds its generation taken has lost a race and changes nothing.
+
+use crate::chunker::ChunkParams;
+use crate::id::{CommitId, Id, ID_LEN};
+use crate::store::pack::Slot;
+use crate::store::Kind;
+
+pub const INDEX_MAGIC: &[u8; 8] = b"DOTRIDX\0";
+pub const INDEX_VERSION: u32 = 1;
+const INDEX_ENTRY_LEN: usize = ID_LEN + 4 + 8 + 4 + 4 + 1 + 1;
+const REF_HEADER: &str = "dot ref 1";
+
+pub fn pack_path(id: &Id) -> String {
+    format!("packs/{}.pack", id.to_hex())
+}
+
+pub fn index_path(id: &Id) -> String {
+    format!("index/{}.idx", id.to_hex())
+}
+
+/// The id a `packs/` or `index/` path names, if it is one.
+pub fn named_id(path: &str, dir: &str, ext: &str) -> Option<Id> {
+    let name = path
+        .strip_prefix(dir)?
+        .strip_prefix('/')?
+        .strip_suffix(ext)?;
+    Id::from_hex(name).filter(|_| name.len() == 2 * ID_LEN)
+}
+
+pub fn ref_dir(dot: &str, branch: &str) -> String {
+    format!("refs/{}/{branch}/", dot.replace('/', "+"))
+}
+
+pub fn ref_path(dot: &str, branch: &str, generation: u64) -> String {
+    format!("{}{generation:020}", ref_dir(dot, branch))
+}
+
+/// A branch's value on a remote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteRef {
+    pub commit: CommitId,
+    /// The dot's chunk sizes, so a clone chunks new data the same way and
+    /// its commits share chunks with the original's.
+    pub chunking: ChunkParams,
+}
+
+impl RemoteRef {
+    pub fn encode(&self) -> Vec<u8> {
+        let c = &self.chunking;
+        format!(
+            "{REF_HEADER}\ncommit {}\nchunking {} {} {}\n",
+            self.commit.0.to_hex(),
+            c.min,
+            c.avg,
+            c.max
+        )
+        .into_bytes()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<RemoteRef> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let mut lines = text.lines();
+        if lines.next()? != REF_HEADER {
+            return None;
+        }
+        let commit = CommitId(Id::from_hex(lines.next()?.strip_prefix("commit ")?)?);
+        let sizes: Vec<u32> = lines
+            .next()?
+            .strip_prefix("chunking ")?
+            .split(' ')
+            .map(|n| n.parse().ok())
+            .collect::<Option<_>>()?;
+        let [min, avg, max] = sizes[..] else {
+            return None;
+        };
+        let chunking = ChunkParams { min, avg, max };
+        chunking.validate().ok()?;
+        Some(RemoteRef { commit, chunking })
+    }
+}
+
+/// Where one object lives on a remote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Located {
+    pub pack: Id,
+    pub slot: Slot,
+    pub kind: Kind,
+}
+
+impl Located {
+    pub const LEN: usize = ID_LEN + 8 + 4 + 4 + 1 + 1;
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(Self::LEN);
+        v.extend_from_slice(&self.pack.0);
+        v.extend_from_slice(&self.slot.offset.to_le_bytes());
+        v.extend_from_slice(&self.slot.stored_len.to_le_bytes());
+        v.extend_from_slice(&self.slot.raw_len.to_le_bytes());
+        v.push(self.slot.codec);
+        v.push(self.kind as u8);
+        v
+    }
+
+    pub fn decode(b: &[u8]) -> Option<Located> {
+        if b.len() != Self::LEN {
+            return None;
+        }
+        Some(Located {
+            pack: Id::from_slice(&b[..32])?,
+            slot: Slot {
+                offset: u64::from_le_bytes(b[32..40].try_into().ok()?),
+                stored_len: u32::from_le_bytes(b[40..44].try_into().ok()?),
+                raw_len: u32::from_le_bytes(b[44..48].try_into().ok()?),
+                codec: b[48],
+            },
+            kind: Kind::from_u8(b[49])?,
+        })
+    }
+}
+
+/// An index file: the packs a push used and every object it added.
+///
+/// ```text
+/// "DOTRIDX\0" | version u32 = 1 | pack count u32 | pack ids [32] each
+/// object count u32 | per object, sorted by id:
+///   id [32] | pack number u32 | offset u64 | stored_len u32 | raw_len u32 | codec u8 | kind u8
+/// ```
+pub fn encode_index(objects: &mut [(Id, Located)]) -> Vec<u8> {
+    objects.sort_by_key(|(id, _)| *id);
+    let mut packs: Vec<Id> = objects.iter().map(|(_, l)| l.pack).collect();
+    packs.sort();
+    packs.dedup();
+    let mut out = Vec::with_capacity(20 + packs.len() * 32 + objects.len() * INDEX_ENTRY_LEN);
+    out.extend_from_slice(INDEX_MAGIC);
+    out.extend_from_slice(&INDEX_VERSION.to_le_bytes());
+    out.extend_from_slice(&(packs.len() as u32).to_le_bytes());
+    for p in &packs {
+        out.extend_from_slice(&p.0);
+    }
+    out.extend_from_slice(&(objects.len() as u32).to_le_bytes());
+    for (id, l) in objects.iter() {
+        let n = packs.binary_search(&l.pack).expect("pack listed") as u32;
+        out.extend_from_slice(&id.0);
+        out.extend_from_slice(&n.to_le_bytes());
+        out.extend_from_slice(&l.slot.offset.to_le_bytes());
+        out.extend_from_slice(&l.slot.stored_len.to_le_bytes());
+        out.extend_from_slice(&l.slot.raw_len.to_le_bytes());
+        out.push(l.slot.codec);
+        out.push(l.kind as u8);
+    }
+    out
+}
+
+/// Decodes an index file (whose name the caller has checked).
+pub fn decode_index(b: &[u8]) -> Result<(Vec<Id>, Vec<(Id, Located)>), String> {
+    let u32_at = |at: usize| -> Result<u32, String> {
+        b.get(at..at + 4)
+            .map(|s| u32::from_le_bytes(s.try_into().expect("4 bytes")))
+            .ok_or_else(|| "truncated".to_string())
+    };
+    if b.get(..8) != Some(INDEX_MAGIC) {
+        return Err("not a dot index file".into());
+    }
+    let version = u32_at(8)?;
+    if version != INDEX_VERSION {
+        return Err(format!(
+            "index format version {version} is newer than this dot understands; upgrade dot"
+        ));
+    }
+    let npacks = u32_at(12)? as usize;
+    let mut at = 16;
+    let packs_end = at + npacks * ID_LEN;
+    let packs: Vec<Id> = b
+        .get(at..packs_end)
+        .ok_or("truncated")?
+        .chunks_exact(ID_LEN)
+        .map(|c| Id::from_slice(c).expect("32 bytes"))
+        .collect();
+    at = packs_end;
+    let n = u32_at(at)? as usize;
+    at += 4;
+    if b.len() != at + n * INDEX_ENTRY_LEN {
+        return Err("length does not match its object count".into());
+    }
+    let mut objects = Vec::with_capacity(n);
+    for e in b[at..].chunks_exact(INDEX_ENTRY_LEN) {
+        let id = Id::from_slice(&e[..32]).expect("32 bytes");
+        let pack = *packs
+            .get(u32::from_le_bytes(e[32..36].try_into().expect("4")) as usize)
+            .ok_or("object names a pack the file does not list")?;
+        let kind = Kind::from_u8(e[53]).ok_or("unknown object kind")?;
+        let slot = Slot {
+            offset: u64::from_le_bytes(e[36..44].try_into().expect("8")),
+            stored_len: u32::from_le_bytes(e[44..48].try_into().expect("4")),
+            raw_len: u32::from_le_bytes(e[48..52].try_into().expect("4")),
+            codec: e[52],
+        };
+        objects.push((id, Located { pack, slot, kind }));
+    }
+    Ok((packs, objects))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn golden_ref_and_index_bytes() {
+        let r = RemoteRef {
+            commit: CommitId(Id::of(b"c")),
+            chunking: ChunkParams::default(),
+        };
+        let bytes = r.encode();
+        assert_eq!(
+            String::from_utf8(bytes.clone()).unwrap(),
+            format!(
+                "dot ref 1\ncommit {}\nchunking 16384 65536 262144\n",
+                Id::of(b"c").to_hex()
+            )
+        );
+        assert_eq!(RemoteRef::decode(&bytes), Some(r));
+        assert_eq!(RemoteRef::decode(b"dot ref 2\n"), None);
+
+        let loc = Located {
+            pack: Id::of(b"p"),
+            slot: Slot {
+                offset: 57,
+                stored_len: 3,
+                raw_len: 5,
+                codec: 1,
+            },
+            kind: Kind::Meta,
+        };
+        let mut objects = vec![(Id::of(b"x"), loc)];
+        let idx = encode_index(&mut objects);
+        assert_eq!(idx.len(), 8 + 4 + 4 + 32 + 4 + INDEX_ENTRY_LEN);
+        assert_eq!(&idx[..16], b"DOTRIDX\0\x01\0\0\0\x01\0\0\0");
+        assert_eq!(Id::of(&idx).short(), "95f4ad1e1b5c");
+        assert_eq!(decode_index(&idx).unwrap(), (vec![loc.pack], objects));
+        assert!(decode_index(&idx[..idx.len() - 1]).is_err());
+        assert_eq!(Located::decode(&loc.encode()), Some(loc));
+    }
+
+    #[test]
+    fn paths() {
+        let id = Id::of(b"p");
+        assert_eq!(named_id(&pack_path(&id), "packs", ".pack"), Some(id));
+        assert_eq!(named_id("packs/xyz.pack", "packs", ".pack"), None);
+        assert_eq!(
+            ref_path("team/app", "master", 7),
+            "refs/team+app/master/00000000000000000007"
+        );
+    }
+}

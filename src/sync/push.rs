@@ -1,0 +1,308 @@
+//! Sending the objects a commit needs to a remote.
+//!
+//! Protocol (docs/design.md, "Push"): walk the DAG from the commit, stop at
+//! every object the remote's index files name, pack the rest into
+//! content-named packs and upload them in parallel, then upload one index
+//! file naming all of them. The caller moves the remote ref last. An index
+//! file is written only after every pack it names has landed, so what the
+//! remote's index files name is always complete down to the chunks: that is
+//! what lets the walk stop at a named object without looking inside.
+//!
+//! Packs that landed before an interruption are named by no index file.
+//! The next push reads their trailers and reuses the objects it needs from
+//! them instead of sending those again.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::sync_channel;
+use std::sync::Mutex;
+
+use super::layout::{self, Located};
+use super::{Known, Remote, Result};
+use crate::id::{CommitId, Id};
+use crate::progress::Progress;
+use crate::store::pack::{self, PackBuf, FOOTER_LEN, HEADER_LEN};
+use crate::store::{Entry, Kind, Store, StoreError};
+use crate::tree::{links, Link};
+
+/// Parallel uploads; each holds one pack in memory.
+const UPLOADERS: usize = 4;
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PushStats {
+    pub objects_sent: u64,
+    /// Pack bytes uploaded.
+    pub bytes_sent: u64,
+    pub packs_sent: u64,
+    /// Objects found in packs an interrupted push left behind.
+    pub objects_reused: u64,
+    /// Objects the walk met that the remote already had.
+    pub objects_skipped: u64,
+    /// File bytes under those objects, where the references say (whole
+    /// directories the remote already had are not counted).
+    pub bytes_skipped: u64,
+}
+
+/// Makes the remote hold everything `head` needs. `pack_target` is the
+/// size at which a pack is sealed and sent.
+pub fn push_objects(
+    store: &Store,
+    remote: &Remote,
+    known: &Known,
+    head: CommitId,
+    pack_target: usize,
+    progress: &dyn Progress,
+) -> Result<PushStats> {
+    let mut stats = PushStats::default();
+    let need = walk(store, known, head, &mut stats)?;
+    if need.is_empty() {
+        return Ok(stats);
+    }
+    let reusable = leftovers(remote, known)?;
+    let mut located = Vec::with_capacity(need.len());
+    let mut send = Vec::new();
+    for (id, entry) in need {
+        match reusable.get(&id) {
+            Some(loc) => {
+                located.push((id, *loc));
+                stats.objects_reused += 1;
+            }
+            None => send.push((id, entry)),
+        }
+    }
+    let total: u64 = send
+        .iter()
+        .map(|(_, e)| u64::from(e.slot.stored_len) + pack::RECORD_HEADER_LEN)
+        .sum();
+    progress.start("sending", total);
+    let sent = upload(store, remote, &send, pack_target, progress)?;
+    progress.finish();
+    stats.objects_sent = send.len() as u64;
+    stats.packs_sent = sent.packs;
+    stats.bytes_sent = sent.bytes;
+    located.extend(sent.located);
+    let index = layout::encode_index(&mut located);
+    let index_id = Id::of(&index);
+    remote
+        .backend
+        .put(&layout::index_path(&index_id), index.clone())
+        .map_err(remote.err())?;
+    known.record(&index_id, &index)?;
+    Ok(stats)
+}
+
+/// Every object `head` reaches that the remote lacks, commits first.
+fn walk(
+    store: &Store,
+    known: &Known,
+    head: CommitId,
+    stats: &mut PushStats,
+) -> Result<Vec<(Id, Entry)>> {
+    let mut need = Vec::new();
+    let mut seen = HashSet::new();
+    let mut stack = vec![Link {
+        id: head.0,
+        kind: Kind::Meta,
+        size: 0,
+    }];
+    while let Some(link) = stack.pop() {
+        if !seen.insert(link.id) {
+            continue;
+        }
+        if known.get(&link.id)?.is_some() {
+            stats.objects_skipped += 1;
+            stats.bytes_skipped += link.size;
+            continue;
+        }
+        let entry = store.entry(&link.id)?.ok_or(StoreError::Missing(link.id))?;
+        if entry.kind == Kind::Meta {
+            let raw = store.read_entry(&link.id, &entry)?;
+            stack.extend(links(&link.id, Kind::Meta, &raw)?);
+        }
+        need.push((link.id, entry));
+    }
+    Ok(need)
+}
+
+/// Objects in packs that no index file names: uploads of an interrupted
+/// push. A pack that cannot be read whole (cut off mid-upload) is skipped.
+fn leftovers(remote: &Remote, known: &Known) -> Result<HashMap<Id, Located>> {
+    let mut orphans = Vec::new();
+    for (path, size) in remote.backend.list("packs/").map_err(remote.err())? {
+        if let Some(id) = layout::named_id(&path, "packs", ".pack") {
+            if !known.has_pack(&id)? {
+                orphans.push((id, size));
+            }
+        }
+    }
+    let found = Mutex::new(HashMap::new());
+    let failure = Mutex::new(None);
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..orphans.len().min(8) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&(id, size)) = orphans.get(i) else {
+                    return;
+                };
+                match read_trailer(remote, &id, size) {
+                    Ok(Some(objects)) => found.lock().expect("lock").extend(objects),
+                    Ok(None) => {}
+                    Err(e) => *failure.lock().expect("lock") = Some(e),
+                }
+            });
+        }
+    });
+    match failure.into_inner().expect("lock") {
+        Some(e) => Err(e),
+        None => Ok(found.into_inner().expect("lock")),
+    }
+}
+
+/// A remote pack's objects, from its header and trailer; None when the
+/// pack is not whole.
+fn read_trailer(remote: &Remote, id: &Id, size: u64) -> Result<Option<Vec<(Id, Located)>>> {
+    if size < HEADER_LEN + FOOTER_LEN {
+        return Ok(None);
+    }
+    let path = layout::pack_path(id);
+    let get = |r: std::ops::Range<u64>| remote.backend.get_range(&path, r).map_err(remote.err());
+    let header = get(0..HEADER_LEN)?;
+    let footer = get(size - FOOTER_LEN..size)?;
+    let Ok(trailer_at) = pack::footer_trailer_offset(&footer, size) else {
+        return Ok(None);
+    };
+    let trailer = get(trailer_at..size - FOOTER_LEN)?;
+    let (Some(kind), Ok(entries)) = (
+        Kind::from_u8(header[12]).filter(|_| &header[..8] == pack::MAGIC),
+        pack::decode_trailer(&footer, &trailer, trailer_at),
+    ) else {
+        return Ok(None);
+    };
+    Ok(Some(
+        entries
+            .into_iter()
+            .map(|(oid, slot)| {
+                (
+                    oid,
+                    Located {
+                        pack: *id,
+                        slot,
+                        kind,
+                    },
+                )
+            })
+            .collect(),
+    ))
+}
+
+struct Sent {
+    located: Vec<(Id, Located)>,
+    packs: u64,
+    bytes: u64,
+}
+
+/// Packs `send` (data and metadata apart) and uploads the packs in
+/// parallel as they fill. Each object is checked against its id on the way
+/// out, so local damage never reaches the remote.
+fn upload(
+    store: &Store,
+    remote: &Remote,
+    send: &[(Id, Entry)],
+    pack_target: usize,
+    progress: &dyn Progress,
+) -> Result<Sent> {
+    let (tx, rx) = sync_channel::<(Id, Vec<u8>)>(1);
+    let rx = Mutex::new(rx);
+    let failed = AtomicBool::new(false);
+    let failure = Mutex::new(None);
+    let mut sent = Sent {
+        located: Vec::with_capacity(send.len()),
+        packs: 0,
+        bytes: 0,
+    };
+    std::thread::scope(|s| {
+        for _ in 0..UPLOADERS {
+            s.spawn(|| loop {
+                let Ok((id, bytes)) = rx.lock().expect("lock").recv() else {
+                    return;
+                };
+                if failed.load(Ordering::Relaxed) {
+                    continue;
+                }
+                let len = bytes.len() as u64;
+                match remote.backend.put(&layout::pack_path(&id), bytes) {
+                    Ok(()) => progress.advance(len),
+                    Err(e) => {
+                        failed.store(true, Ordering::Relaxed);
+                        *failure.lock().expect("lock") = Some(remote.err()(e));
+                    }
+                }
+            });
+        }
+        let produced = (|| -> Result<()> {
+            let mut open: [Option<PackBuf>; 2] = [None, None];
+            let seal = |buf: PackBuf, kind: Kind, sent: &mut Sent| {
+                let (bytes, entries) = buf.seal();
+                let id = Id::of(&bytes);
+                sent.located.extend(entries.into_iter().map(|(oid, slot)| {
+                    (
+                        oid,
+                        Located {
+                            pack: id,
+                            slot,
+                            kind,
+                        },
+                    )
+                }));
+                sent.packs += 1;
+                sent.bytes += bytes.len() as u64;
+                // A closed channel means every uploader has stopped.
+                let _ = tx.send((id, bytes));
+            };
+            for (id, entry) in send {
+                if failed.load(Ordering::Relaxed) {
+                    break;
+                }
+                let stored = store.read_stored(entry.pack, &entry.slot)?;
+                let raw = pack::decode_stored(entry.slot.codec, entry.slot.raw_len, stored.clone())
+                    .ok()
+                    .filter(|raw| Id::of(raw) == *id);
+                if raw.is_none() {
+                    return Err(StoreError::Damaged {
+                        id: *id,
+                        pack: format!("{:016x}", entry.pack),
+                        why: "content does not match its id".into(),
+                    }
+                    .into());
+                }
+                let k = entry.kind as usize;
+                let buf = open[k].get_or_insert_with(|| PackBuf::new(entry.kind as u8));
+                buf.append(id, entry.slot.codec, entry.slot.raw_len, &stored)
+                    .map_err(|e| StoreError::Io {
+                        context: "cannot build a pack".into(),
+                        source: e,
+                    })?;
+                if buf.bytes.len() >= pack_target {
+                    let buf = open[k].take().expect("open pack");
+                    seal(buf, entry.kind, &mut sent);
+                }
+            }
+            for kind in [Kind::Chunk, Kind::Meta] {
+                if let Some(buf) = open[kind as usize].take() {
+                    seal(buf, kind, &mut sent);
+                }
+            }
+            Ok(())
+        })();
+        drop(tx);
+        if let Err(e) = produced {
+            failed.store(true, Ordering::Relaxed);
+            failure.lock().expect("lock").get_or_insert(e);
+        }
+    });
+    match failure.into_inner().expect("lock") {
+        Some(e) => Err(e),
+        None => Ok(sent),
+    }
+}
