@@ -8,6 +8,7 @@ mod init;
 mod list;
 mod log;
 mod maintenance;
+mod remote;
 mod reset;
 
 use std::io::IsTerminal;
@@ -68,6 +69,14 @@ enum Command {
     Fsck,
     /// Get or set user.name and user.email, recorded in commits.
     Config { key: String, value: Option<String> },
+    /// List remotes, or add or remove one.
+    Remote(remote::RemoteArgs),
+    /// Send a branch to a remote, moving only the data it lacks.
+    Push(remote::PushArgs),
+    /// Fetch a branch from a remote and fast-forward to it.
+    Pull(remote::PullArgs),
+    /// Make a new local dot from a remote one.
+    Clone(remote::CloneArgs),
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -104,6 +113,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Gc => maintenance::gc(&repo).map(|_| ok),
         Command::Fsck => maintenance::fsck(&repo),
         Command::Config { key, value } => maintenance::config(&repo, &key, value.as_deref()),
+        Command::Remote(a) => remote::remote(&repo, a).map(|_| ok),
+        Command::Push(a) => remote::push(&repo, a, &progress).map(|_| ok),
+        Command::Pull(a) => remote::pull(&repo, a, &progress).map(|_| ok),
+        Command::Clone(a) => remote::clone(&repo, a, &progress).map(|_| ok),
     }
 }
 

@@ -8,6 +8,7 @@
 //! commits; `cache` holds `<dot>\0<subdot>\0<path>` stat cache entries.
 
 pub mod names;
+pub mod remote;
 mod walk;
 
 use std::collections::{BTreeMap, HashSet};
@@ -51,6 +52,8 @@ pub enum RepoError {
     },
     #[error("the dot configuration {0} is damaged: {1}")]
     Config(String, String),
+    #[error(transparent)]
+    Sync(#[from] crate::sync::SyncError),
 }
 
 impl From<StoreError> for RepoError {
@@ -629,6 +632,7 @@ impl Repo {
         b.delete(Space::Meta, journal_key(&dot));
         b.delete_prefix(Space::Refs, format!("{dot}\0").into_bytes());
         b.delete_prefix(Space::Cache, format!("{dot}\0").into_bytes());
+        b.delete_prefix(Space::Meta, format!("upstream/{dot}\0").into_bytes());
         if self.current()?.as_deref() == Some(dot.as_str()) {
             b.delete(Space::Meta, b"current".to_vec());
         }
@@ -890,13 +894,24 @@ impl Repo {
 
     /// Records the journal durably, then carries it out.
     fn run(&self, cfg: &DotConfig, journal: Journal, progress: &dyn Progress) -> Result<()> {
-        let mut b = Batch::default();
+        self.run_with(cfg, journal, Batch::default(), progress)
+    }
+
+    /// `run`, recording the changes in `b` atomically with the journal.
+    /// Objects put so far are made durable first.
+    fn run_with(
+        &self,
+        cfg: &DotConfig,
+        journal: Journal,
+        mut b: Batch,
+        progress: &dyn Progress,
+    ) -> Result<()> {
         b.put(
             Space::Meta,
             journal_key(&cfg.name),
             serde_json::to_vec(&journal).expect("journal serializes"),
         );
-        self.store.write(b)?;
+        self.store.commit(b)?;
         self.replay(&cfg.name, &journal, progress)
     }
 

@@ -43,6 +43,16 @@ pub fn check_branch(name: &str) -> Result<(), RepoError> {
     }
 }
 
+pub fn check_remote(name: &str) -> Result<(), RepoError> {
+    if valid_segment(name) {
+        Ok(())
+    } else {
+        Err(RepoError::Usage(format!(
+            "invalid remote name {name:?}: use letters, digits, '_' and '-'"
+        )))
+    }
+}
+
 /// Splits `dot.subdot` into its parts; a plain `dot` has no subdot.
 pub fn parse_spec(spec: &str) -> Result<(String, Option<String>), RepoError> {
     match spec.split_once('.') {

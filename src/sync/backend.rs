@@ -185,10 +185,12 @@ impl ObjectBackend {
                 v.set_sensitive(true);
                 headers.insert(http::header::AUTHORIZATION, v);
             }
-            let base = if url.ends_with('/') {
-                url.to_string()
-            } else {
-                format!("{url}/")
+            // The path goes into the object names rather than the base URL,
+            // so that a push creates its collections (MKCOL) all the way down.
+            let after_scheme = url.find("://").map_or(0, |i| i + 3);
+            let (base, prefix) = match url[after_scheme..].find('/') {
+                Some(i) => url.split_at(after_scheme + i),
+                None => (url, ""),
             };
             let store = HttpBuilder::new()
                 .with_url(base)
@@ -202,7 +204,7 @@ impl ObjectBackend {
                 .map_err(|e| bad(&e.to_string()))?;
             return Ok(ObjectBackend {
                 store: Arc::new(store),
-                prefix: String::new(),
+                prefix: prefix.trim_matches('/').to_string(),
                 create_by: CreateBy::CopyIfAbsent,
                 runtime: runtime()?,
             });

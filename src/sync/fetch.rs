@@ -63,7 +63,11 @@ pub fn fetch(
         let mut next = Vec::new();
         let mut missing = Vec::new();
         for link in level {
-            if !seen.insert(link.id) || complete.contains(&CommitId(link.id)) {
+            if !seen.insert(link.id) {
+                continue;
+            }
+            if complete.contains(&CommitId(link.id)) {
+                stats.objects_local += 1;
                 continue;
             }
             if store.has(&link.id)? {

@@ -11,7 +11,7 @@
 
 pub mod backend;
 mod fetch;
-mod known;
+pub mod known;
 pub mod layout;
 mod push;
 

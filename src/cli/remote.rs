@@ -1,0 +1,225 @@
+//! `dot remote`, `dot push`, `dot pull` and `dot clone`.
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use dot::progress::Progress;
+use dot::repo::remote::PullReport;
+use dot::repo::{human_bytes, Repo};
+
+#[derive(Args)]
+pub struct RemoteArgs {
+    /// Show URLs and endpoints too (never secrets).
+    #[arg(long, short)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Option<RemoteCommand>,
+}
+
+#[derive(Subcommand)]
+enum RemoteCommand {
+    /// Add a remote: s3://BUCKET/PREFIX, http(s)://HOST/PATH, file:///PATH or
+    /// a directory. Credentials come from AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY (S3), DOT_HTTP_USER and DOT_HTTP_PASSWORD or
+    /// DOT_HTTP_TOKEN (HTTP), or the remote's [NAME] section of the 0600
+    /// file $DOT_HOME/credentials; they are never stored with the remote.
+    Add {
+        name: String,
+        url: String,
+        /// The S3 endpoint, for S3-compatible storage (MinIO, Ceph...).
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// The S3 region (default: AWS_REGION, else us-east-1).
+        #[arg(long)]
+        region: Option<String>,
+    },
+    /// Remove a remote (the data on it stays).
+    #[command(alias = "remove")]
+    Rm { name: String },
+}
+
+#[derive(Args)]
+pub struct PushArgs {
+    /// The remote (default: the branch's upstream).
+    remote: Option<String>,
+    /// The dot (default: the current dot).
+    dot: Option<String>,
+    /// The dot's name on the remote (default: its local name).
+    #[arg(long)]
+    remote_name: Option<String>,
+    /// The branch to push (default: the dot's current branch).
+    #[arg(long)]
+    branch: Option<String>,
+    /// Replace the remote branch even if that drops commits it has.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Args)]
+pub struct PullArgs {
+    /// The remote (default: the branch's upstream).
+    remote: Option<String>,
+    /// The dot (default: the current dot).
+    dot: Option<String>,
+    /// The dot's name on the remote (default: its local name).
+    #[arg(long)]
+    remote_name: Option<String>,
+    /// The branch to pull (default: the dot's current branch).
+    #[arg(long)]
+    branch: Option<String>,
+}
+
+#[derive(Args)]
+pub struct CloneArgs {
+    remote: String,
+    /// The dot's name on the remote.
+    dot: String,
+    /// The name of the new local dot (default: the remote name).
+    #[arg(long)]
+    local_name: Option<String>,
+    /// The branch to clone (default: master).
+    #[arg(long)]
+    branch: Option<String>,
+}
+
+pub fn remote(repo: &Repo, a: RemoteArgs) -> Result<()> {
+    match a.command {
+        Some(RemoteCommand::Add {
+            name,
+            url,
+            endpoint,
+            region,
+        }) => repo.remote_add(&name, &url, endpoint.as_deref(), region.as_deref())?,
+        Some(RemoteCommand::Rm { name }) => repo.remote_remove(&name)?,
+        None => {
+            let remotes = repo.remotes()?;
+            if a.verbose {
+                let rows: Vec<Vec<String>> = remotes
+                    .into_iter()
+                    .map(|r| {
+                        vec![
+                            r.name,
+                            r.url,
+                            r.endpoint.unwrap_or_default(),
+                            r.region.unwrap_or_default(),
+                        ]
+                    })
+                    .collect();
+                super::print_table(&["NAME", "URL", "ENDPOINT", "REGION"], &rows);
+            } else {
+                for r in remotes {
+                    println!("{}", r.name);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn push(repo: &Repo, a: PushArgs, progress: &dyn Progress) -> Result<()> {
+    let cfg = repo.resolve_dot(a.dot.as_deref())?;
+    let r = repo.push(
+        &cfg,
+        a.remote.as_deref(),
+        a.remote_name.as_deref(),
+        a.branch.as_deref(),
+        a.force,
+        progress,
+    )?;
+    let to = format!("{} {} {}", r.to.remote, r.to.dot, r.to.branch);
+    if r.up_to_date {
+        println!("{to} is up to date at {}", r.commit.short());
+        return Ok(());
+    }
+    let s = r.stats;
+    let mut line = format!(
+        "pushed {} to {to}: {} objects sent ({} in {} packs)",
+        r.commit.short(),
+        s.objects_sent,
+        human_bytes(s.bytes_sent),
+        s.packs_sent
+    );
+    if s.objects_reused > 0 {
+        line.push_str(&format!(
+            ", {} objects reused from an interrupted push",
+            s.objects_reused
+        ));
+    }
+    line.push_str(&format!(
+        "; skipped {} already there ({} of files)",
+        plural(s.objects_skipped, "object"),
+        human_bytes(s.bytes_skipped)
+    ));
+    println!("{line}");
+    Ok(())
+}
+
+pub fn pull(repo: &Repo, a: PullArgs, progress: &dyn Progress) -> Result<()> {
+    let cfg = repo.resolve_dot(a.dot.as_deref())?;
+    let r = repo.pull(
+        &cfg,
+        a.remote.as_deref(),
+        a.remote_name.as_deref(),
+        a.branch.as_deref(),
+        progress,
+    )?;
+    if r.up_to_date {
+        println!(
+            "branch {} of dot {} is up to date with {} ({})",
+            r.from.branch,
+            r.dot,
+            r.from.remote,
+            r.new.short()
+        );
+        return Ok(());
+    }
+    let old = r.old.map_or("nothing".to_string(), |c| c.short());
+    println!(
+        "pulled {} {} {}: {old} -> {}; {}",
+        r.from.remote,
+        r.from.dot,
+        r.from.branch,
+        r.new.short(),
+        received(&r)
+    );
+    Ok(())
+}
+
+pub fn clone(repo: &Repo, a: CloneArgs, progress: &dyn Progress) -> Result<()> {
+    let r = repo.clone_dot(
+        &a.remote,
+        &a.dot,
+        a.local_name.as_deref(),
+        a.branch.as_deref(),
+        progress,
+    )?;
+    println!(
+        "cloned {} {} {} into dot {} at {}; {}",
+        r.from.remote,
+        r.from.dot,
+        r.from.branch,
+        r.dot,
+        r.new.short(),
+        received(&r)
+    );
+    Ok(())
+}
+
+fn received(r: &PullReport) -> String {
+    let s = r.stats;
+    format!(
+        "{} received ({} in {}); skipped {} already here ({} of files)",
+        plural(s.objects_received, "object"),
+        human_bytes(s.bytes_received),
+        plural(s.requests, "request"),
+        plural(s.objects_local, "object"),
+        human_bytes(s.bytes_skipped)
+    )
+}
+
+fn plural(n: u64, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}

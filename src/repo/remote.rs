@@ -1,0 +1,580 @@
+//! Remotes of this store: their configuration, the upstream of each
+//! branch, and push, pull and clone of dots.
+//!
+//! Keys (docs/design.md): `meta` holds `remote/<name>` (JSON
+//! `RemoteConfig`, never a secret) and `upstream/<dot>\0<branch>` (JSON
+//! `Upstream`). Credentials come from the environment or the 0600 file
+//! `$DOT_HOME/credentials`, read at each use.
+
+use std::collections::HashSet;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::names::{check_branch, check_dot, check_remote};
+use super::{ref_key, DotConfig, Repo, RepoError, Result};
+use crate::id::CommitId;
+use crate::progress::Progress;
+use crate::store::{Batch, Space};
+use crate::sync::{
+    self, Credentials, FetchStats, Known, Location, ObjectBackend, PushStats, Remote, RemoteRef,
+};
+use crate::tree::commit::Commit;
+
+/// Packs a push uploads are sealed at this size, unless DOT_PUSH_PACK_BYTES
+/// says otherwise: big enough that requests are few, small enough that an
+/// interrupted push loses little and four uploads fit in memory.
+const PUSH_PACK_BYTES: usize = 32 << 20;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RemoteConfig {
+    pub name: String,
+    pub url: String,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+}
+
+/// Where a branch is pushed to and pulled from by default.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Upstream {
+    pub remote: String,
+    pub dot: String,
+    pub branch: String,
+}
+
+pub struct PushReport {
+    pub to: Upstream,
+    pub commit: CommitId,
+    pub up_to_date: bool,
+    pub stats: PushStats,
+}
+
+pub struct PullReport {
+    pub from: Upstream,
+    /// The local dot, which differs from `from.dot` after a clone with
+    /// --local-name.
+    pub dot: String,
+    pub old: Option<CommitId>,
+    pub new: CommitId,
+    pub up_to_date: bool,
+    pub stats: FetchStats,
+}
+
+fn remote_key(name: &str) -> Vec<u8> {
+    format!("remote/{name}").into_bytes()
+}
+
+fn upstream_key(dot: &str, branch: &str) -> Vec<u8> {
+    format!("upstream/{dot}\0{branch}").into_bytes()
+}
+
+/// Checks a remote URL and makes a plain relative path absolute.
+fn normalize_url(url: &str) -> Result<String> {
+    let usage = |why: &str| RepoError::Usage(format!("bad remote URL {url:?}: {why}"));
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let host = rest.split('/').next().unwrap_or("");
+        match scheme {
+            "s3" | "http" | "https" => {
+                if host.contains('@') {
+                    return Err(usage("it holds credentials, and dot never stores secrets; put them in the environment or in $DOT_HOME/credentials"));
+                }
+                if host.is_empty() {
+                    return Err(usage("no bucket or host"));
+                }
+                Ok(url.trim_end_matches('/').to_string())
+            }
+            "file" if rest.starts_with('/') => Ok(url.to_string()),
+            "file" => Err(usage(
+                "a file:// URL needs an absolute path, as in file:///srv/dots",
+            )),
+            _ => Err(usage(
+                "use s3://BUCKET/PREFIX, http(s)://HOST/PATH, file:///PATH or a directory path",
+            )),
+        }
+    } else {
+        let p = Path::new(url);
+        let abs = if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            std::env::current_dir()
+                .map_err(|e| usage(&format!("cannot resolve a relative path: {e}")))?
+                .join(p)
+        };
+        abs.to_str()
+            .map(str::to_string)
+            .ok_or_else(|| usage("the path is not UTF-8"))
+    }
+}
+
+impl Repo {
+    // ---- configuration ----
+
+    pub fn remote_add(
+        &self,
+        name: &str,
+        url: &str,
+        endpoint: Option<&str>,
+        region: Option<&str>,
+    ) -> Result<()> {
+        check_remote(name)?;
+        if self.remote_config(name).is_ok() {
+            return Err(RepoError::Usage(format!(
+                "remote {name} already exists; remove it first with dot remote rm {name}"
+            )));
+        }
+        let url = normalize_url(url)?;
+        if let Some(e) = endpoint {
+            if !url.starts_with("s3://") {
+                return Err(RepoError::Usage(
+                    "--endpoint is for s3:// remotes only".into(),
+                ));
+            }
+            if !(e.starts_with("http://") || e.starts_with("https://")) || e.contains('@') {
+                return Err(RepoError::Usage(format!(
+                    "bad endpoint {e:?}: give http(s)://HOST[:PORT], without credentials"
+                )));
+            }
+        }
+        let cfg = RemoteConfig {
+            name: name.to_string(),
+            url,
+            endpoint: endpoint.map(|e| e.trim_end_matches('/').to_string()),
+            region: region.map(str::to_string),
+        };
+        let mut b = Batch::default();
+        b.put(
+            Space::Meta,
+            remote_key(name),
+            serde_json::to_vec(&cfg).expect("config serializes"),
+        );
+        Ok(self.store.write(b)?)
+    }
+
+    /// Removes a remote, what this store remembers of its contents, and
+    /// the upstreams that named it.
+    pub fn remote_remove(&self, name: &str) -> Result<()> {
+        self.remote_config(name)?;
+        let mut b = Batch::default();
+        b.delete(Space::Meta, remote_key(name));
+        b.delete_prefix(Space::Cache, sync::known::cache_prefix(name));
+        self.store.scan_kv(Space::Meta, b"upstream/", |k, v| {
+            if serde_json::from_slice::<Upstream>(v).is_ok_and(|u| u.remote == name) {
+                b.delete(Space::Meta, k.to_vec());
+            }
+            Ok(true)
+        })?;
+        Ok(self.store.write(b)?)
+    }
+
+    pub fn remotes(&self) -> Result<Vec<RemoteConfig>> {
+        let mut raw = Vec::new();
+        self.store.scan_kv(Space::Meta, b"remote/", |k, v| {
+            raw.push((String::from_utf8_lossy(k).into_owned(), v.to_vec()));
+            Ok(true)
+        })?;
+        raw.iter()
+            .map(|(k, v)| {
+                serde_json::from_slice(v).map_err(|e| RepoError::Config(k.clone(), e.to_string()))
+            })
+            .collect()
+    }
+
+    fn remote_config(&self, name: &str) -> Result<RemoteConfig> {
+        check_remote(name)?;
+        match self.store.get_kv(Space::Meta, &remote_key(name))? {
+            Some(v) => serde_json::from_slice(&v)
+                .map_err(|e| RepoError::Config(format!("remote/{name}"), e.to_string())),
+            None => Err(RepoError::Usage(format!(
+                "no remote named {name}; see dot remote -v, or add one with dot remote add {name} URL"
+            ))),
+        }
+    }
+
+    /// Connects to a remote. `create` makes a directory remote's directory
+    /// (push); pull and clone want it to exist.
+    fn open_remote(&self, name: &str, create: bool) -> Result<Remote> {
+        let cfg = self.remote_config(name)?;
+        let creds = self.credentials(name)?;
+        let loc = Location {
+            url: cfg.url.clone(),
+            endpoint: cfg.endpoint.clone(),
+            region: cfg.region.clone(),
+        };
+        let backend = ObjectBackend::open(&loc, &creds, create).map_err(|source| {
+            sync::SyncError::Backend {
+                remote: name.to_string(),
+                source,
+            }
+        })?;
+        Ok(Remote {
+            name: name.to_string(),
+            backend: Box::new(backend),
+        })
+    }
+
+    /// Credentials of a remote: the environment's, overridden by the
+    /// remote's section of the credentials file.
+    fn credentials(&self, remote: &str) -> Result<Credentials> {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let mut c = Credentials {
+            access_key_id: env("AWS_ACCESS_KEY_ID"),
+            secret_access_key: env("AWS_SECRET_ACCESS_KEY"),
+            session_token: env("AWS_SESSION_TOKEN"),
+            username: env("DOT_HTTP_USER"),
+            password: env("DOT_HTTP_PASSWORD"),
+            bearer_token: env("DOT_HTTP_TOKEN"),
+        };
+        let path = env("DOT_CREDENTIALS")
+            .map(Into::into)
+            .unwrap_or_else(|| self.home().join("credentials"));
+        let meta = match fs::metadata(&path) {
+            Ok(m) => m,
+            Err(_) => return Ok(c),
+        };
+        let shown = path.display();
+        if meta.permissions().mode() & 0o077 != 0 {
+            return Err(RepoError::Usage(format!(
+                "the credentials file {shown} can be read by others (mode {:o}); run chmod 600 {shown}",
+                meta.permissions().mode() & 0o777
+            )));
+        }
+        let text = fs::read_to_string(&path)
+            .map_err(|e| RepoError::Usage(format!("cannot read {shown}: {e}")))?;
+        let mut section = String::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            if let Some(s) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = s.trim().to_string();
+                continue;
+            }
+            let Some((k, v)) = line.split_once('=') else {
+                return Err(RepoError::Usage(format!(
+                    "{shown} line {}: expected [remote] or key = value",
+                    n + 1
+                )));
+            };
+            if section != remote {
+                continue;
+            }
+            let v = Some(v.trim().to_string());
+            match k.trim() {
+                "aws_access_key_id" => c.access_key_id = v,
+                "aws_secret_access_key" => c.secret_access_key = v,
+                "aws_session_token" => c.session_token = v,
+                "username" => c.username = v,
+                "password" => c.password = v,
+                "bearer_token" => c.bearer_token = v,
+                other => {
+                    return Err(RepoError::Usage(format!(
+                        "{shown} line {}: unknown key {other:?}; known keys: aws_access_key_id, aws_secret_access_key, aws_session_token, username, password, bearer_token",
+                        n + 1
+                    )))
+                }
+            }
+        }
+        Ok(c)
+    }
+
+    pub fn upstream(&self, dot: &str, branch: &str) -> Result<Option<Upstream>> {
+        match self.store.get_kv(Space::Meta, &upstream_key(dot, branch))? {
+            Some(v) => Ok(Some(serde_json::from_slice(&v).map_err(|e| {
+                RepoError::Config(format!("upstream of {dot} {branch}"), e.to_string())
+            })?)),
+            None => Ok(None),
+        }
+    }
+
+    fn put_upstream(b: &mut Batch, dot: &str, branch: &str, up: &Upstream) {
+        b.put(
+            Space::Meta,
+            upstream_key(dot, branch),
+            serde_json::to_vec(up).expect("upstream serializes"),
+        );
+    }
+
+    /// Where a push or pull of `branch` goes: the arguments, else the
+    /// branch's upstream.
+    fn target(
+        &self,
+        cfg: &DotConfig,
+        branch: &str,
+        remote: Option<&str>,
+        remote_dot: Option<&str>,
+        verb: &str,
+    ) -> Result<Upstream> {
+        let up = self.upstream(&cfg.name, branch)?;
+        let target = match (remote, up) {
+            (Some(r), up) => Upstream {
+                remote: r.to_string(),
+                dot: remote_dot
+                    .map(str::to_string)
+                    .or_else(|| up.filter(|u| u.remote == r).map(|u| u.dot))
+                    .unwrap_or_else(|| cfg.name.clone()),
+                branch: branch.to_string(),
+            },
+            (None, Some(mut up)) => {
+                if let Some(d) = remote_dot {
+                    up.dot = d.to_string();
+                }
+                up
+            }
+            (None, None) => {
+                return Err(RepoError::Usage(format!(
+                    "branch {branch} of dot {} has no upstream; name the remote once, as in dot {verb} REMOTE {} (see dot remote -v)",
+                    cfg.name, cfg.name
+                )))
+            }
+        };
+        check_dot(&target.dot)?;
+        Ok(target)
+    }
+
+    // ---- history ----
+
+    /// Whether `ancestor` is `commit` or one of its ancestors, as far as
+    /// the local store knows.
+    fn is_ancestor(&self, ancestor: CommitId, commit: CommitId) -> Result<bool> {
+        let mut seen = HashSet::new();
+        let mut next = vec![commit];
+        while let Some(c) = next.pop() {
+            if c == ancestor {
+                return Ok(true);
+            }
+            if seen.insert(c) && self.store.has(&c.0)? {
+                next.extend(Commit::read(&self.store, &c)?.parents);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Commits the store holds in full: those local branches reach.
+    fn complete_commits(&self) -> Result<HashSet<CommitId>> {
+        let mut seen = HashSet::new();
+        let mut next: Vec<CommitId> = self.all_heads()?.into_iter().map(|(_, c)| c).collect();
+        while let Some(c) = next.pop() {
+            if seen.insert(c) {
+                next.extend(Commit::read(&self.store, &c)?.parents);
+            }
+        }
+        Ok(seen)
+    }
+
+    // ---- transfer ----
+
+    /// `dot push`: sends a branch and everything it needs that the remote
+    /// lacks, then moves the remote branch if that is a fast-forward (or
+    /// `force`). Remembers the target as the branch's upstream.
+    pub fn push(
+        &self,
+        cfg: &DotConfig,
+        remote: Option<&str>,
+        remote_dot: Option<&str>,
+        branch: Option<&str>,
+        force: bool,
+        progress: &dyn Progress,
+    ) -> Result<PushReport> {
+        let branch = branch.unwrap_or(&cfg.head);
+        check_branch(branch)?;
+        let head = self.branch_commit(&cfg.name, branch)?.ok_or_else(|| {
+            RepoError::Usage(format!(
+                "branch {branch} of dot {} has no commits yet; commit first",
+                cfg.name
+            ))
+        })?;
+        let to = self.target(cfg, branch, remote, remote_dot, "push")?;
+        let r = self.open_remote(&to.remote, true)?;
+        let current = r.read_ref(&to.dot, &to.branch)?;
+        let mut report = PushReport {
+            to: to.clone(),
+            commit: head,
+            up_to_date: false,
+            stats: PushStats::default(),
+        };
+        if let Some((_, cur)) = &current {
+            if cur.commit == head {
+                report.up_to_date = true;
+            } else if !force && !self.is_ancestor(cur.commit, head)? {
+                return Err(RepoError::Usage(format!(
+                    "remote {} has commits on branch {} of dot {} that this dot lacks (it is at {}); run dot pull first, or dot push --force to replace them",
+                    to.remote, to.branch, to.dot, cur.commit.short()
+                )));
+            }
+        }
+        if !report.up_to_date {
+            let known = Known::refresh(&self.store, &r)?;
+            let pack = std::env::var("DOT_PUSH_PACK_BYTES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .filter(|&n: &usize| n > 0)
+                .unwrap_or(PUSH_PACK_BYTES);
+            report.stats = sync::push_objects(&self.store, &r, &known, head, pack, progress)?;
+            let value = RemoteRef {
+                commit: head,
+                chunking: cfg.chunking,
+            };
+            if !r.write_ref(&to.dot, &to.branch, current.map(|c| c.0), &value)? {
+                return Err(RepoError::Usage(format!(
+                    "someone else pushed to branch {} of dot {} on remote {} meanwhile, and nothing was overwritten; run dot pull, then push again (the data already sent stays there)",
+                    to.branch, to.dot, to.remote
+                )));
+            }
+        }
+        let mut b = Batch::default();
+        Self::put_upstream(&mut b, &cfg.name, branch, &to);
+        self.store.write(b)?;
+        Ok(report)
+    }
+
+    /// `dot pull`: fetches a remote branch and fast-forwards the local one
+    /// to it, updating the working directories when it is the current
+    /// branch. Refused when that would lose local commits or uncommitted
+    /// changes.
+    pub fn pull(
+        &self,
+        cfg: &DotConfig,
+        remote: Option<&str>,
+        remote_dot: Option<&str>,
+        branch: Option<&str>,
+        progress: &dyn Progress,
+    ) -> Result<PullReport> {
+        let branch = branch.unwrap_or(&cfg.head);
+        check_branch(branch)?;
+        let from = self.target(cfg, branch, remote, remote_dot, "pull")?;
+        let old = match self.branch_commit(&cfg.name, branch) {
+            Ok(c) => c,
+            Err(RepoError::NoSuchBranch { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        let r = self.open_remote(&from.remote, false)?;
+        let want = self.remote_head(&r, &from)?;
+        let mut report = PullReport {
+            from: from.clone(),
+            dot: cfg.name.clone(),
+            old,
+            new: want.commit,
+            up_to_date: false,
+            stats: FetchStats::default(),
+        };
+        if let Some(old) = old {
+            if old == want.commit || self.is_ancestor(want.commit, old)? {
+                report.up_to_date = true;
+                report.new = old;
+                return Ok(report);
+            }
+        }
+        if branch == cfg.head {
+            self.require_clean(cfg, progress)?;
+        }
+        report.stats = self.fetch_commit(&r, want.commit, progress)?;
+        if let Some(old) = old {
+            if !self.is_ancestor(old, want.commit)? {
+                return Err(RepoError::Usage(format!(
+                    "branch {branch} of dot {} has commits that remote {} lacks; push them first, or keep them on another branch (dot checkout -b NAME) and reset this one",
+                    cfg.name, from.remote
+                )));
+            }
+        }
+        let mut b = Batch::default();
+        if self.upstream(&cfg.name, branch)?.is_none() {
+            Self::put_upstream(&mut b, &cfg.name, branch, &from);
+        }
+        if branch == cfg.head {
+            let journal = self.plan(cfg, branch.to_string(), Some(want.commit), false)?;
+            self.run_with(cfg, journal, b, progress)?;
+        } else {
+            b.put(
+                Space::Refs,
+                ref_key(&cfg.name, branch),
+                want.commit.0 .0.to_vec(),
+            );
+            self.store.commit(b)?;
+        }
+        Ok(report)
+    }
+
+    /// `dot clone`: a new local dot from a remote branch, with its working
+    /// directories materialized.
+    pub fn clone_dot(
+        &self,
+        remote: &str,
+        remote_dot: &str,
+        local_name: Option<&str>,
+        branch: Option<&str>,
+        progress: &dyn Progress,
+    ) -> Result<PullReport> {
+        check_dot(remote_dot)?;
+        let name = local_name.unwrap_or(remote_dot);
+        check_dot(name)?;
+        let branch = branch.unwrap_or("master");
+        check_branch(branch)?;
+        if self.dot(name).is_ok() {
+            return Err(RepoError::Usage(format!(
+                "dot {name} already exists here; clone under another name with --local-name NAME"
+            )));
+        }
+        let from = Upstream {
+            remote: remote.to_string(),
+            dot: remote_dot.to_string(),
+            branch: branch.to_string(),
+        };
+        let r = self.open_remote(remote, false)?;
+        let want = self.remote_head(&r, &from)?;
+        let stats = self.fetch_commit(&r, want.commit, progress)?;
+        let cfg = DotConfig {
+            name: name.to_string(),
+            head: branch.to_string(),
+            subdots: Default::default(),
+            chunking: want.chunking,
+        };
+        // The dot, its upstream and the journal that fills its working
+        // directories are recorded at once: a clone interrupted after this
+        // is finished by the next dot command.
+        let mut b = Batch::default();
+        Self::put_dot(&mut b, &cfg);
+        Self::put_upstream(&mut b, name, branch, &from);
+        b.put(Space::Meta, b"current".to_vec(), name.as_bytes().to_vec());
+        let journal = self.plan(&cfg, branch.to_string(), Some(want.commit), false)?;
+        self.run_with(&cfg, journal, b, progress)?;
+        Ok(PullReport {
+            from,
+            dot: name.to_string(),
+            old: None,
+            new: want.commit,
+            up_to_date: false,
+            stats,
+        })
+    }
+
+    fn remote_head(&self, r: &Remote, from: &Upstream) -> Result<RemoteRef> {
+        match r.read_ref(&from.dot, &from.branch)? {
+            Some((_, v)) => Ok(v),
+            None => Err(RepoError::Usage(format!(
+                "remote {} has no branch {} of dot {}; check the names, or push it there first",
+                from.remote, from.branch, from.dot
+            ))),
+        }
+    }
+
+    fn fetch_commit(
+        &self,
+        r: &Remote,
+        want: CommitId,
+        progress: &dyn Progress,
+    ) -> Result<FetchStats> {
+        let complete = self.complete_commits()?;
+        let known = Known::refresh(&self.store, r)?;
+        Ok(sync::fetch(
+            &self.store,
+            r,
+            &known,
+            want,
+            &complete,
+            progress,
+        )?)
+    }
+}
