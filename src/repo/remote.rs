@@ -77,8 +77,10 @@ fn normalize_url(url: &str) -> Result<String> {
         let host = rest.split('/').next().unwrap_or("");
         match scheme {
             "s3" | "http" | "https" => {
-                if host.contains('@') {
-                    return Err(usage("it holds credentials, and dot never stores secrets; put them in the environment or in $DOT_HOME/credentials"));
+                if let Some((_, after)) = host.rsplit_once('@') {
+                    return Err(RepoError::Usage(format!(
+                        "bad remote URL {scheme}://***@{after}/...: it holds credentials, and dot never stores secrets; put them in the environment or in $DOT_HOME/credentials"
+                    )));
                 }
                 if host.is_empty() {
                     return Err(usage("no bucket or host"));
@@ -202,10 +204,10 @@ impl Repo {
             endpoint: cfg.endpoint.clone(),
             region: cfg.region.clone(),
         };
-        let backend = ObjectBackend::open(&loc, &creds, create).map_err(|source| {
+        let backend = ObjectBackend::open(&loc, &creds, create).map_err(|error| {
             sync::SyncError::Backend {
                 remote: name.to_string(),
-                source,
+                error,
             }
         })?;
         Ok(Remote {

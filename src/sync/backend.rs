@@ -84,6 +84,10 @@ pub struct ObjectBackend {
     prefix: String,
     create_by: CreateBy,
     runtime: tokio::runtime::Runtime,
+    /// WebDAV: directories known to exist. The first write into a
+    /// directory creates it (MKCOL), and servers refuse concurrent MKCOLs
+    /// of one directory (423 Locked), so first writes go one at a time.
+    made_dirs: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -160,6 +164,7 @@ impl ObjectBackend {
                 prefix: prefix.trim_matches('/').to_string(),
                 create_by: CreateBy::PutIfAbsent,
                 runtime: runtime()?,
+                made_dirs: Default::default(),
             });
         }
         if url.starts_with("http://") || url.starts_with("https://") {
@@ -207,6 +212,7 @@ impl ObjectBackend {
                 prefix: prefix.trim_matches('/').to_string(),
                 create_by: CreateBy::CopyIfAbsent,
                 runtime: runtime()?,
+                made_dirs: Default::default(),
             });
         }
         let path = match url.strip_prefix("file://") {
@@ -232,6 +238,7 @@ impl ObjectBackend {
             prefix: String::new(),
             create_by: CreateBy::PutIfAbsent,
             runtime: runtime()?,
+            made_dirs: Default::default(),
         })
     }
 
@@ -242,6 +249,7 @@ impl ObjectBackend {
             prefix: String::new(),
             create_by: CreateBy::PutIfAbsent,
             runtime: runtime().expect("tokio runtime"),
+            made_dirs: Default::default(),
         }
     }
 
@@ -334,10 +342,23 @@ impl Backend for ObjectBackend {
 
     fn put(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
         let p = self.path(path);
-        self.runtime
-            .block_on(self.store.put(&p, PutPayload::from(bytes)))
-            .map(|_| ())
-            .map_err(|e| map_err(path, e))
+        let put = || {
+            self.runtime
+                .block_on(self.store.put(&p, PutPayload::from(bytes)))
+                .map(|_| ())
+                .map_err(|e| map_err(path, e))
+        };
+        if self.create_by != CreateBy::CopyIfAbsent {
+            return put();
+        }
+        let dir = path.rsplit_once('/').map_or("", |(d, _)| d).to_string();
+        if self.made_dirs.lock().expect("lock").contains(&dir) {
+            return put();
+        }
+        let mut made = self.made_dirs.lock().expect("lock");
+        put()?;
+        made.insert(dir);
+        Ok(())
     }
 
     fn create(&self, path: &str, bytes: Vec<u8>) -> Result<bool> {

@@ -27,12 +27,8 @@ use crate::tree::TreeError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
-    #[error("remote {remote}: {source}")]
-    Backend {
-        remote: String,
-        #[source]
-        source: BackendError,
-    },
+    #[error("remote {remote}: {error}")]
+    Backend { remote: String, error: BackendError },
     #[error("{what} on remote {remote} is damaged ({why}); no branch or working directory was changed; push it again from a good copy")]
     Damaged {
         remote: String,
@@ -57,9 +53,9 @@ pub struct Remote {
 
 impl Remote {
     pub fn err(&self) -> impl Fn(BackendError) -> SyncError + '_ {
-        move |source| SyncError::Backend {
+        move |error| SyncError::Backend {
             remote: self.name.clone(),
-            source,
+            error,
         }
     }
 

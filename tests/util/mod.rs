@@ -63,6 +63,12 @@ impl Env {
             .env("DOT_HOME", &self.home)
             .env("DOT_AUTHOR_NAME", "Test Author")
             .env("DOT_AUTHOR_EMAIL", "test@example.com")
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("DOT_HTTP_USER")
+            .env_remove("DOT_HTTP_PASSWORD")
+            .env_remove("DOT_HTTP_TOKEN")
             .stdin(Stdio::null());
         c
     }
@@ -202,4 +208,129 @@ pub fn snapshot(root: &Path) -> Vec<String> {
     }
     walk(root, root, &mut out);
     out
+}
+
+/// A server started once per test binary, on a free port of 127.0.0.1,
+/// killed when the test process exits.
+pub struct Server {
+    pub port: u16,
+    pub root: PathBuf,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+fn start(mut cmd: Command, port: u16, what: &str) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe; it asks the kernel to kill the
+    // server when the thread that started it dies, and that thread lives
+    // as long as the test process.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let child = cmd.spawn();
+        let ok = child.is_ok();
+        tx.send(child).unwrap();
+        if ok {
+            loop {
+                std::thread::park();
+            }
+        }
+    });
+    let mut child = rx
+        .recv()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("cannot start {what} (run scripts/deps.sh): {e}"));
+    for _ in 0..300 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            std::mem::forget(child);
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited at start: {status}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("{what} did not start listening on port {port}");
+}
+
+/// moto's S3 server (from PyPI). It does not check signatures, so any key
+/// works.
+pub fn s3() -> &'static Server {
+    static S3: std::sync::OnceLock<Server> = std::sync::OnceLock::new();
+    S3.get_or_init(|| {
+        let port = free_port();
+        let mut c = Command::new("python3");
+        c.args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ]);
+        start(c, port, "the S3 server (python3 -m moto.server)");
+        Server {
+            port,
+            root: PathBuf::new(),
+        }
+    })
+}
+
+/// Creates an S3 bucket on the test server and returns its name.
+pub fn s3_bucket() -> String {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let name = format!(
+        "dots-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    let port = s3().port;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "PUT /{name} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "create bucket: {resp}");
+    name
+}
+
+/// `rclone serve webdav` over a scratch directory; with `auth`, it asks for
+/// user "pete", password "s3cret".
+pub fn webdav(auth: bool) -> &'static Server {
+    static PLAIN: std::sync::OnceLock<Server> = std::sync::OnceLock::new();
+    static AUTH: std::sync::OnceLock<Server> = std::sync::OnceLock::new();
+    let cell = if auth { &AUTH } else { &PLAIN };
+    cell.get_or_init(|| {
+        let port = free_port();
+        let root = tempfile::Builder::new()
+            .prefix("dot-dav")
+            .tempdir_in(scratch())
+            .expect("tempdir")
+            .keep();
+        let mut c = Command::new("rclone");
+        c.args(["serve", "webdav"])
+            .arg(&root)
+            .args(["--addr", &format!("127.0.0.1:{port}")]);
+        if auth {
+            c.args(["--user", "pete", "--pass", "s3cret"]);
+        }
+        start(c, port, "the WebDAV server (rclone serve webdav)");
+        Server { port, root }
+    })
 }

@@ -1,0 +1,570 @@
+//! Push, pull and clone through real storage on 127.0.0.1: an S3 server
+//! (moto), a WebDAV server (rclone serve webdav) and plain directories.
+
+mod util;
+
+use std::fs;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use util::{noise, snapshot, write, Env, Run};
+
+/// One remote location and how to add it.
+struct Remote {
+    url: String,
+    args: Vec<String>,
+    /// Where its files are on this machine (directory and WebDAV remotes).
+    files: Option<std::path::PathBuf>,
+}
+
+impl Remote {
+    fn file(t: &Env) -> Remote {
+        let dir = t.tmp.path().join("remote");
+        Remote {
+            url: dir.to_str().unwrap().to_string(),
+            args: vec![],
+            files: Some(dir),
+        }
+    }
+    fn s3() -> Remote {
+        Remote {
+            url: format!("s3://{}/team", util::s3_bucket()),
+            args: vec![
+                "--endpoint".into(),
+                format!("http://127.0.0.1:{}", util::s3().port),
+            ],
+            files: None,
+        }
+    }
+    fn webdav(t: &Env) -> Remote {
+        let dav = util::webdav(false);
+        let name = t
+            .tmp
+            .path()
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        Remote {
+            url: format!("http://127.0.0.1:{}/{name}/dots", dav.port),
+            args: vec![],
+            files: Some(dav.root.join(&name).join("dots")),
+        }
+    }
+    fn add(&self, t: &Env, name: &str) {
+        let mut args = vec!["remote", "add", name, &self.url];
+        args.extend(self.args.iter().map(String::as_str));
+        t.dot(&args).ok();
+    }
+}
+
+/// Numbers in a summary line, in order: "3 objects sent (1.2 MiB ...".
+fn number_before(text: &str, word: &str) -> u64 {
+    let at = text
+        .find(word)
+        .unwrap_or_else(|| panic!("no {word:?} in {text:?}"));
+    text[..at]
+        .split_whitespace()
+        .last()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no number before {word:?} in {text:?}"))
+}
+
+fn same_tree(a: &Env, b: &Env, dot_a: &str, dot_b: &str) {
+    assert_eq!(snapshot(&a.path(dot_a)), snapshot(&b.path(dot_b)));
+}
+
+/// Push, clone into a fresh DOT_HOME, push a small change, pull it.
+fn round_trip(make: impl Fn(&Env) -> Remote) {
+    let a = Env::new();
+    let b = Env::new();
+    let remote = make(&a);
+    a.dot(&["init", "app"]).ok();
+    let dir = a.path("app");
+    let mut big = noise(3 << 20, 1);
+    write(&dir.join("base/big"), &big);
+    write(&dir.join("conf"), b"port = 5432\n");
+    a.dot(&["commit", "-m", "one"]).ok();
+    remote.add(&a, "hub");
+    let first = a.dot(&["push", "hub", "app"]).ok().out;
+    assert!(first.contains("pushed"), "{first}");
+
+    remote.add(&b, "hub");
+    let cloned = b.dot(&["clone", "hub", "app"]).ok().out;
+    assert!(
+        cloned.contains("cloned hub app master into dot app"),
+        "{cloned}"
+    );
+    same_tree(&a, &b, "app", "app");
+    assert_eq!(b.head("app"), a.head("app"));
+
+    // A one-page change travels as about one chunk, not the file.
+    big[1 << 20..(1 << 20) + 8192].fill(7);
+    write(&dir.join("base/big"), &big);
+    a.dot(&["commit", "-m", "two"]).ok();
+    let second = a.dot(&["push"]).ok().out;
+    let sent = number_before(&second, "objects sent");
+    assert!(sent <= 8, "{second}");
+    assert!(second.contains("skipped"), "{second}");
+
+    let pulled = b.dot(&["pull"]).ok().out;
+    assert!(pulled.contains("pulled hub app master"), "{pulled}");
+    assert!(number_before(&pulled, "objects received") <= 8, "{pulled}");
+    same_tree(&a, &b, "app", "app");
+    assert_eq!(b.commits("app"), 2);
+    assert!(b.dot(&["pull"]).ok().out.contains("up to date"));
+    assert!(a.dot(&["push"]).ok().out.contains("up to date"));
+    a.fsck_ok();
+    b.fsck_ok();
+}
+
+#[test]
+fn round_trip_through_a_directory() {
+    round_trip(Remote::file);
+}
+
+#[test]
+fn round_trip_through_s3() {
+    round_trip(|_| Remote::s3());
+}
+
+#[test]
+fn round_trip_through_webdav() {
+    round_trip(Remote::webdav);
+}
+
+#[test]
+fn subdots_and_branches_travel_together() {
+    let a = Env::new();
+    let b = Env::new();
+    let remote = Remote::s3();
+    a.dot(&["init", "shop.orders"]).ok();
+    a.dot(&["init", "shop.catalog"]).ok();
+    write(&a.path("shop.orders").join("t"), b"order 1\n");
+    write(&a.path("shop.catalog").join("t"), &noise(200_000, 2));
+    a.dot(&["commit", "-m", "both"]).ok();
+    a.dot(&["checkout", "-b", "bug-16637"]).ok();
+    write(&a.path("shop.orders").join("t"), b"order 1\norder 2\n");
+    a.dot(&["commit", "-m", "bug"]).ok();
+    remote.add(&a, "hub");
+    a.dot(&[
+        "push",
+        "hub",
+        "shop",
+        "--remote-name",
+        "pete/shop",
+        "--branch",
+        "bug-16637",
+    ])
+    .ok();
+    a.dot(&[
+        "push",
+        "hub",
+        "shop",
+        "--remote-name",
+        "pete/shop",
+        "--branch",
+        "master",
+    ])
+    .ok();
+
+    remote.add(&b, "hub");
+    b.dot(&[
+        "clone",
+        "hub",
+        "pete/shop",
+        "--local-name",
+        "bug",
+        "--branch",
+        "bug-16637",
+    ])
+    .ok();
+    same_tree(&a, &b, "shop.orders", "bug.orders");
+    same_tree(&a, &b, "shop.catalog", "bug.catalog");
+    b.dot(&["clone", "hub", "pete/shop"]).ok();
+    assert_eq!(
+        fs::read(b.path("pete/shop.orders").join("t")).unwrap(),
+        b"order 1\n"
+    );
+    assert_eq!(b.commits("pete/shop"), 1);
+    // The second clone found every catalog chunk in the first one.
+    b.fsck_ok();
+}
+
+#[test]
+fn non_fast_forward_is_refused_unless_forced() {
+    let a = Env::new();
+    let b = Env::new();
+    let remote = Remote::file(&a);
+    a.dot(&["init", "app"]).ok();
+    write(&a.path("app").join("f"), b"base\n");
+    a.dot(&["commit", "-m", "base"]).ok();
+    remote.add(&a, "hub");
+    a.dot(&["push", "hub", "app"]).ok();
+    remote.add(&b, "hub");
+    b.dot(&["clone", "hub", "app"]).ok();
+
+    write(&b.path("app").join("f"), b"theirs\n");
+    b.dot(&["commit", "-m", "theirs"]).ok();
+    b.dot(&["push"]).ok();
+    write(&a.path("app").join("f"), b"mine\n");
+    let mine = a.dot(&["commit", "-m", "mine"]).ok().out.trim().to_string();
+
+    let r = a.dot(&["push"]).fails();
+    assert!(r.err.contains("dot pull"), "{}", r.err);
+    let r = a.dot(&["pull"]).fails();
+    assert!(
+        r.err.contains("has commits that remote hub lacks"),
+        "{}",
+        r.err
+    );
+    assert_eq!(a.head("app").unwrap(), mine, "a refused pull moves nothing");
+    assert_eq!(fs::read(a.path("app").join("f")).unwrap(), b"mine\n");
+
+    a.dot(&["push", "--force"]).ok();
+    let c = Env::new();
+    remote.add(&c, "hub");
+    c.dot(&["clone", "hub", "app"]).ok();
+    assert_eq!(c.head("app").unwrap(), mine);
+    a.fsck_ok();
+}
+
+#[test]
+fn pull_is_refused_while_the_branch_has_uncommitted_changes() {
+    let a = Env::new();
+    let b = Env::new();
+    let remote = Remote::file(&a);
+    a.dot(&["init", "app"]).ok();
+    write(&a.path("app").join("f"), b"one\n");
+    a.dot(&["commit", "-m", "one"]).ok();
+    remote.add(&a, "hub");
+    a.dot(&["push", "hub", "app"]).ok();
+    remote.add(&b, "hub");
+    b.dot(&["clone", "hub", "app"]).ok();
+    write(&a.path("app").join("f"), b"two\n");
+    a.dot(&["commit", "-m", "two"]).ok();
+    a.dot(&["push"]).ok();
+
+    write(&b.path("app").join("scratch"), b"work in progress\n");
+    let r = b.dot(&["pull"]).fails();
+    assert!(r.err.contains("uncommitted"), "{}", r.err);
+    assert_eq!(fs::read(b.path("app").join("f")).unwrap(), b"one\n");
+    fs::remove_file(b.path("app").join("scratch")).unwrap();
+    b.dot(&["pull"]).ok();
+    assert_eq!(fs::read(b.path("app").join("f")).unwrap(), b"two\n");
+}
+
+#[test]
+fn racing_pushes_one_wins_and_nothing_is_lost() {
+    let remote = Remote::s3();
+    let envs: Vec<Env> = (0..2).map(|_| Env::new()).collect();
+    let base = Env::new();
+    base.dot(&["init", "app"]).ok();
+    write(&base.path("app").join("f"), b"base\n");
+    base.dot(&["commit", "-m", "base"]).ok();
+    remote.add(&base, "hub");
+    base.dot(&["push", "hub", "app"]).ok();
+    let mut heads = Vec::new();
+    for (i, t) in envs.iter().enumerate() {
+        remote.add(t, "hub");
+        t.dot(&["clone", "hub", "app"]).ok();
+        write(&t.path("app").join("f"), &noise(300_000, 10 + i as u64));
+        heads.push(
+            t.dot(&["commit", "-m", "racer"])
+                .ok()
+                .out
+                .trim()
+                .to_string(),
+        );
+    }
+    let children: Vec<_> = envs
+        .iter()
+        .map(|t| {
+            t.cmd(&["push"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let runs: Vec<Run> = children
+        .into_iter()
+        .map(|c| util::to_run(c.wait_with_output().unwrap()))
+        .collect();
+    let winners: Vec<usize> = (0..2).filter(|&i| runs[i].code == 0).collect();
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one push wins: {:?}",
+        runs.iter().map(|r| &r.err).collect::<Vec<_>>()
+    );
+    let loser = 1 - winners[0];
+    let loser_run = Run {
+        out: runs[loser].out.clone(),
+        err: runs[loser].err.clone(),
+        code: runs[loser].code,
+    }
+    .fails();
+    assert!(loser_run.err.contains("dot pull"), "{}", loser_run.err);
+
+    let c = Env::new();
+    remote.add(&c, "hub");
+    c.dot(&["clone", "hub", "app"]).ok();
+    assert_eq!(
+        c.head("app").unwrap(),
+        heads[winners[0]],
+        "the winner's commit is on the remote"
+    );
+    // The loser keeps its commit and can still publish it on a branch.
+    let l = &envs[loser];
+    assert_eq!(l.head("app").unwrap(), heads[loser]);
+    l.dot(&["checkout", "-b", "mine"]).ok();
+    l.dot(&["push", "hub", "app", "--branch", "mine"]).ok();
+    c.dot(&[
+        "clone",
+        "hub",
+        "app",
+        "--branch",
+        "mine",
+        "--local-name",
+        "theirs",
+    ])
+    .ok();
+    assert_eq!(c.head("theirs").unwrap(), heads[loser]);
+}
+
+/// Lists keys under a prefix of the test S3 server (moto does not check
+/// signatures, so a plain GET lists).
+fn s3_keys(url: &str, prefix: &str) -> usize {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("s3://").unwrap();
+    let (bucket, root) = rest.split_once('/').unwrap();
+    let port = util::s3().port;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET /{bucket}?list-type=2&prefix={root}/{prefix} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body.matches("<Key>").count()
+}
+
+#[test]
+fn a_push_killed_midway_resumes_without_sending_again() {
+    let a = Env::new();
+    let remote = Remote::s3();
+    a.dot(&["init", "app"]).ok();
+    for i in 0..4 {
+        write(
+            &a.path("app").join(format!("f{i}")),
+            &noise(12 << 20, 20 + i),
+        );
+    }
+    a.dot(&["commit", "-m", "big"]).ok();
+    remote.add(&a, "hub");
+    let mut child = a
+        .cmd(&["push", "hub", "app"])
+        .env("DOT_PUSH_PACK_BYTES", "1048576")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while s3_keys(&remote.url, "packs/") < 6 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the push ended before it could be killed"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no packs appeared"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(s3_keys(&remote.url, "refs/"), 0, "no ref before the data");
+    assert_eq!(s3_keys(&remote.url, "index/"), 0);
+
+    let b = Env::new();
+    remote.add(&b, "hub");
+    let r = b.dot(&["clone", "hub", "app"]).fails();
+    assert!(
+        r.err.contains("has no branch master of dot app"),
+        "{}",
+        r.err
+    );
+
+    let out = a.dot(&["push"]).fails().err;
+    assert!(
+        out.contains("no upstream"),
+        "the killed push set no upstream: {out}"
+    );
+    let out = a.dot(&["push", "hub", "app"]).ok().out;
+    assert!(number_before(&out, "objects reused") >= 5, "{out}");
+    // 48 MiB of incompressible data; at least 5 MiB had arrived before.
+    let sent_mib: f64 = out
+        .split("objects sent (")
+        .nth(1)
+        .and_then(|r| r.split(" MiB").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no MiB sent in {out}"));
+    assert!(sent_mib < 43.5, "{out}");
+    b.dot(&["clone", "hub", "app"]).ok();
+    same_tree(&a, &b, "app", "app");
+    b.fsck_ok();
+}
+
+#[test]
+fn a_tampered_remote_object_fails_the_pull_and_changes_nothing() {
+    let a = Env::new();
+    let b = Env::new();
+    let remote = Remote::webdav(&a);
+    a.dot(&["init", "app"]).ok();
+    write(&a.path("app").join("f"), &noise(500_000, 3));
+    a.dot(&["commit", "-m", "one"]).ok();
+    remote.add(&a, "hub");
+    a.dot(&["push", "hub", "app"]).ok();
+    remote.add(&b, "hub");
+    b.dot(&["clone", "hub", "app"]).ok();
+    let before = b.head("app");
+
+    write(&a.path("app").join("f"), &noise(500_000, 4));
+    a.dot(&["commit", "-m", "two"]).ok();
+    let packs_before: Vec<_> = fs::read_dir(remote.files.as_ref().unwrap().join("packs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    a.dot(&["push"]).ok();
+    // Flip one byte in the middle of every pack the second push added.
+    for e in fs::read_dir(remote.files.as_ref().unwrap().join("packs")).unwrap() {
+        let p = e.unwrap().path();
+        if !packs_before.contains(&p) {
+            let mut bytes = fs::read(&p).unwrap();
+            let mid = bytes.len() / 2;
+            bytes[mid] ^= 0x40;
+            fs::write(&p, bytes).unwrap();
+        }
+    }
+    let r = b.dot(&["pull"]).fails();
+    assert!(r.err.contains("is damaged"), "{}", r.err);
+    assert!(
+        r.err.contains("packs/"),
+        "the error names the pack: {}",
+        r.err
+    );
+    assert!(
+        r.err.contains("object "),
+        "the error names the object: {}",
+        r.err
+    );
+    assert_eq!(b.head("app"), before);
+    b.dot(&["diff"]).ok();
+    assert_eq!(
+        b.dot(&["diff", "--json"]).ok().json()["changes"]
+            .as_array()
+            .map(|a| a.len()),
+        Some(0)
+    );
+    b.fsck_ok();
+}
+
+#[test]
+fn credentials_unreachable_and_missing_remotes() {
+    let t = Env::new();
+    t.dot(&["init", "app"]).ok();
+    write(&t.path("app").join("f"), b"x\n");
+    t.dot(&["commit", "-m", "x"]).ok();
+
+    // Secrets are refused in URLs, and never shown.
+    let r = t
+        .dot(&[
+            "remote",
+            "add",
+            "bad",
+            "https://pete:s3cret@example.com/dots",
+        ])
+        .fails();
+    assert!(r.err.contains("never stores secrets"), "{}", r.err);
+    assert!(!r.err.contains("s3cret"));
+
+    // WebDAV with basic auth: wrong password, then right.
+    let dav = util::webdav(true);
+    let url = format!("http://127.0.0.1:{}/auth-{}", dav.port, std::process::id());
+    t.dot(&["remote", "add", "web", &url]).ok();
+    let r = t
+        .cmd(&["push", "web", "app"])
+        .env("DOT_HTTP_USER", "pete")
+        .env("DOT_HTTP_PASSWORD", "wrong")
+        .output()
+        .unwrap();
+    let r = util::to_run(r).fails();
+    assert!(r.err.contains("access denied"), "{}", r.err);
+    assert!(!r.err.contains("wrong"), "no secret in errors: {}", r.err);
+    let creds = t.home.join("credentials");
+    fs::write(&creds, "[web]\nusername = pete\npassword = s3cret\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&creds, fs::Permissions::from_mode(0o644)).unwrap();
+    let r = t.dot(&["push", "web", "app"]).fails();
+    assert!(r.err.contains("chmod 600"), "{}", r.err);
+    fs::set_permissions(&creds, fs::Permissions::from_mode(0o600)).unwrap();
+    t.dot(&["push", "web", "app"]).ok();
+    let listing = t.dot(&["remote", "-v"]).ok().out;
+    assert!(
+        listing.contains(&url) && !listing.contains("s3cret"),
+        "{listing}"
+    );
+
+    // Nothing listens on port 1.
+    t.dot(&[
+        "remote",
+        "add",
+        "dead",
+        "s3://b/p",
+        "--endpoint",
+        "http://127.0.0.1:1",
+    ])
+    .ok();
+    let start = Instant::now();
+    let r = t.dot(&["push", "dead", "app"]).fails();
+    assert!(r.err.contains("cannot reach"), "{}", r.err);
+    assert!(start.elapsed() < Duration::from_secs(60));
+
+    // A bucket that does not exist, a directory that does not exist yet.
+    t.dot(&[
+        "remote",
+        "add",
+        "nobucket",
+        "s3://no-such-bucket/p",
+        "--endpoint",
+        &format!("http://127.0.0.1:{}", util::s3().port),
+    ])
+    .ok();
+    let r = t.dot(&["push", "nobucket", "app"]).fails();
+    assert!(r.err.to_lowercase().contains("bucket"), "{}", r.err);
+    let fresh = t.tmp.path().join("new/remote");
+    t.dot(&["remote", "add", "fresh", fresh.to_str().unwrap()])
+        .ok();
+    let r = t
+        .dot(&["clone", "fresh", "app", "--local-name", "other"])
+        .fails();
+    assert!(r.err.contains("does not exist"), "{}", r.err);
+    t.dot(&["push", "fresh", "app"]).ok();
+    let r = t.dot(&["clone", "fresh", "nothere"]).fails();
+    assert!(
+        r.err.contains("has no branch master of dot nothere"),
+        "{}",
+        r.err
+    );
+    let r = t.dot(&["clone", "fresh", "app"]).fails();
+    assert!(r.err.contains("already exists"), "{}", r.err);
+
+    t.dot(&["remote", "rm", "fresh"]).ok();
+    let r = t.dot(&["push", "fresh", "app"]).fails();
+    assert!(r.err.contains("no remote named fresh"), "{}", r.err);
+    assert!(!t.dot(&["remote"]).ok().out.contains("fresh"));
+    t.fsck_ok();
+}
