@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs what building and testing dot needs on Debian/Ubuntu: clang for
 # rocksdb's bindings, PostgreSQL for the database test, attr and util-linux
-# for xattr and terminal tests, and the peer tools the benchmark compares.
+# for xattr and terminal tests, rclone (the WebDAV server of the remote
+# tests, and a peer in the push benchmark), moto from PyPI (the S3 server of
+# the remote tests), and the peer tools the benchmark compares.
 set -euo pipefail
-need=(clang libclang-dev postgresql attr util-linux time restic borgbackup casync)
+need=(clang libclang-dev postgresql attr util-linux time restic borgbackup casync rclone python3-pip)
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -13,6 +15,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if ! python3 -c "import moto.server" 2>/dev/null; then
+  # Debian marks its Python as externally managed; moto goes to the user's
+  # site-packages where pip allows, else past the marker.
+  python3 -m pip install --quiet --user 'moto[server]' 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages 'moto[server]'
 fi
 if ! command -v cargo >/dev/null; then
   echo "dot: cargo is missing; install Rust from https://rustup.rs and run this again" >&2

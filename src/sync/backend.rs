@@ -282,7 +282,14 @@ fn map_err(path: &str, e: object_store::Error) -> BackendError {
         other => {
             let msg = error_chain(&other);
             let lower = msg.to_lowercase();
-            if lower.contains("connect") || lower.contains("dns") || lower.contains("timed out") {
+            if msg.contains("NoSuchBucket") {
+                BackendError::NotFound(
+                    "the bucket (dot does not create buckets; create it first)".into(),
+                )
+            } else if lower.contains("connect")
+                || lower.contains("dns")
+                || lower.contains("timed out")
+            {
                 BackendError::Unreachable(msg)
             } else if lower.contains("403") || lower.contains("401") || lower.contains("forbidden")
             {

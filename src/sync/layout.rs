@@ -162,8 +162,11 @@ pub fn encode_index(objects: &mut [(Id, Located)]) -> Vec<u8> {
     out
 }
 
+/// The packs an index file lists and the objects it names.
+pub type Index = (Vec<Id>, Vec<(Id, Located)>);
+
 /// Decodes an index file (whose name the caller has checked).
-pub fn decode_index(b: &[u8]) -> Result<(Vec<Id>, Vec<(Id, Located)>), String> {
+pub fn decode_index(b: &[u8]) -> Result<Index, String> {
     let u32_at = |at: usize| -> Result<u32, String> {
         b.get(at..at + 4)
             .map(|s| u32::from_le_bytes(s.try_into().expect("4 bytes")))
@@ -246,7 +249,7 @@ mod tests {
         let idx = encode_index(&mut objects);
         assert_eq!(idx.len(), 8 + 4 + 4 + 32 + 4 + INDEX_ENTRY_LEN);
         assert_eq!(&idx[..16], b"DOTRIDX\0\x01\0\0\0\x01\0\0\0");
-        assert_eq!(Id::of(&idx).short(), "95f4ad1e1b5c");
+        assert_eq!(Id::of(&idx).short(), "b6bc727ad760");
         assert_eq!(decode_index(&idx).unwrap(), (vec![loc.pack], objects));
         assert!(decode_index(&idx[..idx.len() - 1]).is_err());
         assert_eq!(Located::decode(&loc.encode()), Some(loc));

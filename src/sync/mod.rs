@@ -125,3 +125,231 @@ impl Remote {
         Ok(true)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::ops::Range;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::chunker::ChunkParams;
+    use crate::id::{ChunkId, CommitId};
+    use crate::progress::Silent;
+    use crate::store::{Kind, Store};
+    use crate::tree::chunks::{ChunkTreeBuilder, Leaf};
+    use crate::tree::commit::{write_root, Commit, Root, Top};
+    use crate::tree::dir::{write_dir, Content, DirEntry, EntryKind};
+    use crate::tree::Objects;
+
+    /// The memory backend, failing every put after the first `puts_left`.
+    struct Faulty {
+        inner: ObjectBackend,
+        puts_left: Arc<AtomicUsize>,
+    }
+
+    impl Backend for Faulty {
+        fn get(&self, path: &str) -> backend::Result<Option<Vec<u8>>> {
+            self.inner.get(path)
+        }
+        fn get_range(&self, path: &str, range: Range<u64>) -> backend::Result<Vec<u8>> {
+            self.inner.get_range(path, range)
+        }
+        fn put(&self, path: &str, bytes: Vec<u8>) -> backend::Result<()> {
+            let left = self.puts_left.load(Ordering::SeqCst);
+            if left == 0 {
+                return Err(BackendError::Other("503 Service Unavailable".into()));
+            }
+            self.puts_left.store(left - 1, Ordering::SeqCst);
+            self.inner.put(path, bytes)
+        }
+        fn create(&self, path: &str, bytes: Vec<u8>) -> backend::Result<bool> {
+            self.inner.create(path, bytes)
+        }
+        fn list(&self, prefix: &str) -> backend::Result<Vec<(String, u64)>> {
+            self.inner.list(prefix)
+        }
+        fn delete(&self, path: &str) -> backend::Result<()> {
+            self.inner.delete(path)
+        }
+    }
+
+    /// A commit of one file made of `n` distinct incompressible 40 KiB
+    /// chunks; the same seed gives the same chunks.
+    fn commit(store: &Store, n: u32, seed: u32, parent: Option<CommitId>) -> CommitId {
+        let mut b = ChunkTreeBuilder::new(store);
+        let mut size = 0;
+        for i in 0..n {
+            let mut data = vec![0u8; 40_000];
+            blake3::Hasher::new()
+                .update(format!("{seed}/{i}").as_bytes())
+                .finalize_xof()
+                .fill(&mut data);
+            let id = crate::id::Id::of(&data);
+            Objects::put(store, Kind::Chunk, &id, &data).unwrap();
+            b.push(Leaf::Chunk(ChunkId(id), data.len() as u32)).unwrap();
+            size += data.len() as u64;
+        }
+        let file = DirEntry {
+            name: b"data".to_vec(),
+            kind: EntryKind::File,
+            mode: 0o600,
+            uid: 0,
+            gid: 0,
+            mtime_ns: 1,
+            size,
+            content: Content::File(b.finish().unwrap()),
+            xattrs: vec![],
+        };
+        let tree = write_dir(store, &[file]).unwrap();
+        let mut root = Root::new();
+        root.insert(
+            "__default__".into(),
+            Top {
+                tree,
+                mode: 0o700,
+                uid: 0,
+                gid: 0,
+                mtime_ns: 0,
+            },
+        );
+        let c = Commit {
+            root: write_root(store, &root).unwrap(),
+            parents: parent.into_iter().collect(),
+            author: "a".into(),
+            email: "e".into(),
+            time: 0,
+            tz_minutes: 0,
+            message: "m".into(),
+            metadata: Default::default(),
+        };
+        let id = c.write(store).unwrap();
+        store.flush().unwrap();
+        id
+    }
+
+    fn value(commit: CommitId) -> RemoteRef {
+        RemoteRef {
+            commit,
+            chunking: ChunkParams::default(),
+        }
+    }
+
+    #[test]
+    fn a_push_failing_midway_resumes_and_a_fetch_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = Store::open(&dir.path().join("a")).unwrap();
+        let puts_left = Arc::new(AtomicUsize::new(3));
+        let remote = Remote {
+            name: "mem".into(),
+            backend: Box::new(Faulty {
+                inner: ObjectBackend::memory(),
+                puts_left: puts_left.clone(),
+            }),
+        };
+        let head = commit(&local, 200, 1, None);
+        let count = |head| {
+            let fresh = Remote {
+                name: "fresh".into(),
+                backend: Box::new(ObjectBackend::memory()),
+            };
+            let known = Known::refresh(&local, &fresh).unwrap();
+            push_objects(&local, &fresh, &known, head, 1 << 20, &Silent)
+                .unwrap()
+                .objects_sent
+        };
+        let known = Known::refresh(&local, &remote).unwrap();
+        let err = push_objects(&local, &remote, &known, head, 1 << 20, &Silent).unwrap_err();
+        assert!(err.to_string().contains("503"), "{err}");
+        assert!(remote.backend.list("index/").unwrap().is_empty());
+
+        // The server recovers: the three packs that landed are reused.
+        puts_left.store(usize::MAX, Ordering::SeqCst);
+        let known = Known::refresh(&local, &remote).unwrap();
+        let stats = push_objects(&local, &remote, &known, head, 1 << 20, &Silent).unwrap();
+        assert!(stats.objects_reused >= 3 * 20, "{stats:?}");
+        assert_eq!(stats.objects_sent + stats.objects_reused, count(head));
+        assert!(remote
+            .write_ref("app", "master", None, &value(head))
+            .unwrap());
+
+        // A second commit sharing half the chunks: only the rest travels.
+        let next = commit(&local, 100, 1, Some(head));
+        let known = Known::refresh(&local, &remote).unwrap();
+        let stats = push_objects(&local, &remote, &known, next, 1 << 20, &Silent).unwrap();
+        assert!(stats.objects_sent < 10, "{stats:?}");
+        assert!(stats.bytes_sent < 20_000, "{stats:?}");
+        assert!(stats.bytes_skipped >= 100 * 40_000, "{stats:?}");
+
+        // A fresh store fetches everything and can read it back.
+        let other = Store::open(&dir.path().join("b")).unwrap();
+        let known = Known::refresh(&other, &remote).unwrap();
+        let got = fetch(&other, &remote, &known, next, &HashSet::new(), &Silent).unwrap();
+        assert_eq!(got.objects_received, count(next));
+        let mut walker =
+            crate::tree::links(&next.0, Kind::Meta, &other.get(&next.0).unwrap()).unwrap();
+        while let Some(l) = walker.pop() {
+            let raw = other.get(&l.id).unwrap();
+            walker.extend(crate::tree::links(&l.id, l.kind, &raw).unwrap());
+        }
+        // Nothing left to fetch the second time.
+        let again = fetch(&other, &remote, &known, next, &HashSet::new(), &Silent).unwrap();
+        assert_eq!(again.objects_received, 0);
+    }
+
+    #[test]
+    fn a_stale_ref_write_loses_and_changes_nothing() {
+        let remote = Remote {
+            name: "mem".into(),
+            backend: Box::new(ObjectBackend::memory()),
+        };
+        let (a, b) = (
+            CommitId(crate::id::Id::of(b"a")),
+            CommitId(crate::id::Id::of(b"b")),
+        );
+        assert!(remote.write_ref("app", "master", None, &value(a)).unwrap());
+        assert!(!remote.write_ref("app", "master", None, &value(b)).unwrap());
+        let (g, v) = remote.read_ref("app", "master").unwrap().unwrap();
+        assert_eq!((g, v.commit), (1, a));
+        for i in 0..5u8 {
+            let c = CommitId(crate::id::Id::of(&[i]));
+            assert!(remote
+                .write_ref("app", "master", Some(g + u64::from(i)), &value(c))
+                .unwrap());
+        }
+        let (g, v) = remote.read_ref("app", "master").unwrap().unwrap();
+        assert_eq!((g, v.commit), (6, CommitId(crate::id::Id::of(&[4]))));
+        // Old generations are pruned, one is kept behind the newest.
+        assert_eq!(remote.backend.list("refs/").unwrap().len(), 2);
+        assert!(!remote
+            .write_ref("app", "master", Some(4), &value(a))
+            .unwrap());
+    }
+
+    #[test]
+    fn a_tampered_object_is_named_and_not_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = Store::open(&dir.path().join("a")).unwrap();
+        let inner = ObjectBackend::memory();
+        let head = commit(&local, 10, 2, None);
+        let remote = Remote {
+            name: "mem".into(),
+            backend: Box::new(inner),
+        };
+        let known = Known::refresh(&local, &remote).unwrap();
+        push_objects(&local, &remote, &known, head, 1 << 20, &Silent).unwrap();
+        // Flip a byte in the data pack's first record.
+        let packs = remote.backend.list("packs/").unwrap();
+        let (path, _) = packs.iter().max_by_key(|(_, size)| *size).unwrap().clone();
+        let mut bytes = remote.backend.get(&path).unwrap().unwrap();
+        bytes[100] ^= 1;
+        remote.backend.put(&path, bytes).unwrap();
+
+        let other = Store::open(&dir.path().join("b")).unwrap();
+        let known = Known::refresh(&other, &remote).unwrap();
+        let err = fetch(&other, &remote, &known, head, &HashSet::new(), &Silent).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("is damaged") && msg.contains(&path), "{msg}");
+    }
+}
