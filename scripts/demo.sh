@@ -29,5 +29,15 @@ $dot branch "$name"
 $dot log "$name"
 echo "== dot list"
 $dot list
+echo "== dot push to a directory remote, dot clone into a second store"
+remote_dir=$(mktemp -d)
+other_home=$(mktemp -d)
+$dot remote add "$name" "$remote_dir"
+$dot push "$name" "$name"
+DOT_HOME=$other_home $dot remote add origin "$remote_dir"
+DOT_HOME=$other_home $dot clone origin "$name"
+echo "the clone's greeting says: $(cat "$(DOT_HOME=$other_home $dot path "$name")/greeting")"
+$dot remote rm "$name"
+rm -rf "$remote_dir" "$other_home"
 $dot rm -f "$name"
-echo "== done: the demo dot was removed; try dot init with your own data directory"
+echo "== done: the demo dot and remote were removed; try dot init with your own data directory"

@@ -298,8 +298,12 @@ impl Store {
         let stored = self
             .read_stored(entry.pack, &entry.slot)
             .map_err(|e| damaged(e.to_string()))?;
-        let raw =
-            pack::decode_stored(entry.slot.codec, entry.slot.raw_len, stored).map_err(damaged)?;
+        let raw = match pack::decode_stored(entry.slot.codec, entry.slot.raw_len, &stored)
+            .map_err(damaged)?
+        {
+            std::borrow::Cow::Owned(raw) => raw,
+            std::borrow::Cow::Borrowed(_) => stored,
+        };
         if Id::of(&raw) != *id {
             return Err(damaged("content does not match its id".into()));
         }

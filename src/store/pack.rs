@@ -12,6 +12,7 @@
 //!
 //! `offset` is where a record's stored bytes begin.
 
+use std::borrow::Cow;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -147,13 +148,15 @@ fn encode_tail(entries: &[(Id, Slot)], len: u64) -> Vec<u8> {
     tail
 }
 
-/// Recovers an object's raw bytes from its stored form. The caller checks
-/// the id.
-pub fn decode_stored(codec: u8, raw_len: u32, stored: Vec<u8>) -> Result<Vec<u8>, String> {
+/// Recovers an object's raw bytes from its stored form (borrowed when
+/// stored raw). The caller checks the id.
+pub fn decode_stored(codec: u8, raw_len: u32, stored: &[u8]) -> Result<Cow<'_, [u8]>, String> {
     let raw = match codec {
-        CODEC_RAW => stored,
-        CODEC_ZSTD => zstd::bulk::decompress(&stored, raw_len as usize)
-            .map_err(|e| format!("cannot decompress: {e}"))?,
+        CODEC_RAW => Cow::Borrowed(stored),
+        CODEC_ZSTD => Cow::Owned(
+            zstd::bulk::decompress(stored, raw_len as usize)
+                .map_err(|e| format!("cannot decompress: {e}"))?,
+        ),
         other => return Err(format!("unknown codec {other}")),
     };
     if raw.len() != raw_len as usize {

@@ -438,15 +438,9 @@ impl Backend for ObjectBackend {
     }
 }
 
+/// A name no other process or thread picks at the same time: the clock,
+/// pid and thread hashed.
 fn random_hex() -> String {
-    let mut b = [0u8; 8];
-    getrandom(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// Randomness for temporary names: the clock and pid hashed, enough to
-/// keep two processes' temporary names apart.
-fn getrandom(out: &mut [u8]) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
@@ -456,6 +450,5 @@ fn getrandom(out: &mut [u8]) {
         std::process::id(),
         std::thread::current().id()
     );
-    let h = blake3::hash(seed.as_bytes());
-    out.copy_from_slice(&h.as_bytes()[..out.len()]);
+    blake3::hash(seed.as_bytes()).to_hex()[..16].to_string()
 }

@@ -219,7 +219,7 @@ fn read_span(
             what: format!("object {} in {path}", id.short()),
             why: why.to_string(),
         };
-        let raw = pack::decode_stored(loc.slot.codec, loc.slot.raw_len, stored.to_vec())
+        let raw = pack::decode_stored(loc.slot.codec, loc.slot.raw_len, stored)
             .map_err(|e| damaged(&e))?;
         if Id::of(&raw) != *id {
             return Err(damaged("its content does not match its id"));
@@ -227,7 +227,7 @@ fn read_span(
         store.put_verified(*kind, id, loc.slot.codec, loc.slot.raw_len, stored)?;
         progress.advance(u64::from(loc.slot.stored_len));
         if keep {
-            kept.push((*id, raw));
+            kept.push((*id, raw.into_owned()));
         }
     }
     Ok(kept)

@@ -265,10 +265,9 @@ fn upload(
                     break;
                 }
                 let stored = store.read_stored(entry.pack, &entry.slot)?;
-                let raw = pack::decode_stored(entry.slot.codec, entry.slot.raw_len, stored.clone())
-                    .ok()
-                    .filter(|raw| Id::of(raw) == *id);
-                if raw.is_none() {
+                let intact = pack::decode_stored(entry.slot.codec, entry.slot.raw_len, &stored)
+                    .is_ok_and(|raw| Id::of(&raw) == *id);
+                if !intact {
                     return Err(StoreError::Damaged {
                         id: *id,
                         pack: format!("{:016x}", entry.pack),
