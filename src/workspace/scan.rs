@@ -221,13 +221,17 @@ impl<'a> Scanner<'a> {
             let leaves: Vec<Leaf> = cuts
                 .par_iter()
                 .map(|&(off, n)| {
-                    let data = &map[off..off + n];
+                    // A private copy: a writer racing the commit may change
+                    // the mapped bytes between hashing and compressing, and
+                    // the store must never hold bytes that do not match
+                    // their id. (The commit still fails on such a race.)
+                    let data = map[off..off + n].to_vec();
                     self.progress.advance(n as u64);
-                    if is_zero(data) {
+                    if is_zero(&data) {
                         return Ok(Leaf::Zero(n as u64));
                     }
-                    let id = Id::of(data);
-                    self.objects.put(Kind::Chunk, &id, data)?;
+                    let id = Id::of(&data);
+                    self.objects.put(Kind::Chunk, &id, &data)?;
                     Ok(Leaf::Chunk(ChunkId(id), n as u32))
                 })
                 .collect::<crate::tree::Result<_>>()?;
