@@ -170,25 +170,34 @@ fn subdots_and_branches_travel_together() {
     .ok();
 
     remote.add(&b, "hub");
-    b.dot(&[
-        "clone",
-        "hub",
-        "pete/shop",
-        "--local-name",
-        "bug",
-        "--branch",
-        "bug-16637",
-    ])
-    .ok();
-    same_tree(&a, &b, "shop.orders", "bug.orders");
-    same_tree(&a, &b, "shop.catalog", "bug.catalog");
     b.dot(&["clone", "hub", "pete/shop"]).ok();
     assert_eq!(
         fs::read(b.path("pete/shop.orders").join("t")).unwrap(),
         b"order 1\n"
     );
     assert_eq!(b.commits("pete/shop"), 1);
-    // The second clone found every catalog chunk in the first one.
+    let second = b
+        .dot(&[
+            "clone",
+            "hub",
+            "pete/shop",
+            "--local-name",
+            "bug",
+            "--branch",
+            "bug-16637",
+        ])
+        .ok()
+        .out;
+    same_tree(&a, &b, "shop.orders", "bug.orders");
+    same_tree(&a, &b, "shop.catalog", "bug.catalog");
+    // The catalog came with the first clone, into another local dot: only
+    // the new commit and what changed in orders travel.
+    assert!(
+        number_before(&second, "objects already here") >= 2,
+        "{second}"
+    );
+    assert!(number_before(&second, "objects received") <= 6, "{second}");
+    assert_eq!(b.commits("bug"), 2);
     b.fsck_ok();
 }
 
@@ -414,6 +423,62 @@ fn a_push_killed_midway_resumes_without_sending_again() {
         .unwrap_or_else(|| panic!("no MiB sent in {out}"));
     assert!(sent_mib < 43.5, "{out}");
     b.dot(&["clone", "hub", "app"]).ok();
+    same_tree(&a, &b, "app", "app");
+    b.fsck_ok();
+}
+
+#[test]
+fn a_clone_killed_midway_resumes_without_fetching_again() {
+    let a = Env::new();
+    let remote = Remote::s3();
+    a.dot(&["init", "app"]).ok();
+    for i in 0..3 {
+        write(
+            &a.path("app").join(format!("f{i}")),
+            &noise(16 << 20, 40 + i),
+        );
+    }
+    a.dot(&["commit", "-m", "big"]).ok();
+    remote.add(&a, "hub");
+    a.dot(&["push", "hub", "app"]).ok();
+
+    let b = Env::new();
+    remote.add(&b, "hub");
+    let mut child = b
+        .cmd(&["clone", "hub", "app"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // A batch of received chunks is durable once its pack is sealed and
+    // indexed; the next batch then opens a new pack (the metadata pack is
+    // number 1, the first chunk pack 2).
+    let durable = || {
+        b.home
+            .join("packs")
+            .join(format!("{:016x}.pack", 3))
+            .exists()
+    };
+    let start = Instant::now();
+    while !durable() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the clone ended before it could be killed"
+        );
+        assert!(start.elapsed() < Duration::from_secs(60), "nothing arrived");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let r = b.dot(&["path", "app"]).fails();
+    assert!(
+        r.err.contains("does not exist"),
+        "no dot before the data: {}",
+        r.err
+    );
+
+    let out = b.dot(&["clone", "hub", "app"]).ok().out;
+    assert!(number_before(&out, "objects already here") >= 100, "{out}");
     same_tree(&a, &b, "app", "app");
     b.fsck_ok();
 }

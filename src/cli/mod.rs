@@ -151,7 +151,7 @@ impl Progress for Bar {
             b.reset();
             b.set_length(total);
             let template = if total > 0 {
-                "{msg} {bytes} / {total_bytes} [{wide_bar}] {percent}% {bytes_per_sec}"
+                "{msg} {bytes} / {total_bytes} [{wide_bar}] {percent_precise}% {bytes_per_sec}"
             } else {
                 "{msg} {bytes} {bytes_per_sec} {spinner}"
             };

@@ -1,10 +1,10 @@
 //! `dot remote`, `dot push`, `dot pull` and `dot clone`.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use dot::progress::Progress;
 use dot::repo::remote::PullReport;
-use dot::repo::{human_bytes, Repo};
+use dot::repo::{human_bytes, Repo, RepoError};
 
 #[derive(Args)]
 pub struct RemoteArgs {
@@ -154,7 +154,13 @@ pub fn push(repo: &Repo, a: PushArgs, progress: &dyn Progress) -> Result<()> {
 }
 
 pub fn pull(repo: &Repo, a: PullArgs, progress: &dyn Progress) -> Result<()> {
-    let cfg = repo.resolve_dot(a.dot.as_deref())?;
+    let cfg = match repo.resolve_dot(a.dot.as_deref()) {
+        Err(RepoError::NoSuchDot(name)) => bail!(
+            "dot {name} does not exist here; to fetch it, run dot clone {} {name}",
+            a.remote.as_deref().unwrap_or("REMOTE")
+        ),
+        r => r?,
+    };
     let r = repo.pull(
         &cfg,
         a.remote.as_deref(),

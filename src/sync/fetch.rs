@@ -9,8 +9,6 @@
 //! is stored, and nothing moves a ref here.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 use super::layout::{self, Located};
 use super::{Known, Remote, Result, SyncError};
@@ -27,6 +25,9 @@ const READERS: usize = 8;
 const MAX_GAP: u64 = 256 << 10;
 /// The most one request reads.
 const MAX_SPAN: u64 = 16 << 20;
+/// Received chunks are made durable (their packs sealed and indexed) after
+/// about this many bytes, so an interrupted pull keeps what it received.
+const SEAL_EVERY: u64 = 32 << 20;
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct FetchStats {
@@ -104,7 +105,22 @@ pub fn fetch(
         .map(|(_, _, l)| u64::from(l.slot.stored_len))
         .sum();
     progress.start("receiving", total);
-    read(store, remote, &chunks, false, &mut stats, progress)?;
+    chunks.sort_by_key(|(_, _, l)| (l.pack, l.slot.offset));
+    let mut rest = &chunks[..];
+    while !rest.is_empty() {
+        let mut bytes = 0;
+        let n = rest
+            .iter()
+            .take_while(|(_, _, l)| {
+                bytes += u64::from(l.slot.stored_len);
+                bytes <= SEAL_EVERY
+            })
+            .count()
+            .max(1);
+        read(store, remote, &rest[..n], false, &mut stats, progress)?;
+        store.flush()?;
+        rest = &rest[n..];
+    }
     progress.finish();
     store.flush()?;
     Ok(stats)
@@ -129,37 +145,13 @@ fn read(
     progress: &dyn Progress,
 ) -> Result<Vec<(Id, Vec<u8>)>> {
     let spans = coalesce(objects);
-    let kept = Mutex::new(Vec::new());
-    let failure = Mutex::new(None);
-    let received = AtomicUsize::new(0);
-    let next = AtomicUsize::new(0);
-    std::thread::scope(|s| {
-        for _ in 0..spans.len().min(READERS) {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if failure.lock().expect("lock").is_some() {
-                    return;
-                }
-                let Some(span) = spans.get(i) else {
-                    return;
-                };
-                match read_span(store, remote, span, keep, progress) {
-                    Ok(raws) => {
-                        received.fetch_add((span.end - span.start) as usize, Ordering::Relaxed);
-                        kept.lock().expect("lock").extend(raws);
-                    }
-                    Err(e) => *failure.lock().expect("lock") = Some(e),
-                }
-            });
-        }
-    });
-    if let Some(e) = failure.into_inner().expect("lock") {
-        return Err(e);
-    }
+    let kept = super::parallel(&spans, READERS, |span| {
+        read_span(store, remote, span, keep, progress)
+    })?;
     stats.objects_received += objects.len() as u64;
-    stats.bytes_received += received.into_inner() as u64;
+    stats.bytes_received += spans.iter().map(|s| s.end - s.start).sum::<u64>();
     stats.requests += spans.len() as u64;
-    Ok(kept.into_inner().expect("lock"))
+    Ok(kept.into_iter().flatten().collect())
 }
 
 /// Groups objects into as few ranged reads as the gap and span limits allow.

@@ -8,7 +8,6 @@
 //! is gone (the remote was wiped or rewritten), the cache starts over.
 
 use std::collections::HashSet;
-use std::sync::Mutex;
 
 use super::layout::{self, Located};
 use super::{Remote, Result, SyncError};
@@ -54,25 +53,8 @@ impl<'a> Known<'a> {
             seen.clear();
         }
         let todo: Vec<Id> = listed.difference(&seen).copied().collect();
-        let failure = Mutex::new(None);
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        std::thread::scope(|s| {
-            for _ in 0..todo.len().min(8) {
-                s.spawn(|| loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if i >= todo.len() || failure.lock().expect("lock").is_some() {
-                        return;
-                    }
-                    if let Err(e) = known.load_index(remote, &todo[i]) {
-                        *failure.lock().expect("lock") = Some(e);
-                    }
-                });
-            }
-        });
-        match failure.into_inner().expect("lock") {
-            Some(e) => Err(e),
-            None => Ok(known),
-        }
+        super::parallel(&todo, 8, |id| known.load_index(remote, id))?;
+        Ok(known)
     }
 
     fn key(&self, tag: u8, id: &[u8]) -> Vec<u8> {

@@ -45,6 +45,44 @@ pub enum SyncError {
 
 pub type Result<T> = std::result::Result<T, SyncError>;
 
+/// Runs `f` on every item from up to `workers` threads (remote requests
+/// wait on the network, not the CPU) and returns the results in item
+/// order. After the first error no new item starts, and that error is
+/// returned.
+fn parallel<T: Sync, R: Send>(
+    items: &[T],
+    workers: usize,
+    f: impl Fn(&T) -> Result<R> + Sync,
+) -> Result<Vec<R>> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    let next = AtomicUsize::new(0);
+    let done = Mutex::new(Vec::with_capacity(items.len()));
+    let failure = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..items.len().min(workers) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= items.len() || failure.lock().expect("lock").is_some() {
+                    return;
+                }
+                match f(&items[i]) {
+                    Ok(r) => done.lock().expect("lock").push((i, r)),
+                    Err(e) => {
+                        failure.lock().expect("lock").get_or_insert(e);
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = failure.into_inner().expect("lock") {
+        return Err(e);
+    }
+    let mut done = done.into_inner().expect("lock");
+    done.sort_by_key(|(i, _)| *i);
+    Ok(done.into_iter().map(|(_, r)| r).collect())
+}
+
 /// A named remote and its storage.
 pub struct Remote {
     pub name: String,

@@ -13,7 +13,7 @@
 //! them instead of sending those again.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::sync_channel;
 use std::sync::Mutex;
 
@@ -135,28 +135,8 @@ fn leftovers(remote: &Remote, known: &Known) -> Result<HashMap<Id, Located>> {
             }
         }
     }
-    let found = Mutex::new(HashMap::new());
-    let failure = Mutex::new(None);
-    let next = AtomicUsize::new(0);
-    std::thread::scope(|s| {
-        for _ in 0..orphans.len().min(8) {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(&(id, size)) = orphans.get(i) else {
-                    return;
-                };
-                match read_trailer(remote, &id, size) {
-                    Ok(Some(objects)) => found.lock().expect("lock").extend(objects),
-                    Ok(None) => {}
-                    Err(e) => *failure.lock().expect("lock") = Some(e),
-                }
-            });
-        }
-    });
-    match failure.into_inner().expect("lock") {
-        Some(e) => Err(e),
-        None => Ok(found.into_inner().expect("lock")),
-    }
+    let found = super::parallel(&orphans, 8, |(id, size)| read_trailer(remote, id, *size))?;
+    Ok(found.into_iter().flatten().flatten().collect())
 }
 
 /// A remote pack's objects, from its header and trailer; None when the
@@ -212,7 +192,8 @@ fn upload(
     pack_target: usize,
     progress: &dyn Progress,
 ) -> Result<Sent> {
-    let (tx, rx) = sync_channel::<(Id, Vec<u8>)>(1);
+    // (pack id, pack bytes, record bytes: what the progress bar counts)
+    let (tx, rx) = sync_channel::<(Id, Vec<u8>, u64)>(1);
     let rx = Mutex::new(rx);
     let failed = AtomicBool::new(false);
     let failure = Mutex::new(None);
@@ -224,15 +205,14 @@ fn upload(
     std::thread::scope(|s| {
         for _ in 0..UPLOADERS {
             s.spawn(|| loop {
-                let Ok((id, bytes)) = rx.lock().expect("lock").recv() else {
+                let Ok((id, bytes, records)) = rx.lock().expect("lock").recv() else {
                     return;
                 };
                 if failed.load(Ordering::Relaxed) {
                     continue;
                 }
-                let len = bytes.len() as u64;
                 match remote.backend.put(&layout::pack_path(&id), bytes) {
-                    Ok(()) => progress.advance(len),
+                    Ok(()) => progress.advance(records),
                     Err(e) => {
                         failed.store(true, Ordering::Relaxed);
                         *failure.lock().expect("lock") = Some(remote.err()(e));
@@ -245,6 +225,10 @@ fn upload(
             let seal = |buf: PackBuf, kind: Kind, sent: &mut Sent| {
                 let (bytes, entries) = buf.seal();
                 let id = Id::of(&bytes);
+                let records = entries
+                    .iter()
+                    .map(|(_, s)| u64::from(s.stored_len) + pack::RECORD_HEADER_LEN)
+                    .sum();
                 sent.located.extend(entries.into_iter().map(|(oid, slot)| {
                     (
                         oid,
@@ -258,7 +242,7 @@ fn upload(
                 sent.packs += 1;
                 sent.bytes += bytes.len() as u64;
                 // A closed channel means every uploader has stopped.
-                let _ = tx.send((id, bytes));
+                let _ = tx.send((id, bytes, records));
             };
             for (id, entry) in send {
                 if failed.load(Ordering::Relaxed) {
