@@ -225,14 +225,19 @@ impl<'a> Scanner<'a> {
                     // the mapped bytes between hashing and compressing, and
                     // the store must never hold bytes that do not match
                     // their id. (The commit still fails on such a race.)
-                    let data = map[off..off + n].to_vec();
+                    // One buffer per thread, so the copy stays in cache.
+                    thread_local!(static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) });
                     self.progress.advance(n as u64);
-                    if is_zero(&data) {
-                        return Ok(Leaf::Zero(n as u64));
-                    }
-                    let id = Id::of(&data);
-                    self.objects.put(Kind::Chunk, &id, &data)?;
-                    Ok(Leaf::Chunk(ChunkId(id), n as u32))
+                    BUF.with_borrow_mut(|data| {
+                        data.clear();
+                        data.extend_from_slice(&map[off..off + n]);
+                        if is_zero(data) {
+                            return Ok(Leaf::Zero(n as u64));
+                        }
+                        let id = Id::of(data);
+                        self.objects.put(Kind::Chunk, &id, data)?;
+                        Ok(Leaf::Chunk(ChunkId(id), n as u32))
+                    })
                 })
                 .collect::<crate::tree::Result<_>>()?;
             let consumed: u64 = leaves.iter().map(Leaf::len).sum();
