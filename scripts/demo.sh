@@ -35,7 +35,7 @@ other_home=$(mktemp -d)
 $dot remote add "$name" "$remote_dir"
 $dot push "$name" "$name"
 DOT_HOME=$other_home $dot remote add origin "$remote_dir"
-DOT_HOME=$other_home $dot clone origin "$name"
+DOT_HOME=$other_home $dot clone origin "$name" --branch experiment
 echo "the clone's greeting says: $(cat "$(DOT_HOME=$other_home $dot path "$name")/greeting")"
 $dot remote rm "$name"
 rm -rf "$remote_dir" "$other_home"

@@ -1,6 +1,7 @@
 //! Dots, subdots and branches, and the operations the command line offers:
 //! init, commit, log, diff, reset, checkout, branch, list, switch, rm, gc,
-//! fsck. This is the library API; the CLI only parses and prints.
+//! fsck (and, in `remote`, push, pull and clone). This is the library API;
+//! the CLI only parses and prints.
 //!
 //! Index keys (docs/design.md): `meta` holds `dot/<name>` (JSON
 //! `DotConfig`), `current`, `config/<key>` and `journal/<dot>`; `refs` holds
