@@ -75,6 +75,18 @@ fn same_tree(a: &Env, b: &Env, dot_a: &str, dot_b: &str) {
     assert_eq!(snapshot(&a.path(dot_a)), snapshot(&b.path(dot_b)));
 }
 
+/// `a` commits `content` as file `f` of dot app and pushes it to `remote`
+/// (added as hub); `b` adds the remote and clones the dot.
+fn published(remote: &Remote, a: &Env, b: &Env, content: &[u8]) {
+    a.dot(&["init", "app"]).ok();
+    write(&a.path("app").join("f"), content);
+    a.dot(&["commit", "-m", "published"]).ok();
+    remote.add(a, "hub");
+    a.dot(&["push", "hub", "app"]).ok();
+    remote.add(b, "hub");
+    b.dot(&["clone", "hub", "app"]).ok();
+}
+
 /// Push, clone into a fresh DOT_HOME, push a small change, pull it.
 fn round_trip(make: impl Fn(&Env) -> Remote) {
     let a = Env::new();
@@ -206,13 +218,7 @@ fn non_fast_forward_is_refused_unless_forced() {
     let a = Env::new();
     let b = Env::new();
     let remote = Remote::file(&a);
-    a.dot(&["init", "app"]).ok();
-    write(&a.path("app").join("f"), b"base\n");
-    a.dot(&["commit", "-m", "base"]).ok();
-    remote.add(&a, "hub");
-    a.dot(&["push", "hub", "app"]).ok();
-    remote.add(&b, "hub");
-    b.dot(&["clone", "hub", "app"]).ok();
+    published(&remote, &a, &b, b"base\n");
 
     write(&b.path("app").join("f"), b"theirs\n");
     b.dot(&["commit", "-m", "theirs"]).ok();
@@ -244,13 +250,7 @@ fn pull_is_refused_while_the_branch_has_uncommitted_changes() {
     let a = Env::new();
     let b = Env::new();
     let remote = Remote::file(&a);
-    a.dot(&["init", "app"]).ok();
-    write(&a.path("app").join("f"), b"one\n");
-    a.dot(&["commit", "-m", "one"]).ok();
-    remote.add(&a, "hub");
-    a.dot(&["push", "hub", "app"]).ok();
-    remote.add(&b, "hub");
-    b.dot(&["clone", "hub", "app"]).ok();
+    published(&remote, &a, &b, b"one\n");
     write(&a.path("app").join("f"), b"two\n");
     a.dot(&["commit", "-m", "two"]).ok();
     a.dot(&["push"]).ok();
@@ -308,13 +308,8 @@ fn racing_pushes_one_wins_and_nothing_is_lost() {
         "exactly one push wins: {:?}",
         runs.iter().map(|r| &r.err).collect::<Vec<_>>()
     );
-    let loser = 1 - winners[0];
-    let loser_run = Run {
-        out: runs[loser].out.clone(),
-        err: runs[loser].err.clone(),
-        code: runs[loser].code,
-    }
-    .fails();
+    let (winner, loser) = (winners[0], 1 - winners[0]);
+    let loser_run = runs.into_iter().nth(loser).unwrap().fails();
     assert!(loser_run.err.contains("dot pull"), "{}", loser_run.err);
 
     let c = Env::new();
@@ -322,7 +317,7 @@ fn racing_pushes_one_wins_and_nothing_is_lost() {
     c.dot(&["clone", "hub", "app"]).ok();
     assert_eq!(
         c.head("app").unwrap(),
-        heads[winners[0]],
+        heads[winner],
         "the winner's commit is on the remote"
     );
     // The loser keeps its commit and can still publish it on a branch.
@@ -346,19 +341,14 @@ fn racing_pushes_one_wins_and_nothing_is_lost() {
 /// Lists keys under a prefix of the test S3 server (moto does not check
 /// signatures, so a plain GET lists).
 fn s3_keys(url: &str, prefix: &str) -> usize {
-    use std::io::{Read, Write};
     let rest = url.strip_prefix("s3://").unwrap();
     let (bucket, root) = rest.split_once('/').unwrap();
-    let port = util::s3().port;
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        s,
-        "GET /{bucket}?list-type=2&prefix={root}/{prefix} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    util::s3_request(
+        "GET",
+        &format!("/{bucket}?list-type=2&prefix={root}/{prefix}"),
     )
-    .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    body.matches("<Key>").count()
+    .matches("<Key>")
+    .count()
 }
 
 #[test]
@@ -488,13 +478,7 @@ fn a_tampered_remote_object_fails_the_pull_and_changes_nothing() {
     let a = Env::new();
     let b = Env::new();
     let remote = Remote::webdav(&a);
-    a.dot(&["init", "app"]).ok();
-    write(&a.path("app").join("f"), &noise(500_000, 3));
-    a.dot(&["commit", "-m", "one"]).ok();
-    remote.add(&a, "hub");
-    a.dot(&["push", "hub", "app"]).ok();
-    remote.add(&b, "hub");
-    b.dot(&["clone", "hub", "app"]).ok();
+    published(&remote, &a, &b, &noise(500_000, 3));
     let before = b.head("app");
 
     write(&a.path("app").join("f"), &noise(500_000, 4));

@@ -74,7 +74,7 @@ enum Command {
     /// Send a branch to a remote, moving only the data it lacks.
     Push(remote::PushArgs),
     /// Fetch a branch from a remote and fast-forward to it.
-    Pull(remote::PullArgs),
+    Pull(remote::TargetArgs),
     /// Make a new local dot from a remote one.
     Clone(remote::CloneArgs),
 }

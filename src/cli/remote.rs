@@ -3,7 +3,7 @@
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use dot::progress::Progress;
-use dot::repo::remote::PullReport;
+use dot::repo::remote::{PullReport, Target};
 use dot::repo::{human_bytes, Repo, RepoError};
 
 #[derive(Args)]
@@ -37,8 +37,9 @@ enum RemoteCommand {
     Rm { name: String },
 }
 
+/// What a push or pull moves, and where.
 #[derive(Args)]
-pub struct PushArgs {
+pub struct TargetArgs {
     /// The remote (default: the branch's upstream).
     remote: Option<String>,
     /// The dot (default: the current dot).
@@ -46,26 +47,28 @@ pub struct PushArgs {
     /// The dot's name on the remote (default: its local name).
     #[arg(long)]
     remote_name: Option<String>,
-    /// The branch to push (default: the dot's current branch).
+    /// The branch (default: the dot's current branch).
     #[arg(long)]
     branch: Option<String>,
-    /// Replace the remote branch even if that drops commits it has.
-    #[arg(long)]
-    force: bool,
+}
+
+impl TargetArgs {
+    fn target(&self) -> Target<'_> {
+        Target {
+            remote: self.remote.as_deref(),
+            remote_dot: self.remote_name.as_deref(),
+            branch: self.branch.as_deref(),
+        }
+    }
 }
 
 #[derive(Args)]
-pub struct PullArgs {
-    /// The remote (default: the branch's upstream).
-    remote: Option<String>,
-    /// The dot (default: the current dot).
-    dot: Option<String>,
-    /// The dot's name on the remote (default: its local name).
+pub struct PushArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Replace the remote branch even if that drops commits it has.
     #[arg(long)]
-    remote_name: Option<String>,
-    /// The branch to pull (default: the dot's current branch).
-    #[arg(long)]
-    branch: Option<String>,
+    force: bool,
 }
 
 #[derive(Args)]
@@ -116,15 +119,8 @@ pub fn remote(repo: &Repo, a: RemoteArgs) -> Result<()> {
 }
 
 pub fn push(repo: &Repo, a: PushArgs, progress: &dyn Progress) -> Result<()> {
-    let cfg = repo.resolve_dot(a.dot.as_deref())?;
-    let r = repo.push(
-        &cfg,
-        a.remote.as_deref(),
-        a.remote_name.as_deref(),
-        a.branch.as_deref(),
-        a.force,
-        progress,
-    )?;
+    let cfg = repo.resolve_dot(a.target.dot.as_deref())?;
+    let r = repo.push(&cfg, &a.target.target(), a.force, progress)?;
     let to = format!("{} {} {}", r.to.remote, r.to.dot, r.to.branch);
     if r.up_to_date {
         println!("{to} is up to date at {}", r.commit.short());
@@ -153,7 +149,7 @@ pub fn push(repo: &Repo, a: PushArgs, progress: &dyn Progress) -> Result<()> {
     Ok(())
 }
 
-pub fn pull(repo: &Repo, a: PullArgs, progress: &dyn Progress) -> Result<()> {
+pub fn pull(repo: &Repo, a: TargetArgs, progress: &dyn Progress) -> Result<()> {
     let cfg = match repo.resolve_dot(a.dot.as_deref()) {
         Err(RepoError::NoSuchDot(name)) => bail!(
             "dot {name} does not exist here; to fetch it, run dot clone {} {name}",
@@ -161,13 +157,7 @@ pub fn pull(repo: &Repo, a: PullArgs, progress: &dyn Progress) -> Result<()> {
         ),
         r => r?,
     };
-    let r = repo.pull(
-        &cfg,
-        a.remote.as_deref(),
-        a.remote_name.as_deref(),
-        a.branch.as_deref(),
-        progress,
-    )?;
+    let r = repo.pull(&cfg, &a.target(), progress)?;
     if r.up_to_date {
         println!(
             "branch {} of dot {} is up to date with {} ({})",

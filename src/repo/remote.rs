@@ -44,6 +44,16 @@ pub struct Upstream {
     pub branch: String,
 }
 
+/// What a push or pull names. Each part left out defaults: the remote to
+/// the branch's upstream, the remote dot to the upstream's or the local
+/// name, the branch to the dot's current branch.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Target<'a> {
+    pub remote: Option<&'a str>,
+    pub remote_dot: Option<&'a str>,
+    pub branch: Option<&'a str>,
+}
+
 pub struct PushReport {
     pub to: Upstream,
     pub commit: CommitId,
@@ -299,16 +309,17 @@ impl Repo {
         );
     }
 
-    /// Where a push or pull of `branch` goes: the arguments, else the
-    /// branch's upstream.
-    fn target(
+    /// The local branch a push or pull moves, and where it goes: the
+    /// arguments, else the branch's upstream.
+    fn resolve_target(
         &self,
         cfg: &DotConfig,
-        branch: &str,
-        remote: Option<&str>,
-        remote_dot: Option<&str>,
+        t: &Target,
         verb: &str,
-    ) -> Result<Upstream> {
+    ) -> Result<(String, Upstream)> {
+        let branch = t.branch.unwrap_or(&cfg.head);
+        check_branch(branch)?;
+        let (remote, remote_dot) = (t.remote, t.remote_dot);
         let up = self.upstream(&cfg.name, branch)?;
         let target = match (remote, up) {
             (Some(r), up) => Upstream {
@@ -333,7 +344,7 @@ impl Repo {
             }
         };
         check_dot(&target.dot)?;
-        Ok(target)
+        Ok((branch.to_string(), target))
     }
 
     // ---- history ----
@@ -374,21 +385,18 @@ impl Repo {
     pub fn push(
         &self,
         cfg: &DotConfig,
-        remote: Option<&str>,
-        remote_dot: Option<&str>,
-        branch: Option<&str>,
+        target: &Target,
         force: bool,
         progress: &dyn Progress,
     ) -> Result<PushReport> {
-        let branch = branch.unwrap_or(&cfg.head);
-        check_branch(branch)?;
+        let (branch, to) = self.resolve_target(cfg, target, "push")?;
+        let branch = branch.as_str();
         let head = self.branch_commit(&cfg.name, branch)?.ok_or_else(|| {
             RepoError::Usage(format!(
                 "branch {branch} of dot {} has no commits yet; commit first",
                 cfg.name
             ))
         })?;
-        let to = self.target(cfg, branch, remote, remote_dot, "push")?;
         let r = self.open_remote(&to.remote, true)?;
         let current = r.read_ref(&to.dot, &to.branch)?;
         let mut report = PushReport {
@@ -439,14 +447,11 @@ impl Repo {
     pub fn pull(
         &self,
         cfg: &DotConfig,
-        remote: Option<&str>,
-        remote_dot: Option<&str>,
-        branch: Option<&str>,
+        target: &Target,
         progress: &dyn Progress,
     ) -> Result<PullReport> {
-        let branch = branch.unwrap_or(&cfg.head);
-        check_branch(branch)?;
-        let from = self.target(cfg, branch, remote, remote_dot, "pull")?;
+        let (branch, from) = self.resolve_target(cfg, target, "pull")?;
+        let branch = branch.as_str();
         let old = match self.branch_commit(&cfg.name, branch) {
             Ok(c) => c,
             Err(RepoError::NoSuchBranch { .. }) => None,

@@ -573,6 +573,19 @@ fn sync_dir(dir: &Path) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// Incompressible bytes (xorshift), so their size in a pack is known.
+    fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
     #[test]
     fn put_get_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
@@ -621,16 +634,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
         let keep = vec![1u8; 50_000];
-        // Incompressible, so its bytes in the pack are measurable.
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let drop: Vec<u8> = (0..50_000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let drop = noise(50_000, 0x9e37_79b9_7f4a_7c15);
         let (k, d) = (Id::of(&keep), Id::of(&drop));
         s.put(Kind::Chunk, &k, &keep).unwrap();
         s.put(Kind::Chunk, &d, &drop).unwrap();
@@ -686,15 +690,7 @@ mod tests {
         // A data pack too big to merge, beside small metadata packs only.
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
-        let mut x = 7u64;
-        let big: Vec<u8> = (0..PACK_TARGET / 8 + (1 << 20))
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let big = noise((PACK_TARGET / 8 + (1 << 20)) as usize, 7);
         for piece in big.chunks(1 << 20) {
             s.put(Kind::Chunk, &Id::of(piece), piece).unwrap();
         }

@@ -159,13 +159,7 @@ impl ObjectBackend {
                 b = b.with_token(t);
             }
             let store = b.build().map_err(|e| bad(&e.to_string()))?;
-            return Ok(ObjectBackend {
-                store: Arc::new(store),
-                prefix: prefix.trim_matches('/').to_string(),
-                create_by: CreateBy::PutIfAbsent,
-                runtime: runtime()?,
-                made_dirs: Default::default(),
-            });
+            return ObjectBackend::new(store, prefix, CreateBy::PutIfAbsent);
         }
         if url.starts_with("http://") || url.starts_with("https://") {
             let mut headers = http::HeaderMap::new();
@@ -207,13 +201,7 @@ impl ObjectBackend {
                 .with_retry(retry())
                 .build()
                 .map_err(|e| bad(&e.to_string()))?;
-            return Ok(ObjectBackend {
-                store: Arc::new(store),
-                prefix: prefix.trim_matches('/').to_string(),
-                create_by: CreateBy::CopyIfAbsent,
-                runtime: runtime()?,
-                made_dirs: Default::default(),
-            });
+            return ObjectBackend::new(store, prefix, CreateBy::CopyIfAbsent);
         }
         let path = match url.strip_prefix("file://") {
             Some(p) => p,
@@ -233,10 +221,14 @@ impl ObjectBackend {
             return Err(BackendError::NotFound(format!("the directory {path}")));
         }
         let store = LocalFileSystem::new_with_prefix(path).map_err(|e| bad(&e.to_string()))?;
+        ObjectBackend::new(store, "", CreateBy::PutIfAbsent)
+    }
+
+    fn new(store: impl ObjectStore, prefix: &str, create_by: CreateBy) -> Result<ObjectBackend> {
         Ok(ObjectBackend {
             store: Arc::new(store),
-            prefix: String::new(),
-            create_by: CreateBy::PutIfAbsent,
+            prefix: prefix.trim_matches('/').to_string(),
+            create_by,
             runtime: runtime()?,
             made_dirs: Default::default(),
         })
@@ -244,13 +236,7 @@ impl ObjectBackend {
 
     /// An empty in-memory remote, for tests.
     pub fn memory() -> ObjectBackend {
-        ObjectBackend {
-            store: Arc::new(InMemory::new()),
-            prefix: String::new(),
-            create_by: CreateBy::PutIfAbsent,
-            runtime: runtime().expect("tokio runtime"),
-            made_dirs: Default::default(),
-        }
+        ObjectBackend::new(InMemory::new(), "", CreateBy::PutIfAbsent).expect("tokio runtime")
     }
 
     fn path(&self, p: &str) -> Path {

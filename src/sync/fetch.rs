@@ -55,11 +55,7 @@ pub fn fetch(
     let mut stats = FetchStats::default();
     let mut seen = HashSet::new();
     let mut chunks = Vec::new();
-    let mut level = vec![Link {
-        id: want.0,
-        kind: Kind::Meta,
-        size: 0,
-    }];
+    let mut level = vec![Link::meta(want.0, 0)];
     while !level.is_empty() {
         let mut next = Vec::new();
         let mut missing = Vec::new();

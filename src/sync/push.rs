@@ -100,11 +100,7 @@ fn walk(
 ) -> Result<Vec<(Id, Entry)>> {
     let mut need = Vec::new();
     let mut seen = HashSet::new();
-    let mut stack = vec![Link {
-        id: head.0,
-        kind: Kind::Meta,
-        size: 0,
-    }];
+    let mut stack = vec![Link::meta(head.0, 0)];
     while let Some(link) = stack.pop() {
         if !seen.insert(link.id) {
             continue;

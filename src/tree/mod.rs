@@ -118,7 +118,8 @@ pub struct Link {
 }
 
 impl Link {
-    fn meta(id: Id, size: u64) -> Link {
+    /// A reference to a metadata object.
+    pub fn meta(id: Id, size: u64) -> Link {
         Link {
             id,
             kind: Kind::Meta,

@@ -289,7 +289,6 @@ pub fn s3() -> &'static Server {
 
 /// Creates an S3 bucket on the test server and returns its name.
 pub fn s3_bucket() -> String {
-    use std::io::{Read, Write};
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
     let name = format!(
@@ -297,17 +296,25 @@ pub fn s3_bucket() -> String {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     );
+    let resp = s3_request("PUT", &format!("/{name}"));
+    assert!(resp.starts_with("HTTP/1.1 200"), "create bucket: {resp}");
+    name
+}
+
+/// One unsigned request to the test S3 server (moto checks no
+/// signatures); returns the whole response.
+pub fn s3_request(method: &str, path: &str) -> String {
+    use std::io::{Read, Write};
     let port = s3().port;
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     write!(
         s,
-        "PUT /{name} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
-    assert!(resp.starts_with("HTTP/1.1 200"), "create bucket: {resp}");
-    name
+    resp
 }
 
 /// `rclone serve webdav` over a scratch directory; with `auth`, it asks for
