@@ -67,8 +67,8 @@ pub fn fsck(repo: &Repo) -> Result<ExitCode> {
     }
     if report.errors.is_empty() {
         println!(
-            "ok: {} objects reachable from {} branches verified",
-            report.objects_checked, report.refs_checked
+            "ok: {} objects verified, {} of them reachable from {} branches",
+            report.objects_checked, report.objects_reachable, report.refs_checked
         );
         Ok(ExitCode::SUCCESS)
     } else {
@@ -80,13 +80,30 @@ pub fn fsck(repo: &Repo) -> Result<ExitCode> {
     }
 }
 
-pub fn config(repo: &Repo, key: &str, value: Option<&str>) -> Result<ExitCode> {
-    match value {
+#[derive(Args)]
+pub struct ConfigArgs {
+    /// A setting of this dot (allowSpecialFiles) instead of a user setting.
+    #[arg(long)]
+    dot: Option<String>,
+    key: String,
+    value: Option<String>,
+}
+
+pub fn config(repo: &Repo, a: ConfigArgs) -> Result<ExitCode> {
+    if let Some(dot) = &a.dot {
+        let cfg = repo.resolve_dot(Some(dot))?;
+        match &a.value {
+            Some(v) => repo.dot_config_set(&cfg, &a.key, v)?,
+            None => println!("{}", repo.dot_config_get(&cfg, &a.key)?),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    match a.value.as_deref() {
         Some(v) => {
-            repo.config_set(key, v)?;
+            repo.config_set(&a.key, v)?;
             Ok(ExitCode::SUCCESS)
         }
-        None => match repo.config_get(key)? {
+        None => match repo.config_get(&a.key)? {
             Some(v) => {
                 println!("{v}");
                 Ok(ExitCode::SUCCESS)

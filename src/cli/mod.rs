@@ -65,10 +65,14 @@ enum Command {
     Rm(maintenance::RmArgs),
     /// Free the space of data no branch reaches any more.
     Gc,
-    /// Verify every object reachable from every branch, and every pack.
+    /// Verify every stored object, everything every branch reaches, and
+    /// every pack.
     Fsck,
-    /// Get or set user.name and user.email, recorded in commits.
-    Config { key: String, value: Option<String> },
+    /// Get or set user.name and user.email (recorded in commits), or with
+    /// --dot a setting of one dot: allowSpecialFiles (true lets device
+    /// nodes, setuid and setgid files and security.* attributes from
+    /// remotes be created in its working directories).
+    Config(maintenance::ConfigArgs),
     /// List remotes, or add or remove one.
     Remote(remote::RemoteArgs),
     /// Send a branch to a remote, moving only the data it lacks.
@@ -86,7 +90,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
         match r {
             Ok(dot) => eprintln!("dot: finished an interrupted reset or checkout of dot {dot}"),
             Err((dot, why)) => eprintln!(
-                "dot: could not finish an interrupted reset or checkout of dot {dot}: {why}; fix that and run dot again, or run dot reset --hard to start over"
+                "dot: could not finish an interrupted reset or checkout of dot {dot}: {why}; {}",
+                repo.unfinished_hint(dot)
             ),
         }
     }
@@ -112,7 +117,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Rm(a) => maintenance::rm(&repo, a).map(|_| ok),
         Command::Gc => maintenance::gc(&repo).map(|_| ok),
         Command::Fsck => maintenance::fsck(&repo),
-        Command::Config { key, value } => maintenance::config(&repo, &key, value.as_deref()),
+        Command::Config(a) => maintenance::config(&repo, a),
         Command::Remote(a) => remote::remote(&repo, a).map(|_| ok),
         Command::Push(a) => remote::push(&repo, a, &progress).map(|_| ok),
         Command::Pull(a) => remote::pull(&repo, a, &progress).map(|_| ok),

@@ -82,6 +82,11 @@ pub struct CloneArgs {
     /// The branch to clone (default: master).
     #[arg(long)]
     branch: Option<String>,
+    /// Create device nodes, setuid and setgid files and security.*
+    /// attributes the remote holds (refused otherwise): only for remotes
+    /// everyone who can write to is trusted.
+    #[arg(long)]
+    allow_special_files: bool,
 }
 
 pub fn remote(repo: &Repo, a: RemoteArgs) -> Result<()> {
@@ -186,6 +191,7 @@ pub fn clone(repo: &Repo, a: CloneArgs, progress: &dyn Progress) -> Result<()> {
         &a.dot,
         a.local_name.as_deref(),
         a.branch.as_deref(),
+        a.allow_special_files,
         progress,
     )?;
     println!(

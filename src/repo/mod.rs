@@ -8,11 +8,13 @@
 //! `<dot>\0<branch>` -> 32-byte commit id, or empty for a branch without
 //! commits; `cache` holds `<dot>\0<subdot>\0<path>` stat cache entries.
 
+mod journal;
+mod maintenance;
 pub mod names;
 pub mod remote;
-mod walk;
+mod revision;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -21,16 +23,16 @@ use serde::{Deserialize, Serialize};
 use crate::chunker::{ChunkParams, Chunker};
 use crate::id::{CommitId, Id};
 use crate::progress::Progress;
-use crate::store::{Batch, GcStats, Space, Store, StoreError};
-use crate::tree::commit::{read_root, write_root, Commit, Root, Top};
+use crate::store::{Batch, Space, Store, StoreError};
+use crate::tree::commit::{read_root, write_root, Commit, Root};
 use crate::tree::diff::{diff, Changed};
 use crate::tree::{DryRun, TreeError};
 use crate::workspace::cache::StatCache;
-use crate::workspace::materialize::{CacheOp, Materializer};
 use crate::workspace::scan::Scanner;
 use crate::workspace::WorkspaceError;
+pub use maintenance::FsckReport;
 pub use names::DEFAULT_SUBDOT;
-use names::{check_branch, check_dot, parse_spec};
+use names::{check_branch, check_dot, check_subdot, parse_spec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
@@ -53,6 +55,13 @@ pub enum RepoError {
     },
     #[error("the dot configuration {0} is damaged: {1}")]
     Config(String, String),
+    /// Stored objects that break the format's rules.
+    #[error("{what} is damaged: {why}; run dot fsck")]
+    Damaged { what: String, why: String },
+    /// An operation refused because carrying it out could harm the
+    /// system or the store; the message says why and what to do.
+    #[error("{0}")]
+    Refused(String),
     #[error(transparent)]
     Sync(#[from] crate::sync::SyncError),
 }
@@ -86,9 +95,31 @@ pub struct DotConfig {
     pub head: String,
     pub subdots: BTreeMap<String, SubdotConfig>,
     pub chunking: ChunkParams,
+    /// Whether device nodes, setuid and setgid files and `security.*`
+    /// attributes from remotes may be created in its working directories.
+    #[serde(default)]
+    pub allow_special_files: bool,
 }
 
 impl DotConfig {
+    /// Parses a stored configuration and checks the names and paths in
+    /// it: the dot, its current branch, each subdot (a directory name),
+    /// absolute working directories, and chunk sizes fastcdc accepts.
+    fn decode(key: &str, bytes: &[u8]) -> Result<DotConfig> {
+        let bad = |why: String| RepoError::Config(key.to_string(), why);
+        let cfg: DotConfig = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+        check_dot(&cfg.name).map_err(|e| bad(e.to_string()))?;
+        check_branch(&cfg.head).map_err(|e| bad(e.to_string()))?;
+        for (sub, s) in &cfg.subdots {
+            check_subdot(sub).map_err(|e| bad(e.to_string()))?;
+            if !s.path.is_absolute() {
+                return Err(bad(format!("{} is not an absolute path", s.path.display())));
+            }
+        }
+        cfg.chunking.validate().map_err(bad)?;
+        Ok(cfg)
+    }
+
     /// Subdot names are shown as path prefixes unless the dot has only the
     /// default subdot.
     fn display_prefix(&self, subdot: &str) -> String {
@@ -96,50 +127,6 @@ impl DotConfig {
             String::new()
         } else {
             format!("{subdot}/")
-        }
-    }
-}
-
-/// An interrupted reset or checkout, replayed by the next command.
-#[derive(Debug, Serialize, Deserialize)]
-struct Journal {
-    branch: String,
-    /// Move `branch` to this commit (reset); None leaves it (checkout).
-    commit: Option<String>,
-    /// Make `branch` the dot's current branch (checkout).
-    set_head: bool,
-    /// What each subdot's working directory must hold; None is empty.
-    targets: BTreeMap<String, Option<TopJson>>,
-}
-
-#[derive(Debug, Serialize, Deserialize, Clone, Copy)]
-struct TopJson {
-    tree: [u8; 32],
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    mtime_ns: i64,
-}
-
-impl From<Top> for TopJson {
-    fn from(t: Top) -> Self {
-        TopJson {
-            tree: t.tree.0 .0,
-            mode: t.mode,
-            uid: t.uid,
-            gid: t.gid,
-            mtime_ns: t.mtime_ns,
-        }
-    }
-}
-impl From<TopJson> for Top {
-    fn from(t: TopJson) -> Self {
-        Top {
-            tree: crate::id::TreeId(Id(t.tree)),
-            mode: t.mode,
-            uid: t.uid,
-            gid: t.gid,
-            mtime_ns: t.mtime_ns,
         }
     }
 }
@@ -169,16 +156,6 @@ pub struct BranchInfo {
     pub name: String,
     pub commit: Option<CommitId>,
     pub current: bool,
-}
-
-#[derive(Debug, Default)]
-pub struct FsckReport {
-    pub objects_checked: usize,
-    pub refs_checked: usize,
-    /// (where, what): damage that loses data.
-    pub errors: Vec<(String, String)>,
-    /// Harmless debris, reclaimed by gc.
-    pub notes: Vec<String>,
 }
 
 pub struct Repo {
@@ -232,7 +209,8 @@ impl Repo {
             recovered: Vec::new(),
         };
         // A journal that cannot be finished must not lock the user out of
-        // every command (dot rm, dot fsck, another reset): report it and go on.
+        // every command (dot rm, dot fsck, another reset): report it, with
+        // how to drop it, and go on.
         for (dot, journal) in repo.journals()? {
             let done = journal.and_then(|j| repo.replay(&dot, &j, &crate::progress::Silent));
             match done {
@@ -241,19 +219,6 @@ impl Repo {
             }
         }
         Ok(repo)
-    }
-
-    /// Every unfinished reset or checkout, by dot.
-    fn journals(&self) -> Result<Vec<(String, Result<Journal>)>> {
-        let mut out = Vec::new();
-        self.store.scan_kv(Space::Meta, b"journal/", |k, v| {
-            let dot = String::from_utf8_lossy(&k[b"journal/".len()..]).into_owned();
-            let parsed = serde_json::from_slice::<Journal>(v)
-                .map_err(|e| RepoError::Config(format!("journal/{dot}"), e.to_string()));
-            out.push((dot, parsed));
-            Ok(true)
-        })?;
-        Ok(out)
     }
 
     pub fn store(&self) -> &Store {
@@ -269,8 +234,7 @@ impl Repo {
     pub fn dot(&self, name: &str) -> Result<DotConfig> {
         check_dot(name)?;
         match self.store.get_kv(Space::Meta, &dot_key(name))? {
-            Some(v) => serde_json::from_slice(&v)
-                .map_err(|e| RepoError::Config(format!("dot/{name}"), e.to_string())),
+            Some(v) => DotConfig::decode(&format!("dot/{name}"), &v),
             None => Err(RepoError::NoSuchDot(name.to_string())),
         }
     }
@@ -303,17 +267,12 @@ impl Repo {
     }
 
     pub fn dots(&self) -> Result<Vec<DotConfig>> {
-        let mut out = Vec::new();
-        self.store.scan_kv(Space::Meta, b"dot/", |_, v| {
-            out.push(v.to_vec());
+        let mut raw = Vec::new();
+        self.store.scan_kv(Space::Meta, b"dot/", |k, v| {
+            raw.push((String::from_utf8_lossy(k).into_owned(), v.to_vec()));
             Ok(true)
         })?;
-        out.iter()
-            .map(|v| {
-                serde_json::from_slice(v)
-                    .map_err(|e| RepoError::Config("dot".into(), e.to_string()))
-            })
-            .collect()
+        raw.iter().map(|(k, v)| DotConfig::decode(k, v)).collect()
     }
 
     pub fn config_get(&self, key: &str) -> Result<Option<String>> {
@@ -321,6 +280,29 @@ impl Repo {
             .store
             .get_kv(Space::Meta, format!("config/{key}").as_bytes())?
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// A setting of one dot: `allowSpecialFiles` (true or false).
+    pub fn dot_config_get(&self, cfg: &DotConfig, key: &str) -> Result<String> {
+        match key {
+            DOT_SETTING_SPECIAL => Ok(cfg.allow_special_files.to_string()),
+            _ => Err(unknown_dot_setting(key)),
+        }
+    }
+
+    pub fn dot_config_set(&self, cfg: &DotConfig, key: &str, value: &str) -> Result<()> {
+        let mut cfg = cfg.clone();
+        match key {
+            DOT_SETTING_SPECIAL => {
+                cfg.allow_special_files = value.parse().map_err(|_| {
+                    RepoError::Usage(format!("{key} is true or false, not {value:?}"))
+                })?
+            }
+            _ => return Err(unknown_dot_setting(key)),
+        }
+        let mut b = Batch::default();
+        Self::put_dot(&mut b, &cfg);
+        Ok(self.store.write(b)?)
     }
 
     pub fn config_set(&self, key: &str, value: &str) -> Result<()> {
@@ -371,107 +353,6 @@ impl Repo {
         Ok(out)
     }
 
-    /// Resolves `HEAD`, `HEAD^`, `HEAD~N`, a branch (with the same
-    /// suffixes) or a unique commit id prefix.
-    pub fn resolve(&self, cfg: &DotConfig, spec: &str) -> Result<CommitId> {
-        let cut = spec.find(['^', '~']).unwrap_or(spec.len());
-        let (base, mut rest) = spec.split_at(cut);
-        let unborn = |branch: &str| {
-            RepoError::Usage(format!(
-                "branch {branch} of dot {} has no commits yet",
-                cfg.name
-            ))
-        };
-        let mut id = if base == "HEAD" {
-            self.branch_commit(&cfg.name, &cfg.head)?
-                .ok_or_else(|| unborn(&cfg.head))?
-        } else if self
-            .store
-            .get_kv(Space::Refs, &ref_key(&cfg.name, base))?
-            .is_some()
-        {
-            self.branch_commit(&cfg.name, base)?
-                .ok_or_else(|| unborn(base))?
-        } else {
-            self.resolve_prefix(cfg, base)?
-        };
-        while !rest.is_empty() {
-            let steps = if let Some(r) = rest.strip_prefix('^') {
-                let digits = r.len() - r.trim_start_matches(|c: char| c.is_ascii_digit()).len();
-                let n = if digits == 0 {
-                    1
-                } else {
-                    parse_steps(spec, &r[..digits])?
-                };
-                if n > 1 {
-                    return Err(RepoError::Usage(format!(
-                        "{spec}: commits have one parent; use HEAD~N to go back N commits"
-                    )));
-                }
-                rest = &r[digits..];
-                n
-            } else if let Some(r) = rest.strip_prefix('~') {
-                let digits = r.len() - r.trim_start_matches(|c: char| c.is_ascii_digit()).len();
-                let n = if digits == 0 {
-                    1
-                } else {
-                    parse_steps(spec, &r[..digits])?
-                };
-                rest = &r[digits..];
-                n
-            } else {
-                return Err(RepoError::Usage(format!("cannot parse the ref {spec:?}; use HEAD, HEAD^, HEAD~N, a branch or a commit id")));
-            };
-            for _ in 0..steps {
-                let c = Commit::read(&self.store, &id)?;
-                id = *c.parents.first().ok_or_else(|| {
-                    RepoError::Usage(format!(
-                        "{spec} goes back past the first commit of dot {}",
-                        cfg.name
-                    ))
-                })?;
-            }
-        }
-        Ok(id)
-    }
-
-    fn resolve_prefix(&self, cfg: &DotConfig, hex: &str) -> Result<CommitId> {
-        let lower = hex.to_ascii_lowercase();
-        if lower.len() < 4 || lower.len() > 64 || !lower.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(RepoError::Usage(format!(
-                "{hex:?} is neither a branch of dot {} nor a commit id (give at least 4 hex digits); see dot branch and dot log",
-                cfg.name
-            )));
-        }
-        let bytes: Vec<u8> = (0..lower.len() / 2)
-            .map(|i| u8::from_str_radix(&lower[2 * i..2 * i + 2], 16).expect("hex checked"))
-            .collect();
-        let mut found = Vec::new();
-        for (id, entry) in self.store.ids_with_prefix(&bytes)? {
-            if entry.kind != crate::store::Kind::Meta || !id.to_hex().starts_with(&lower) {
-                continue;
-            }
-            if crate::tree::commit::is_commit(&self.store.read_entry(&id, &entry)?) {
-                found.push(CommitId(id));
-            }
-        }
-        match found.len() {
-            0 => Err(RepoError::Usage(format!(
-                "no commit or branch {hex:?} in dot {}; see dot log and dot branch",
-                cfg.name
-            ))),
-            1 => Ok(found[0]),
-            _ => Err(RepoError::Usage(format!(
-                "commit id prefix {hex:?} is ambiguous: it matches {}; give more digits",
-                found
-                    .iter()
-                    .map(|c| c.short())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))),
-        }
-    }
-
     // ---- dots ----
 
     /// `dot init NAME[.SUBDOT] [--path DIR]`: creates a dot (or adds a
@@ -509,6 +390,7 @@ impl Repo {
                 head: "master".into(),
                 subdots: BTreeMap::new(),
                 chunking: chunking.unwrap_or_default(),
+                allow_special_files: false,
             },
             Err(e) => return Err(e),
         };
@@ -531,11 +413,7 @@ impl Repo {
                 }
             }
             None => {
-                let p = self
-                    .home()
-                    .join("work")
-                    .join(dot.replace('/', "+"))
-                    .join(&sub);
+                let p = self.work_dir(&dot).join(&sub);
                 // Debris of an interrupted `dot rm`: the dot is gone, so is its data.
                 if p.exists() {
                     fs::remove_dir_all(&p).map_err(|e| {
@@ -627,7 +505,12 @@ impl Repo {
                 "dot rm removes whole dots; to remove subdot {sub}, remove the dot {dot}"
             )));
         }
-        let cfg = self.dot(&dot)?;
+        // A damaged configuration must not keep a dot from being removed;
+        // only its directories are then left in place.
+        let cfg = match self.dot(&dot) {
+            Err(RepoError::Config(..)) => None,
+            other => Some(other?),
+        };
         let mut b = Batch::default();
         b.delete(Space::Meta, dot_key(&dot));
         b.delete(Space::Meta, journal_key(&dot));
@@ -638,10 +521,21 @@ impl Repo {
             b.delete(Space::Meta, b"current".to_vec());
         }
         self.store.write(b)?;
-        for s in cfg.subdots.values().filter(|s| !s.adopted) {
-            let _ = fs::remove_dir_all(&s.path);
+        let work = self.work_dir(&dot);
+        let cfg = cfg.unwrap_or_else(|| DotConfig {
+            name: dot.clone(),
+            head: "master".into(),
+            subdots: BTreeMap::new(),
+            chunking: ChunkParams::default(),
+            allow_special_files: false,
+        });
+        // Only directories dot made for the dot, where it makes them.
+        for (sub, s) in cfg.subdots.iter().filter(|(_, s)| !s.adopted) {
+            if s.path == work.join(sub) {
+                let _ = fs::remove_dir_all(&s.path);
+            }
         }
-        let _ = fs::remove_dir(self.home().join("work").join(dot.replace('/', "+")));
+        let _ = fs::remove_dir(&work);
         Ok(cfg)
     }
 
@@ -805,172 +699,6 @@ impl Repo {
         Ok(out)
     }
 
-    /// `dot reset --hard REF`: moves the branch to REF and makes every
-    /// working directory match it, discarding uncommitted changes.
-    pub fn reset_hard(
-        &self,
-        cfg: &DotConfig,
-        spec: &str,
-        progress: &dyn Progress,
-    ) -> Result<CommitId> {
-        let target = self.resolve(cfg, spec)?;
-        let journal = self.plan(cfg, cfg.head.clone(), Some(target), false)?;
-        self.run(cfg, journal, progress)?;
-        Ok(target)
-    }
-
-    /// `dot checkout [-b] BRANCH`: refused while there are uncommitted
-    /// changes; with `create`, starts a new branch at the current commit.
-    pub fn checkout(
-        &self,
-        cfg: &DotConfig,
-        branch: &str,
-        create: bool,
-        progress: &dyn Progress,
-    ) -> Result<()> {
-        check_branch(branch)?;
-        let exists = self
-            .store
-            .get_kv(Space::Refs, &ref_key(&cfg.name, branch))?
-            .is_some();
-        if create && exists {
-            return Err(RepoError::Usage(format!(
-                "branch {branch} already exists in dot {}; switch to it with dot checkout {branch}",
-                cfg.name
-            )));
-        }
-        if !create && !exists {
-            return Err(RepoError::Usage(format!(
-                "dot {} has no branch {branch}; create it with dot checkout -b {branch}",
-                cfg.name
-            )));
-        }
-        if !create && branch == cfg.head {
-            return Err(RepoError::Usage(format!("already on branch {branch}")));
-        }
-        self.require_clean(cfg, progress)?;
-        if create {
-            let head = self.branch_commit(&cfg.name, &cfg.head)?;
-            let mut b = Batch::default();
-            b.put(
-                Space::Refs,
-                ref_key(&cfg.name, branch),
-                head.map(|c| c.0 .0.to_vec()).unwrap_or_default(),
-            );
-            let mut cfg = cfg.clone();
-            cfg.head = branch.to_string();
-            Self::put_dot(&mut b, &cfg);
-            return Ok(self.store.write(b)?);
-        }
-        let journal = self.plan(cfg, branch.to_string(), None, true)?;
-        self.run(cfg, journal, progress)
-    }
-
-    fn plan(
-        &self,
-        cfg: &DotConfig,
-        branch: String,
-        commit: Option<CommitId>,
-        set_head: bool,
-    ) -> Result<Journal> {
-        let target = match commit {
-            Some(c) => Some(c),
-            None => self.branch_commit(&cfg.name, &branch)?,
-        };
-        let root = match target {
-            Some(c) => read_root(&self.store, &Commit::read(&self.store, &c)?.root)?,
-            None => Root::new(),
-        };
-        let mut targets = BTreeMap::new();
-        for sub in cfg.subdots.keys().chain(root.keys()) {
-            targets.insert(sub.clone(), root.get(sub).map(|t| TopJson::from(*t)));
-        }
-        Ok(Journal {
-            branch,
-            commit: commit.map(|c| c.0.to_hex()),
-            set_head,
-            targets,
-        })
-    }
-
-    /// Records the journal durably, then carries it out.
-    fn run(&self, cfg: &DotConfig, journal: Journal, progress: &dyn Progress) -> Result<()> {
-        self.run_with(cfg, journal, Batch::default(), progress)
-    }
-
-    /// `run`, recording the changes in `b` atomically with the journal.
-    /// Objects put so far are made durable first.
-    fn run_with(
-        &self,
-        cfg: &DotConfig,
-        journal: Journal,
-        mut b: Batch,
-        progress: &dyn Progress,
-    ) -> Result<()> {
-        b.put(
-            Space::Meta,
-            journal_key(&cfg.name),
-            serde_json::to_vec(&journal).expect("journal serializes"),
-        );
-        self.store.commit(b)?;
-        self.replay(&cfg.name, &journal, progress)
-    }
-
-    /// Materializes a journal's targets, then in one batch moves the ref or
-    /// HEAD, records the stat cache and drops the journal. Idempotent, so an
-    /// interrupted run is finished by running it again.
-    fn replay(&self, dot: &str, journal: &Journal, progress: &dyn Progress) -> Result<()> {
-        let mut cfg = self.dot(dot)?;
-        let mut b = Batch::default();
-        for (sub, top) in &journal.targets {
-            if !cfg.subdots.contains_key(sub) {
-                let path = self
-                    .home()
-                    .join("work")
-                    .join(dot.replace('/', "+"))
-                    .join(sub);
-                cfg.subdots.insert(
-                    sub.clone(),
-                    SubdotConfig {
-                        path,
-                        adopted: false,
-                    },
-                );
-            }
-            let dir = &cfg.subdots[sub].path;
-            let cache = StatCache::new(&self.store, cache_prefix(dot, sub));
-            let top = top.map(Top::from);
-            let ops = Materializer::new(&self.store, &cache, progress).apply(dir, top.as_ref())?;
-            for op in ops {
-                match op {
-                    CacheOp::Put(k, v) => b.put(Space::Cache, k, v),
-                    CacheOp::DeleteTree(rel) => {
-                        let mut exact = cache.key(&rel);
-                        if rel.is_empty() {
-                            b.delete_prefix(Space::Cache, exact);
-                        } else {
-                            b.delete(Space::Cache, exact.clone());
-                            exact.push(b'/');
-                            b.delete_prefix(Space::Cache, exact);
-                        }
-                    }
-                }
-            }
-        }
-        if let Some(hex) = &journal.commit {
-            let id = Id::from_hex(hex).ok_or_else(|| {
-                RepoError::Config(format!("journal/{dot}"), "bad commit id".into())
-            })?;
-            b.put(Space::Refs, ref_key(dot, &journal.branch), id.0.to_vec());
-        }
-        if journal.set_head {
-            cfg.head = journal.branch.clone();
-        }
-        Self::put_dot(&mut b, &cfg);
-        b.delete(Space::Meta, journal_key(dot));
-        Ok(self.store.write(b)?)
-    }
-
     pub fn delete_branch(&self, cfg: &DotConfig, branch: &str) -> Result<()> {
         if branch == cfg.head {
             return Err(RepoError::Usage(format!(
@@ -1000,80 +728,15 @@ impl Repo {
         }
         Ok(out)
     }
-
-    // ---- maintenance ----
-
-    /// Every commit named by a branch of any dot.
-    fn all_heads(&self) -> Result<Vec<(String, CommitId)>> {
-        let mut heads = Vec::new();
-        self.store.scan_kv(Space::Refs, b"", |k, v| {
-            if let Some(id) = Id::from_slice(v) {
-                heads.push((
-                    String::from_utf8_lossy(k).replace('\0', " branch "),
-                    CommitId(id),
-                ));
-            }
-            Ok(true)
-        })?;
-        Ok(heads)
-    }
-
-    /// Frees the space of objects no branch of any dot reaches.
-    pub fn gc(&self) -> Result<GcStats> {
-        let mut walker = walk::Walker::new(&self.store, false);
-        for (name, head) in self.all_heads()? {
-            walker.commit(head, &format!("dot {name}"));
-        }
-        // An unfinished reset or checkout still needs what it is moving to.
-        for (dot, journal) in self.journals()? {
-            let journal = journal?;
-            if let Some(id) = journal.commit.as_deref().and_then(Id::from_hex) {
-                walker.commit(CommitId(id), &format!("journal of dot {dot}"));
-            }
-            for top in journal.targets.values().flatten() {
-                walker.top(&Top::from(*top), &format!("journal of dot {dot}"));
-            }
-        }
-        if let Some((at, what)) = walker.problems.first() {
-            return Err(RepoError::Usage(format!(
-                "gc stopped without deleting anything: {at}: {what}; run dot fsck"
-            )));
-        }
-        let live: HashSet<Id> = walker.seen;
-        Ok(self.store.gc(&|id| live.contains(id))?)
-    }
-
-    /// Verifies every object reachable from every branch, and every pack.
-    pub fn fsck(&self) -> Result<FsckReport> {
-        let mut report = FsckReport::default();
-        let mut walker = walk::Walker::new(&self.store, true);
-        let heads = self.all_heads()?;
-        report.refs_checked = heads.len();
-        for (name, head) in heads {
-            walker.commit(head, &format!("dot {name}"));
-        }
-        report.objects_checked = walker.seen.len();
-        report.errors = walker.problems;
-        for p in self.store.verify_packs()? {
-            if p.stray {
-                report.notes.push(format!(
-                    "pack {}: {} (unused; dot gc removes it)",
-                    p.pack, p.what
-                ));
-            } else {
-                report.errors.push((format!("pack {}", p.pack), p.what));
-            }
-        }
-        Ok(report)
-    }
 }
 
-fn parse_steps(spec: &str, digits: &str) -> Result<u32> {
-    digits.parse().map_err(|_| {
-        RepoError::Usage(format!(
-            "cannot parse the ref {spec:?}: {digits} is too large"
-        ))
-    })
+/// The per-dot setting that allows special files from remotes.
+pub const DOT_SETTING_SPECIAL: &str = "allowSpecialFiles";
+
+fn unknown_dot_setting(key: &str) -> RepoError {
+    RepoError::Usage(format!(
+        "unknown dot setting {key:?}; the setting of a dot is {DOT_SETTING_SPECIAL}"
+    ))
 }
 
 /// Checks a directory given to `dot init --path` and makes it absolute.

@@ -4,11 +4,7 @@ use super::RepoError;
 
 pub const DEFAULT_SUBDOT: &str = "__default__";
 
-fn valid_segment(s: &str) -> bool {
-    (1..=64).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
+use crate::tree::commit::valid_name as valid_segment;
 
 /// A dot name: `[A-Za-z0-9_-]{1,64}` segments joined by `/`.
 pub fn check_dot(name: &str) -> Result<(), RepoError> {

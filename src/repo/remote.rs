@@ -13,6 +13,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::journal::Origin;
 use super::names::{check_branch, check_dot, check_remote};
 use super::{ref_key, DotConfig, Repo, RepoError, Result};
 use crate::id::CommitId;
@@ -366,7 +367,7 @@ impl Repo {
     }
 
     /// Commits the store holds in full: those local branches reach.
-    fn complete_commits(&self) -> Result<HashSet<CommitId>> {
+    pub(super) fn complete_commits(&self) -> Result<HashSet<CommitId>> {
         let mut seen = HashSet::new();
         let mut next: Vec<CommitId> = self.all_heads()?.into_iter().map(|(_, c)| c).collect();
         while let Some(c) = next.pop() {
@@ -420,7 +421,7 @@ impl Repo {
             let pack = std::env::var("DOT_PUSH_PACK_BYTES")
                 .ok()
                 .and_then(|v| v.parse().ok())
-                .filter(|&n: &usize| n > 0)
+                .filter(|&n: &usize| n > 0 && n <= 1 << 30)
                 .unwrap_or(PUSH_PACK_BYTES);
             report.stats = sync::push_objects(&self.store, &r, &known, head, pack, progress)?;
             let value = RemoteRef {
@@ -477,7 +478,7 @@ impl Repo {
         if branch == cfg.head {
             self.require_clean(cfg, progress)?;
         }
-        report.stats = self.fetch_commit(&r, want.commit, progress)?;
+        report.stats = self.fetch_commit(&r, want.commit, cfg, progress)?;
         if let Some(old) = old {
             if !self.is_ancestor(old, want.commit)? {
                 return Err(RepoError::Usage(format!(
@@ -491,8 +492,20 @@ impl Repo {
             Self::put_upstream(&mut b, &cfg.name, branch, &from);
         }
         if branch == cfg.head {
-            let journal = self.plan(cfg, branch.to_string(), Some(want.commit), false)?;
-            self.run_with(cfg, journal, b, progress)?;
+            let journal = self.plan(
+                cfg,
+                branch.to_string(),
+                Some(want.commit),
+                false,
+                Origin::Verified,
+            )?;
+            self.run_with(cfg, journal, b, progress).map_err(|e| {
+                RepoError::Usage(format!(
+                    "the pull fetched {} but could not update the working directories: {e}; {}",
+                    want.commit.short(),
+                    self.unfinished_hint(&cfg.name)
+                ))
+            })?;
         } else {
             b.put(
                 Space::Refs,
@@ -505,13 +518,15 @@ impl Repo {
     }
 
     /// `dot clone`: a new local dot from a remote branch, with its working
-    /// directories materialized.
+    /// directories materialized. A clone that fails leaves no trace but
+    /// the objects it fetched (which gc reclaims).
     pub fn clone_dot(
         &self,
         remote: &str,
         remote_dot: &str,
         local_name: Option<&str>,
         branch: Option<&str>,
+        allow_special_files: bool,
         progress: &dyn Progress,
     ) -> Result<PullReport> {
         check_dot(remote_dot)?;
@@ -531,22 +546,37 @@ impl Repo {
         };
         let r = self.open_remote(remote, false)?;
         let want = self.remote_head(&r, &from)?;
-        let stats = self.fetch_commit(&r, want.commit, progress)?;
         let cfg = DotConfig {
             name: name.to_string(),
             head: branch.to_string(),
             subdots: Default::default(),
             chunking: want.chunking,
+            allow_special_files,
         };
+        let stats = self.fetch_commit(&r, want.commit, &cfg, progress)?;
+        let journal = self.plan(
+            &cfg,
+            branch.to_string(),
+            Some(want.commit),
+            false,
+            Origin::Verified,
+        )?;
         // The dot, its upstream and the journal that fills its working
-        // directories are recorded at once: a clone interrupted after this
-        // is finished by the next dot command.
+        // directories are recorded at once: a clone killed after this is
+        // finished by the next dot command. One that fails is undone.
+        let previous = self.current()?;
         let mut b = Batch::default();
         Self::put_dot(&mut b, &cfg);
         Self::put_upstream(&mut b, name, branch, &from);
         b.put(Space::Meta, b"current".to_vec(), name.as_bytes().to_vec());
-        let journal = self.plan(&cfg, branch.to_string(), Some(want.commit), false)?;
-        self.run_with(&cfg, journal, b, progress)?;
+        if let Err(e) = self.run_with(&cfg, journal, b, progress) {
+            return Err(match self.undo_clone(name, previous.as_deref()) {
+                Ok(()) => e,
+                Err(u) => RepoError::Usage(format!(
+                    "{e}; the failed clone could not be undone either ({u}); remove it with dot rm -f {name}"
+                )),
+            });
+        }
         Ok(PullReport {
             from,
             dot: name.to_string(),
@@ -555,6 +585,23 @@ impl Repo {
             up_to_date: false,
             stats,
         })
+    }
+
+    /// Removes what a failed clone recorded and created, and makes the dot
+    /// that was current before it current again.
+    fn undo_clone(&self, name: &str, previous: Option<&str>) -> Result<()> {
+        self.remove(name)?;
+        let work = self.work_dir(name);
+        if fs::symlink_metadata(&work).is_ok_and(|m| m.is_dir()) {
+            fs::remove_dir_all(&work)
+                .map_err(|e| RepoError::Usage(format!("cannot remove {}: {e}", work.display())))?;
+        }
+        if let Some(prev) = previous.filter(|p| *p != name) {
+            let mut b = Batch::default();
+            b.put(Space::Meta, b"current".to_vec(), prev.as_bytes().to_vec());
+            self.store.write(b)?;
+        }
+        Ok(())
     }
 
     fn remote_head(&self, r: &Remote, from: &Upstream) -> Result<RemoteRef> {
@@ -567,21 +614,25 @@ impl Repo {
         }
     }
 
+    /// Fetches what `want` needs and verifies all of it that local
+    /// branches do not reach (`tree::verify`) before anything refers to
+    /// it: a remote's objects are hostile input. Special entries are
+    /// refused unless the dot allows them.
     fn fetch_commit(
         &self,
         r: &Remote,
         want: CommitId,
+        cfg: &DotConfig,
         progress: &dyn Progress,
     ) -> Result<FetchStats> {
         let complete = self.complete_commits()?;
         let known = Known::refresh(&self.store, r)?;
-        Ok(sync::fetch(
-            &self.store,
-            r,
-            &known,
+        let stats = sync::fetch(&self.store, r, &known, want, &complete, progress)?;
+        self.verify_commit(
             want,
-            &complete,
-            progress,
-        )?)
+            Some((&r.name, &cfg.name, cfg.allow_special_files)),
+            &format!("commit {}", want.short()),
+        )?;
+        Ok(stats)
     }
 }

@@ -8,7 +8,7 @@ use rocksdb::{
     WriteOptions, DB,
 };
 
-use super::pack::Slot;
+use super::pack::{Slot, SLOT_LEN};
 use super::{Entry, Kind, Result, StoreError};
 use crate::id::Id;
 
@@ -88,33 +88,36 @@ fn index_err(e: rocksdb::Error) -> StoreError {
     StoreError::Index(e.into_string())
 }
 
-fn encode_entry(e: &Entry) -> [u8; 26] {
-    let mut v = [0u8; 26];
-    v[..8].copy_from_slice(&e.pack.to_le_bytes());
-    v[8..16].copy_from_slice(&e.slot.offset.to_le_bytes());
-    v[16..20].copy_from_slice(&e.slot.stored_len.to_le_bytes());
-    v[20..24].copy_from_slice(&e.slot.raw_len.to_le_bytes());
-    v[24] = e.slot.codec;
-    v[25] = e.kind as u8;
+/// An index entry: pack u64le, the slot (`pack::Slot`), kind u8.
+const ENTRY_LEN: usize = 8 + SLOT_LEN + 1;
+
+fn encode_entry(e: &Entry) -> Vec<u8> {
+    let mut v = Vec::with_capacity(ENTRY_LEN);
+    v.extend_from_slice(&e.pack.to_le_bytes());
+    e.slot.encode(&mut v);
+    v.push(e.kind as u8);
     v
 }
 
+/// Decodes and checks an index entry: a well-formed slot (`Slot::check`)
+/// of a known kind.
 fn decode_entry(id: &Id, v: &[u8]) -> Result<Entry> {
-    let bad = || StoreError::Index(format!("entry for object {} is malformed", id.short()));
-    if v.len() != 26 {
-        return Err(bad());
+    let bad = |why: String| {
+        StoreError::Index(format!(
+            "entry for object {} is malformed: {why}",
+            id.short()
+        ))
+    };
+    if v.len() != ENTRY_LEN {
+        return Err(bad(format!("{} bytes", v.len())));
     }
-    let u64_at = |i: usize| u64::from_le_bytes(v[i..i + 8].try_into().expect("8 bytes"));
-    let u32_at = |i: usize| u32::from_le_bytes(v[i..i + 4].try_into().expect("4 bytes"));
+    let kind = Kind::from_u8(v[ENTRY_LEN - 1]).ok_or_else(|| bad("unknown kind".into()))?;
+    let slot = Slot::decode(&v[8..]).map_err(|e| bad(e.to_string()))?;
+    slot.check(kind, u64::MAX).map_err(|e| bad(e.to_string()))?;
     Ok(Entry {
-        pack: u64_at(0),
-        slot: Slot {
-            offset: u64_at(8),
-            stored_len: u32_at(16),
-            raw_len: u32_at(20),
-            codec: v[24],
-        },
-        kind: Kind::from_u8(v[25]).ok_or_else(bad)?,
+        pack: u64::from_le_bytes(v[..8].try_into().expect("8 bytes")),
+        slot,
+        kind,
     })
 }
 
@@ -187,11 +190,13 @@ impl Db {
         Ok(out)
     }
 
-    pub fn for_each_object(&self, mut f: impl FnMut(Id, Entry) -> Result<()>) -> Result<()> {
+    /// Every index entry in id order; a malformed one is passed as an error
+    /// so that fsck can report it and go on.
+    pub fn for_each_entry(&self, mut f: impl FnMut(Id, Result<Entry>) -> Result<()>) -> Result<()> {
         self.scan_cf(OBJECTS, &[], |k, v| {
             let id = Id::from_slice(k)
                 .ok_or_else(|| StoreError::Index("malformed object key".into()))?;
-            f(id, decode_entry(&id, v)?)?;
+            f(id, decode_entry(&id, v))?;
             Ok(true)
         })
     }

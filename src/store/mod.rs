@@ -176,10 +176,16 @@ impl Store {
         if self.has(id)? {
             return Ok(false);
         }
-        let raw_len = u32::try_from(raw.len()).map_err(|_| StoreError::Io {
-            context: "object too large".into(),
-            source: io::Error::new(io::ErrorKind::InvalidInput, "over 4 GiB"),
-        })?;
+        let raw_len = u32::try_from(raw.len())
+            .ok()
+            .filter(|n| (1..=pack::max_raw_len(kind)).contains(n))
+            .ok_or_else(|| StoreError::Io {
+                context: format!("cannot store object {}", id.short()),
+                source: io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{} bytes is outside the format's limits", raw.len()),
+                ),
+            })?;
         let compressed =
             zstd::bulk::compress(raw, ZSTD_LEVEL).map_err(io_err("zstd compression failed"))?;
         // Raw when compression does not pay for the decompression it costs.
@@ -229,7 +235,7 @@ impl Store {
                 "cannot write pack {}",
                 self.pack_path(seq).display()
             )))?;
-        let full = writer.len >= PACK_TARGET;
+        let full = writer.is_full(PACK_TARGET);
         w.pending.insert(*id, slot);
         if full {
             self.seal(kind, &mut w)?;
@@ -299,7 +305,7 @@ impl Store {
             .read_stored(entry.pack, &entry.slot)
             .map_err(|e| damaged(e.to_string()))?;
         let raw = match pack::decode_stored(entry.slot.codec, entry.slot.raw_len, &stored)
-            .map_err(damaged)?
+            .map_err(|e| damaged(e.to_string()))?
         {
             std::borrow::Cow::Owned(raw) => raw,
             std::borrow::Cow::Borrowed(_) => stored,
@@ -342,8 +348,14 @@ impl Store {
         self.db.objects_with_prefix(prefix)
     }
 
-    pub fn for_each_object(&self, f: impl FnMut(Id, Entry) -> Result<()>) -> Result<()> {
-        self.db.for_each_object(f)
+    /// Every indexed object; a malformed index entry is an error.
+    pub fn for_each_object(&self, mut f: impl FnMut(Id, Entry) -> Result<()>) -> Result<()> {
+        self.db.for_each_entry(|id, e| f(id, e?))
+    }
+
+    /// Every index entry, a malformed one passed as its error (fsck).
+    pub fn for_each_entry(&self, f: impl FnMut(Id, Result<Entry>) -> Result<()>) -> Result<()> {
+        self.db.for_each_entry(f)
     }
 
     // Key-value spaces for refs, configuration and the stat cache.
@@ -504,7 +516,7 @@ impl Store {
             let indexed = index.get(&seq);
             let trailer = File::open(entry.path())
                 .map_err(|e| e.to_string())
-                .and_then(|f| pack::read_trailer(&f));
+                .and_then(|f| pack::read_trailer(&f).map_err(|e| e.to_string()));
             match trailer {
                 Err(what) => problems.push(PackProblem {
                     pack: name,

@@ -10,13 +10,19 @@
 //! footer  trailer_offset u64 | blake3(trailer) [32] | "DOTPEND\0"       48 bytes
 //! ```
 //!
-//! `offset` is where a record's stored bytes begin.
+//! `offset` is where a record's stored bytes begin. The slot (offset,
+//! stored length, raw length, codec) is encoded and checked here only: pack
+//! trailers, the local index and remote index files all carry it, and
+//! `Slot::check` holds every rule a slot read from disk or a remote must
+//! meet before anything is allocated for it.
 
 use std::borrow::Cow;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
+use super::Kind;
+use crate::codec::DecodeError;
 use crate::id::{Id, ID_LEN};
 
 pub const MAGIC: &[u8; 8] = b"DOTPACK\0";
@@ -24,13 +30,36 @@ pub const END_MAGIC: &[u8; 8] = b"DOTPEND\0";
 pub const VERSION: u32 = 1;
 pub const HEADER_LEN: u64 = 16;
 pub const RECORD_HEADER_LEN: u64 = ID_LEN as u64 + 1 + 4 + 4;
-const TRAILER_ENTRY_LEN: usize = ID_LEN + 8 + 4 + 4 + 1;
+/// Bytes of an encoded slot: offset u64, stored_len u32, raw_len u32, codec u8.
+pub const SLOT_LEN: usize = 8 + 4 + 4 + 1;
+const TRAILER_ENTRY_LEN: usize = ID_LEN + SLOT_LEN;
 pub const FOOTER_LEN: u64 = 8 + 32 + 8;
+
+/// The largest chunk any dot can cut (fastcdc's upper bound on `max`).
+pub const MAX_CHUNK: u32 = 16 << 20;
+/// The largest metadata object (DESIGN.md section 3).
+pub const MAX_META: u32 = 1 << 20;
+/// No pack is larger: every offset and end a slot names lies below this.
+pub const MAX_PACK_BYTES: u64 = 4 << 30;
+/// No pack holds more objects; writers seal before they would.
+pub const MAX_PACK_OBJECTS: usize = 1 << 20;
 
 /// Stored bytes are raw.
 pub const CODEC_RAW: u8 = 0;
 /// Stored bytes are one zstd frame.
 pub const CODEC_ZSTD: u8 = 1;
+
+/// The largest raw object of a kind.
+pub fn max_raw_len(kind: Kind) -> u32 {
+    match kind {
+        Kind::Chunk => MAX_CHUNK,
+        Kind::Meta => MAX_META,
+    }
+}
+
+fn invalid(what: impl Into<String>) -> DecodeError {
+    DecodeError::Invalid(what.into())
+}
 
 /// Where one object lives inside a pack.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,11 +70,74 @@ pub struct Slot {
     pub codec: u8,
 }
 
+impl Slot {
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.offset.to_le_bytes());
+        out.extend_from_slice(&self.stored_len.to_le_bytes());
+        out.extend_from_slice(&self.raw_len.to_le_bytes());
+        out.push(self.codec);
+    }
+
+    /// Decodes the `SLOT_LEN` bytes at the start of `b` (unchecked: call
+    /// `check` before using it).
+    pub fn decode(b: &[u8]) -> Result<Slot, DecodeError> {
+        let b = b.get(..SLOT_LEN).ok_or(DecodeError::Truncated(b.len()))?;
+        Ok(Slot {
+            offset: le_u64(&b[..8]),
+            stored_len: le_u32(&b[8..12]),
+            raw_len: le_u32(&b[12..16]),
+            codec: b[16],
+        })
+    }
+
+    /// The rules every slot read from a pack trailer, the index or a
+    /// remote meets: a known codec, a raw length within the kind's limit,
+    /// stored bytes no longer than the raw ones (exactly as long when raw),
+    /// and bytes that begin after the first record header and end by
+    /// `end` (the pack's trailer, or `MAX_PACK_BYTES`), with checked
+    /// arithmetic.
+    pub fn check(&self, kind: Kind, end: u64) -> Result<(), DecodeError> {
+        let max = max_raw_len(kind);
+        if self.raw_len == 0 || self.raw_len > max {
+            return Err(invalid(format!(
+                "raw length {} is outside 1..={max}",
+                self.raw_len
+            )));
+        }
+        match self.codec {
+            CODEC_RAW if self.stored_len == self.raw_len => {}
+            CODEC_ZSTD if self.stored_len > 0 && self.stored_len <= self.raw_len => {}
+            CODEC_RAW | CODEC_ZSTD => {
+                return Err(invalid(format!(
+                    "stored length {} does not fit raw length {}",
+                    self.stored_len, self.raw_len
+                )))
+            }
+            other => return Err(invalid(format!("unknown codec {other}"))),
+        }
+        let stored_end = self.offset.checked_add(u64::from(self.stored_len));
+        if self.offset < HEADER_LEN + RECORD_HEADER_LEN
+            || stored_end.is_none_or(|e| e > end.min(MAX_PACK_BYTES))
+        {
+            return Err(invalid(format!(
+                "offset {} and length {} lie outside the pack",
+                self.offset, self.stored_len
+            )));
+        }
+        Ok(())
+    }
+
+    /// Where the stored bytes end (only for checked slots).
+    pub fn end(&self) -> u64 {
+        self.offset + u64::from(self.stored_len)
+    }
+}
+
 /// An open pack being appended to. Writes are unbuffered so that readers
 /// see an object as soon as `append` returns.
 pub struct PackWriter {
-    pub file: File,
-    pub len: u64,
+    file: File,
+    len: u64,
     entries: Vec<(Id, Slot)>,
 }
 
@@ -67,6 +159,11 @@ impl PackWriter {
         Ok(slot)
     }
 
+    /// Whether the pack has reached `target` bytes or the object limit.
+    pub fn is_full(&self, target: u64) -> bool {
+        self.len >= target || self.entries.len() >= MAX_PACK_OBJECTS
+    }
+
     /// Writes the trailer and footer and makes the pack durable.
     pub fn seal(self) -> io::Result<()> {
         self.file
@@ -78,8 +175,8 @@ impl PackWriter {
 /// A pack built in memory, byte for byte what `PackWriter` writes to a
 /// file: remotes hold packs in the same format.
 pub struct PackBuf {
-    pub bytes: Vec<u8>,
-    pub entries: Vec<(Id, Slot)>,
+    bytes: Vec<u8>,
+    entries: Vec<(Id, Slot)>,
 }
 
 impl PackBuf {
@@ -95,6 +192,11 @@ impl PackBuf {
         self.bytes.extend_from_slice(&rec);
         self.entries.push((*id, slot));
         Ok(slot)
+    }
+
+    /// Whether the pack has reached `target` bytes or the object limit.
+    pub fn is_full(&self, target: usize) -> bool {
+        self.bytes.len() >= target || self.entries.len() >= MAX_PACK_OBJECTS
     }
 
     /// Appends the trailer and footer.
@@ -149,18 +251,22 @@ fn encode_tail(entries: &[(Id, Slot)], len: u64) -> Vec<u8> {
 }
 
 /// Recovers an object's raw bytes from its stored form (borrowed when
-/// stored raw). The caller checks the id.
-pub fn decode_stored(codec: u8, raw_len: u32, stored: &[u8]) -> Result<Cow<'_, [u8]>, String> {
+/// stored raw). Nothing larger than the biggest object of any kind is
+/// allocated, whatever `raw_len` claims. The caller checks the id.
+pub fn decode_stored(codec: u8, raw_len: u32, stored: &[u8]) -> Result<Cow<'_, [u8]>, DecodeError> {
+    if raw_len > MAX_CHUNK {
+        return Err(invalid(format!("raw length {raw_len} is over the limit")));
+    }
     let raw = match codec {
         CODEC_RAW => Cow::Borrowed(stored),
         CODEC_ZSTD => Cow::Owned(
             zstd::bulk::decompress(stored, raw_len as usize)
-                .map_err(|e| format!("cannot decompress: {e}"))?,
+                .map_err(|e| invalid(format!("cannot decompress: {e}")))?,
         ),
-        other => return Err(format!("unknown codec {other}")),
+        other => return Err(invalid(format!("unknown codec {other}"))),
     };
     if raw.len() != raw_len as usize {
-        return Err("length does not match the record".into());
+        return Err(invalid("length does not match the record"));
     }
     Ok(raw)
 }
@@ -170,10 +276,7 @@ fn encode_trailer(entries: &[(Id, Slot)]) -> Vec<u8> {
     t.extend_from_slice(&(entries.len() as u32).to_le_bytes());
     for (id, s) in entries {
         t.extend_from_slice(&id.0);
-        t.extend_from_slice(&s.offset.to_le_bytes());
-        t.extend_from_slice(&s.stored_len.to_le_bytes());
-        t.extend_from_slice(&s.raw_len.to_le_bytes());
-        t.push(s.codec);
+        s.encode(&mut t);
     }
     t
 }
@@ -185,93 +288,105 @@ fn le_u64(b: &[u8]) -> u64 {
     u64::from_le_bytes(b.try_into().expect("8 bytes"))
 }
 
+/// Why a pack file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum PackError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("{0}")]
+    Damaged(#[from] DecodeError),
+}
+
+/// The kind a pack header names, after checking magic and version.
+pub fn decode_header(header: &[u8]) -> Result<Kind, DecodeError> {
+    if header.len() < HEADER_LEN as usize || &header[..8] != MAGIC {
+        return Err(invalid("bad magic"));
+    }
+    let version = le_u32(&header[8..12]);
+    if version != VERSION {
+        return Err(invalid(format!("unknown pack version {version}")));
+    }
+    Kind::from_u8(header[12]).ok_or_else(|| invalid(format!("unknown pack kind {}", header[12])))
+}
+
 /// Reads and checks a sealed pack's header, footer and trailer, and that
 /// every trailer entry matches the record header in front of its bytes.
-/// Returns the pack's kind byte and its objects.
-pub fn read_trailer(file: &File) -> Result<(u8, Vec<(Id, Slot)>), String> {
-    let size = file.metadata().map_err(|e| e.to_string())?.len();
+/// Returns the pack's kind and its objects.
+pub fn read_trailer(file: &File) -> Result<(Kind, Vec<(Id, Slot)>), PackError> {
+    let size = file.metadata()?.len();
     if size < HEADER_LEN + FOOTER_LEN {
-        return Err("too short to be a sealed pack".into());
+        return Err(invalid("too short to be a sealed pack").into());
     }
     let mut header = [0u8; HEADER_LEN as usize];
-    file.read_exact_at(&mut header, 0)
-        .map_err(|e| e.to_string())?;
-    if &header[..8] != MAGIC {
-        return Err("bad magic".into());
-    }
-    if le_u32(&header[8..12]) != VERSION {
-        return Err(format!("unknown pack version {}", le_u32(&header[8..12])));
-    }
-    let kind = header[12];
+    file.read_exact_at(&mut header, 0)?;
+    let kind = decode_header(&header)?;
     let mut footer = [0u8; FOOTER_LEN as usize];
-    file.read_exact_at(&mut footer, size - FOOTER_LEN)
-        .map_err(|e| e.to_string())?;
+    file.read_exact_at(&mut footer, size - FOOTER_LEN)?;
     let trailer_at = footer_trailer_offset(&footer, size)?;
     let mut trailer = vec![0u8; (size - FOOTER_LEN - trailer_at) as usize];
-    file.read_exact_at(&mut trailer, trailer_at)
-        .map_err(|e| e.to_string())?;
-    let entries = decode_trailer(&footer, &trailer, trailer_at)?;
+    file.read_exact_at(&mut trailer, trailer_at)?;
+    let entries = decode_trailer(kind, &footer, &trailer, trailer_at)?;
     for (id, slot) in &entries {
         let mut rec = [0u8; RECORD_HEADER_LEN as usize];
-        file.read_exact_at(&mut rec, slot.offset - RECORD_HEADER_LEN)
-            .map_err(|e| e.to_string())?;
+        file.read_exact_at(&mut rec, slot.offset - RECORD_HEADER_LEN)?;
         if rec[..ID_LEN] != id.0
             || rec[32] != slot.codec
             || le_u32(&rec[33..37]) != slot.stored_len
             || le_u32(&rec[37..41]) != slot.raw_len
         {
-            return Err(format!(
+            return Err(invalid(format!(
                 "record header of {} disagrees with the trailer",
                 id.short()
-            ));
+            ))
+            .into());
         }
     }
     Ok((kind, entries))
 }
 
 /// Where the trailer of a pack of `size` bytes begins, from its footer.
-pub fn footer_trailer_offset(footer: &[u8], size: u64) -> Result<u64, String> {
+/// A trailer longer than `MAX_PACK_OBJECTS` entries is refused before it
+/// is read.
+pub fn footer_trailer_offset(footer: &[u8], size: u64) -> Result<u64, DecodeError> {
     if footer.len() != FOOTER_LEN as usize || &footer[40..] != END_MAGIC {
-        return Err("no trailer: the pack was never sealed".into());
+        return Err(invalid("no trailer: the pack was never sealed"));
     }
     let trailer_at = le_u64(&footer[..8]);
-    if trailer_at < HEADER_LEN || trailer_at > size - FOOTER_LEN {
-        return Err("trailer offset out of range".into());
+    let max_trailer = 4 + (MAX_PACK_OBJECTS * TRAILER_ENTRY_LEN) as u64;
+    if size > MAX_PACK_BYTES
+        || trailer_at < HEADER_LEN
+        || trailer_at > size - FOOTER_LEN
+        || size - FOOTER_LEN - trailer_at > max_trailer
+    {
+        return Err(invalid("trailer offset out of range"));
     }
     Ok(trailer_at)
 }
 
 /// Checks a trailer against its footer's checksum and decodes its entries,
-/// which must all lie before `trailer_at`.
+/// each checked (`Slot::check`) to lie before `trailer_at`.
 pub fn decode_trailer(
+    kind: Kind,
     footer: &[u8],
     trailer: &[u8],
     trailer_at: u64,
-) -> Result<Vec<(Id, Slot)>, String> {
-    if blake3::hash(trailer).as_bytes() != &footer[8..40] {
-        return Err("trailer checksum mismatch".into());
+) -> Result<Vec<(Id, Slot)>, DecodeError> {
+    if footer.len() != FOOTER_LEN as usize || blake3::hash(trailer).as_bytes() != &footer[8..40] {
+        return Err(invalid("trailer checksum mismatch"));
     }
-    if trailer.len() < 4 {
-        return Err("trailer truncated".into());
-    }
-    let count = le_u32(&trailer[..4]) as usize;
-    if trailer.len() != 4 + count * TRAILER_ENTRY_LEN {
-        return Err("trailer length does not match its entry count".into());
+    let count = trailer
+        .get(..4)
+        .map(le_u32)
+        .ok_or_else(|| invalid("trailer truncated"))? as usize;
+    if count > MAX_PACK_OBJECTS || trailer.len() != 4 + count * TRAILER_ENTRY_LEN {
+        return Err(invalid("trailer length does not match its entry count"));
     }
     let mut entries = Vec::with_capacity(count);
     for e in trailer[4..].chunks_exact(TRAILER_ENTRY_LEN) {
         let id = Id::from_slice(&e[..ID_LEN]).expect("id bytes");
-        let slot = Slot {
-            offset: le_u64(&e[32..40]),
-            stored_len: le_u32(&e[40..44]),
-            raw_len: le_u32(&e[44..48]),
-            codec: e[48],
-        };
-        if slot.offset < HEADER_LEN + RECORD_HEADER_LEN
-            || slot.offset + u64::from(slot.stored_len) > trailer_at
-        {
-            return Err(format!("entry {} points outside the pack", id.short()));
-        }
+        let slot = Slot::decode(&e[ID_LEN..])?;
+        slot.check(kind, trailer_at)
+            .map_err(|why| invalid(format!("entry {}: {why}", id.short())))?;
         entries.push((id, slot));
     }
     Ok(entries)
@@ -280,6 +395,8 @@ pub fn decode_trailer(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::alloc_track::largest_allocation;
+    use proptest::prelude::*;
 
     #[test]
     fn sealed_pack_reads_back() {
@@ -291,7 +408,7 @@ mod tests {
         w.seal().unwrap();
         let f = File::open(&path).unwrap();
         let (kind, entries) = read_trailer(&f).unwrap();
-        assert_eq!(kind, 0);
+        assert_eq!(kind, Kind::Chunk);
         assert_eq!(entries, vec![(a, s)]);
         let mut buf = [0u8; 1];
         f.read_exact_at(&mut buf, s.offset).unwrap();
@@ -328,5 +445,106 @@ mod tests {
         bytes[n - 60] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
         assert!(read_trailer(&File::open(&path).unwrap()).is_err());
+    }
+
+    fn slot(offset: u64, stored_len: u32, raw_len: u32, codec: u8) -> Slot {
+        Slot {
+            offset,
+            stored_len,
+            raw_len,
+            codec,
+        }
+    }
+
+    #[test]
+    fn slot_rules() {
+        let at = HEADER_LEN + RECORD_HEADER_LEN;
+        assert!(slot(at, 6, 6, CODEC_RAW).check(Kind::Chunk, 100).is_ok());
+        assert!(slot(at, 5, 9, CODEC_ZSTD).check(Kind::Meta, 100).is_ok());
+        // A raw length of 4 GiB, or over the kind's limit.
+        assert!(slot(at, 5, u32::MAX, CODEC_ZSTD)
+            .check(Kind::Chunk, u64::MAX)
+            .is_err());
+        assert!(slot(at, 5, MAX_META + 1, CODEC_ZSTD)
+            .check(Kind::Meta, u64::MAX)
+            .is_err());
+        assert!(slot(at, 5, MAX_META + 1, CODEC_ZSTD)
+            .check(Kind::Chunk, u64::MAX)
+            .is_ok());
+        // An offset near 2^64 does not wrap.
+        assert!(slot(u64::MAX - 2, 6, 6, CODEC_RAW)
+            .check(Kind::Chunk, u64::MAX)
+            .is_err());
+        assert!(slot(at, 6, 6, CODEC_RAW)
+            .check(Kind::Chunk, at + 5)
+            .is_err());
+        assert!(slot(0, 6, 6, CODEC_RAW).check(Kind::Chunk, 100).is_err());
+        assert!(slot(at, 5, 6, CODEC_RAW).check(Kind::Chunk, 100).is_err());
+        assert!(slot(at, 7, 6, CODEC_ZSTD).check(Kind::Chunk, 100).is_err());
+        assert!(slot(at, 6, 6, 2).check(Kind::Chunk, 100).is_err());
+        assert!(slot(at, 0, 0, CODEC_RAW).check(Kind::Chunk, 100).is_err());
+        let mut b = Vec::new();
+        let s = slot(at, 5, 9, CODEC_ZSTD);
+        s.encode(&mut b);
+        assert_eq!(b.len(), SLOT_LEN);
+        assert_eq!(Slot::decode(&b).unwrap(), s);
+    }
+
+    #[test]
+    fn a_zstd_bomb_stops_at_the_claimed_length() {
+        let raw = vec![0u8; 8 << 20];
+        let z = zstd::bulk::compress(&raw, 3).unwrap();
+        assert!(decode_stored(CODEC_ZSTD, 1000, &z).is_err());
+        let (r, largest) = largest_allocation(|| decode_stored(CODEC_ZSTD, u32::MAX, &z));
+        assert!(r.is_err());
+        assert!(largest < 1 << 20, "allocated {largest} bytes");
+    }
+
+    proptest! {
+        #[test]
+        fn decoders_never_panic_or_overallocate(
+            bytes in proptest::collection::vec(any::<u8>(), 0..400),
+            raw_len: u32,
+            codec in 0u8..3,
+            at: u64,
+        ) {
+            let (_, largest) = largest_allocation(|| {
+                let _ = decode_stored(codec, raw_len, &bytes);
+                let _ = decode_header(&bytes);
+                let _ = Slot::decode(&bytes).map(|s| s.check(Kind::Meta, at));
+                if bytes.len() >= FOOTER_LEN as usize {
+                    let (trailer, footer) = bytes.split_at(bytes.len() - FOOTER_LEN as usize);
+                    let _ = footer_trailer_offset(footer, at);
+                    let _ = decode_trailer(Kind::Chunk, footer, trailer, at);
+                }
+            });
+            prop_assert!(largest <= (MAX_CHUNK as usize).max(4 * bytes.len() + 1024));
+        }
+
+        #[test]
+        fn any_pack_file_reads_or_fails_cleanly(
+            body in proptest::collection::vec(any::<u8>(), 0..300),
+            count: u32,
+            trailer_at: u64,
+        ) {
+            // A pack-shaped file whose trailer count and offset are arbitrary,
+            // with a footer whose checksum matches the bytes it points at.
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("p");
+            let mut bytes = encode_header(0).to_vec();
+            bytes.extend_from_slice(&body);
+            let t_at = (trailer_at % (bytes.len() as u64 + 1)).max(HEADER_LEN);
+            let mut trailer = count.to_le_bytes().to_vec();
+            trailer.extend_from_slice(&body[..body.len().min(98)]);
+            bytes.truncate(t_at as usize);
+            bytes.resize(t_at as usize, 0);
+            bytes.extend_from_slice(&trailer);
+            bytes.extend_from_slice(&t_at.to_le_bytes());
+            bytes.extend_from_slice(blake3::hash(&trailer).as_bytes());
+            bytes.extend_from_slice(END_MAGIC);
+            std::fs::write(&path, &bytes).unwrap();
+            let (_, largest) = largest_allocation(|| read_trailer(&File::open(&path).unwrap()));
+            prop_assert!(largest < 1 << 16);
+        }
     }
 }

@@ -37,8 +37,9 @@ pub type Result<T> = std::result::Result<T, BackendError>;
 
 /// A remote blob store. Paths are relative to the remote's root and use `/`.
 pub trait Backend: Send + Sync {
-    /// The whole object, or None when there is none.
-    fn get(&self, path: &str) -> Result<Option<Vec<u8>>>;
+    /// The whole object, or None when there is none. An object larger than
+    /// `max` bytes is an error, found before more than `max` bytes are held.
+    fn get(&self, path: &str, max: u64) -> Result<Option<Vec<u8>>>;
     fn get_range(&self, path: &str, range: Range<u64>) -> Result<Vec<u8>>;
     /// Writes an object, replacing any (used for content-named objects,
     /// where a replacement has the same bytes).
@@ -304,16 +305,27 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 impl Backend for ObjectBackend {
-    fn get(&self, path: &str) -> Result<Option<Vec<u8>>> {
+    fn get(&self, path: &str, max: u64) -> Result<Option<Vec<u8>>> {
         let p = self.path(path);
+        let too_big = || BackendError::Other(format!("{path} is larger than {max} bytes"));
         self.runtime.block_on(async {
-            match self.store.get(&p).await {
-                Ok(r) => Ok(Some(
-                    r.bytes().await.map_err(|e| map_err(path, e))?.to_vec(),
-                )),
-                Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(e) => Err(map_err(path, e)),
+            let r = match self.store.get(&p).await {
+                Ok(r) => r,
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(map_err(path, e)),
+            };
+            if r.meta.size > max {
+                return Err(too_big());
             }
+            let mut out = Vec::with_capacity(r.meta.size as usize);
+            let mut stream = r.into_stream();
+            while let Some(piece) = stream.try_next().await.map_err(|e| map_err(path, e))? {
+                if (out.len() + piece.len()) as u64 > max {
+                    return Err(too_big());
+                }
+                out.extend_from_slice(&piece);
+            }
+            Ok(Some(out))
         })
     }
 

@@ -16,7 +16,7 @@ use crate::id::{CommitId, Id};
 use crate::progress::Progress;
 use crate::store::pack;
 use crate::store::{Kind, Store};
-use crate::tree::{links, Link};
+use crate::tree::{links, Link, TreeError};
 
 /// Ranged reads in flight at once.
 const READERS: usize = 8;
@@ -79,12 +79,19 @@ pub fn fetch(
                 remote: remote.name.clone(),
                 id: link.id,
             })?;
+            if loc.kind != link.kind {
+                return Err(SyncError::Damaged {
+                    remote: remote.name.clone(),
+                    what: format!("object {}", link.id.short()),
+                    why: "its index entry and its references disagree on its kind".into(),
+                });
+            }
             match link.kind {
                 Kind::Chunk => chunks.push((link.id, link.kind, loc)),
                 Kind::Meta => missing.push((link.id, link.kind, loc)),
             }
         }
-        for (id, raw) in read(
+        for links in read(
             store,
             remote,
             &missing,
@@ -92,7 +99,7 @@ pub fn fetch(
             &mut stats,
             &crate::progress::Silent,
         )? {
-            next.extend(links(&id, Kind::Meta, &raw)?);
+            next.extend(links);
         }
         level = next;
     }
@@ -130,8 +137,8 @@ struct Span<'a> {
     objects: Vec<&'a (Id, Kind, Located)>,
 }
 
-/// Fetches, checks and stores objects; returns their raw bytes when
-/// `keep` is set (metadata, which the walk reads next).
+/// Fetches, checks and stores objects; returns what each one refers to
+/// when `keep` is set (metadata, which the walk follows next).
 fn read(
     store: &Store,
     remote: &Remote,
@@ -139,7 +146,7 @@ fn read(
     keep: bool,
     stats: &mut FetchStats,
     progress: &dyn Progress,
-) -> Result<Vec<(Id, Vec<u8>)>> {
+) -> Result<Vec<Vec<Link>>> {
     let spans = coalesce(objects);
     let kept = super::parallel(&spans, READERS, |span| {
         read_span(store, remote, span, keep, progress)
@@ -192,7 +199,7 @@ fn read_span(
     span: &Span,
     keep: bool,
     progress: &dyn Progress,
-) -> Result<Vec<(Id, Vec<u8>)>> {
+) -> Result<Vec<Vec<Link>>> {
     let path = layout::pack_path(&span.pack);
     let bytes = remote
         .backend
@@ -208,14 +215,20 @@ fn read_span(
             why: why.to_string(),
         };
         let raw = pack::decode_stored(loc.slot.codec, loc.slot.raw_len, stored)
-            .map_err(|e| damaged(&e))?;
+            .map_err(|e| damaged(&e.to_string()))?;
         if Id::of(&raw) != *id {
             return Err(damaged("its content does not match its id"));
         }
+        // Decoding checks every rule of the object's own format: nothing
+        // malformed is ever stored.
+        let refs = links(id, *kind, &raw).map_err(|e| match e {
+            TreeError::Corrupt { what, .. } => damaged(&what),
+            e => damaged(&e.to_string()),
+        })?;
         store.put_verified(*kind, id, loc.slot.codec, loc.slot.raw_len, stored)?;
         progress.advance(u64::from(loc.slot.stored_len));
         if keep {
-            kept.push((*id, raw.into_owned()));
+            kept.push(refs);
         }
     }
     Ok(kept)

@@ -66,7 +66,11 @@ impl<'a> Known<'a> {
 
     fn load_index(&self, remote: &Remote, id: &Id) -> Result<()> {
         let path = layout::index_path(id);
-        let Some(bytes) = remote.backend.get(&path).map_err(remote.err())? else {
+        let Some(bytes) = remote
+            .backend
+            .get(&path, layout::MAX_INDEX_BYTES)
+            .map_err(remote.err())?
+        else {
             return Ok(()); // Removed since the listing; the next refresh notices.
         };
         if Id::of(&bytes) != *id {

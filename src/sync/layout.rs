@@ -13,13 +13,21 @@
 
 use crate::chunker::ChunkParams;
 use crate::id::{CommitId, Id, ID_LEN};
-use crate::store::pack::Slot;
+use crate::store::pack::{Slot, MAX_PACK_BYTES, SLOT_LEN};
 use crate::store::Kind;
 
 pub const INDEX_MAGIC: &[u8; 8] = b"DOTRIDX\0";
 pub const INDEX_VERSION: u32 = 1;
-const INDEX_ENTRY_LEN: usize = ID_LEN + 4 + 8 + 4 + 4 + 1 + 1;
+const INDEX_ENTRY_LEN: usize = ID_LEN + 4 + SLOT_LEN + 1;
 const REF_HEADER: &str = "dot ref 1";
+/// No index file names more objects or packs; a push writes several
+/// when it adds more.
+pub const MAX_INDEX_OBJECTS: usize = 1 << 20;
+/// No index file is larger, so none is read past this.
+pub const MAX_INDEX_BYTES: u64 =
+    (20 + MAX_INDEX_OBJECTS * ID_LEN + MAX_INDEX_OBJECTS * INDEX_ENTRY_LEN) as u64;
+/// No ref object is larger.
+pub const MAX_REF_BYTES: u64 = 4096;
 
 pub fn pack_path(id: &Id) -> String {
     format!("packs/{}.pack", id.to_hex())
@@ -68,7 +76,13 @@ impl RemoteRef {
         .into_bytes()
     }
 
+    /// Decodes a ref; only the exact bytes `encode` gives are accepted.
     pub fn decode(bytes: &[u8]) -> Option<RemoteRef> {
+        let r = Self::parse(bytes)?;
+        (r.encode() == bytes).then_some(r)
+    }
+
+    fn parse(bytes: &[u8]) -> Option<RemoteRef> {
         let text = std::str::from_utf8(bytes).ok()?;
         let mut lines = text.lines();
         if lines.next()? != REF_HEADER {
@@ -99,32 +113,28 @@ pub struct Located {
 }
 
 impl Located {
-    pub const LEN: usize = ID_LEN + 8 + 4 + 4 + 1 + 1;
+    pub const LEN: usize = ID_LEN + SLOT_LEN + 1;
 
     pub fn encode(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(Self::LEN);
         v.extend_from_slice(&self.pack.0);
-        v.extend_from_slice(&self.slot.offset.to_le_bytes());
-        v.extend_from_slice(&self.slot.stored_len.to_le_bytes());
-        v.extend_from_slice(&self.slot.raw_len.to_le_bytes());
-        v.push(self.slot.codec);
+        self.slot.encode(&mut v);
         v.push(self.kind as u8);
         v
     }
 
+    /// Decodes and checks (`Slot::check`) a location.
     pub fn decode(b: &[u8]) -> Option<Located> {
         if b.len() != Self::LEN {
             return None;
         }
+        let kind = Kind::from_u8(b[Self::LEN - 1])?;
+        let slot = Slot::decode(&b[ID_LEN..]).ok()?;
+        slot.check(kind, MAX_PACK_BYTES).ok()?;
         Some(Located {
-            pack: Id::from_slice(&b[..32])?,
-            slot: Slot {
-                offset: u64::from_le_bytes(b[32..40].try_into().ok()?),
-                stored_len: u32::from_le_bytes(b[40..44].try_into().ok()?),
-                raw_len: u32::from_le_bytes(b[44..48].try_into().ok()?),
-                codec: b[48],
-            },
-            kind: Kind::from_u8(b[49])?,
+            pack: Id::from_slice(&b[..ID_LEN])?,
+            slot,
+            kind,
         })
     }
 }
@@ -153,10 +163,7 @@ pub fn encode_index(objects: &mut [(Id, Located)]) -> Vec<u8> {
         let n = packs.binary_search(&l.pack).expect("pack listed") as u32;
         out.extend_from_slice(&id.0);
         out.extend_from_slice(&n.to_le_bytes());
-        out.extend_from_slice(&l.slot.offset.to_le_bytes());
-        out.extend_from_slice(&l.slot.stored_len.to_le_bytes());
-        out.extend_from_slice(&l.slot.raw_len.to_le_bytes());
-        out.push(l.slot.codec);
+        l.slot.encode(&mut out);
         out.push(l.kind as u8);
     }
     out
@@ -165,50 +172,58 @@ pub fn encode_index(objects: &mut [(Id, Located)]) -> Vec<u8> {
 /// The packs an index file lists and the objects it names.
 pub type Index = (Vec<Id>, Vec<(Id, Located)>);
 
-/// Decodes an index file (whose name the caller has checked).
+/// Decodes an index file (whose name the caller has checked) and checks
+/// it: at most `MAX_INDEX_OBJECTS` packs and objects, packs and objects
+/// sorted and unique, every object in a listed pack, every slot within
+/// the format's limits (`Slot::check`).
 pub fn decode_index(b: &[u8]) -> Result<Index, String> {
-    let u32_at = |at: usize| -> Result<u32, String> {
-        b.get(at..at + 4)
-            .map(|s| u32::from_le_bytes(s.try_into().expect("4 bytes")))
+    let u32_at = |at: usize| -> Result<usize, String> {
+        at.checked_add(4)
+            .and_then(|end| b.get(at..end))
+            .map(|s| u32::from_le_bytes(s.try_into().expect("4 bytes")) as usize)
             .ok_or_else(|| "truncated".to_string())
     };
     if b.get(..8) != Some(INDEX_MAGIC) {
         return Err("not a dot index file".into());
     }
     let version = u32_at(8)?;
-    if version != INDEX_VERSION {
+    if version != INDEX_VERSION as usize {
         return Err(format!(
             "index format version {version} is newer than this dot understands; upgrade dot"
         ));
     }
-    let npacks = u32_at(12)? as usize;
-    let mut at = 16;
-    let packs_end = at + npacks * ID_LEN;
+    let npacks = u32_at(12)?;
+    if npacks > MAX_INDEX_OBJECTS {
+        return Err(format!("lists {npacks} packs"));
+    }
+    let packs_end = 16 + npacks * ID_LEN;
     let packs: Vec<Id> = b
-        .get(at..packs_end)
+        .get(16..packs_end)
         .ok_or("truncated")?
         .chunks_exact(ID_LEN)
         .map(|c| Id::from_slice(c).expect("32 bytes"))
         .collect();
-    at = packs_end;
-    let n = u32_at(at)? as usize;
-    at += 4;
-    if b.len() != at + n * INDEX_ENTRY_LEN {
+    if !packs.windows(2).all(|w| w[0] < w[1]) {
+        return Err("packs are not sorted and unique".into());
+    }
+    let n = u32_at(packs_end)?;
+    let at = packs_end + 4;
+    if n > MAX_INDEX_OBJECTS || b.len() != at + n * INDEX_ENTRY_LEN {
         return Err("length does not match its object count".into());
     }
-    let mut objects = Vec::with_capacity(n);
+    let mut objects: Vec<(Id, Located)> = Vec::with_capacity(n);
     for e in b[at..].chunks_exact(INDEX_ENTRY_LEN) {
-        let id = Id::from_slice(&e[..32]).expect("32 bytes");
+        let id = Id::from_slice(&e[..ID_LEN]).expect("32 bytes");
+        if objects.last().is_some_and(|(last, _)| *last >= id) {
+            return Err("objects are not sorted and unique".into());
+        }
         let pack = *packs
             .get(u32::from_le_bytes(e[32..36].try_into().expect("4")) as usize)
             .ok_or("object names a pack the file does not list")?;
-        let kind = Kind::from_u8(e[53]).ok_or("unknown object kind")?;
-        let slot = Slot {
-            offset: u64::from_le_bytes(e[36..44].try_into().expect("8")),
-            stored_len: u32::from_le_bytes(e[44..48].try_into().expect("4")),
-            raw_len: u32::from_le_bytes(e[48..52].try_into().expect("4")),
-            codec: e[52],
-        };
+        let kind = Kind::from_u8(e[INDEX_ENTRY_LEN - 1]).ok_or("unknown object kind")?;
+        let slot = Slot::decode(&e[36..]).map_err(|e| e.to_string())?;
+        slot.check(kind, MAX_PACK_BYTES)
+            .map_err(|why| format!("object {}: {why}", id.short()))?;
         objects.push((id, Located { pack, slot, kind }));
     }
     Ok((packs, objects))

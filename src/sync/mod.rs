@@ -109,14 +109,19 @@ impl Remote {
                 .into_iter()
                 .filter_map(|(p, _)| {
                     let g = p.strip_prefix(&dir)?;
-                    (g.len() == 20).then(|| g.parse::<u64>().ok())?
+                    let digits = g.len() == 20 && g.bytes().all(|b| b.is_ascii_digit());
+                    digits.then(|| g.parse::<u64>().ok())?
                 })
                 .max();
             let Some(generation) = newest else {
                 return Ok(None);
             };
             let path = layout::ref_path(dot, branch, generation);
-            if let Some(bytes) = self.backend.get(&path).map_err(self.err())? {
+            let got = self
+                .backend
+                .get(&path, layout::MAX_REF_BYTES)
+                .map_err(self.err())?;
+            if let Some(bytes) = got {
                 return match RemoteRef::decode(&bytes) {
                     Some(r) => Ok(Some((generation, r))),
                     None => Err(SyncError::Damaged {
@@ -144,7 +149,14 @@ impl Remote {
         previous: Option<u64>,
         value: &RemoteRef,
     ) -> Result<bool> {
-        let generation = previous.map_or(1, |g| g + 1);
+        let generation = match previous {
+            None => 1,
+            Some(g) => g.checked_add(1).ok_or_else(|| SyncError::Damaged {
+                remote: self.name.clone(),
+                what: format!("branch {branch} of dot {dot}"),
+                why: format!("its generation number {g} cannot grow"),
+            })?,
+        };
         let path = layout::ref_path(dot, branch, generation);
         if !self
             .backend
@@ -188,8 +200,8 @@ mod tests {
     }
 
     impl Backend for Faulty {
-        fn get(&self, path: &str) -> backend::Result<Option<Vec<u8>>> {
-            self.inner.get(path)
+        fn get(&self, path: &str, max: u64) -> backend::Result<Option<Vec<u8>>> {
+            self.inner.get(path, max)
         }
         fn get_range(&self, path: &str, range: Range<u64>) -> backend::Result<Vec<u8>> {
             self.inner.get_range(path, range)
@@ -380,7 +392,7 @@ mod tests {
         // Flip a byte in the data pack's first record.
         let packs = remote.backend.list("packs/").unwrap();
         let (path, _) = packs.iter().max_by_key(|(_, size)| *size).unwrap().clone();
-        let mut bytes = remote.backend.get(&path).unwrap().unwrap();
+        let mut bytes = remote.backend.get(&path, u64::MAX).unwrap().unwrap();
         bytes[100] ^= 1;
         remote.backend.put(&path, bytes).unwrap();
 

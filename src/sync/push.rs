@@ -59,15 +59,15 @@ pub fn push_objects(
         return Ok(stats);
     }
     let reusable = leftovers(remote, known)?;
-    let mut located = Vec::with_capacity(need.len());
+    let mut located = HashMap::with_capacity(need.len());
     let mut send = Vec::new();
-    for (id, entry) in need {
-        match reusable.get(&id) {
+    for (id, entry) in &need {
+        match reusable.get(id) {
             Some(loc) => {
-                located.push((id, *loc));
+                located.insert(*id, *loc);
                 stats.objects_reused += 1;
             }
-            None => send.push((id, entry)),
+            None => send.push((*id, *entry)),
         }
     }
     let total: u64 = send
@@ -81,17 +81,27 @@ pub fn push_objects(
     stats.packs_sent = sent.packs;
     stats.bytes_sent = sent.bytes;
     located.extend(sent.located);
-    let index = layout::encode_index(&mut located);
-    let index_id = Id::of(&index);
-    remote
-        .backend
-        .put(&layout::index_path(&index_id), index.clone())
-        .map_err(remote.err())?;
-    known.record(&index_id, &index)?;
+    // Index files in walk order: each names only objects whose references
+    // are in it, in an earlier one, or already on the remote, so what the
+    // remote's index files name stays complete even if the push stops
+    // between two of them.
+    for part in need.chunks(layout::MAX_INDEX_OBJECTS) {
+        let mut objects: Vec<(Id, Located)> =
+            part.iter().map(|(id, _)| (*id, located[id])).collect();
+        let index = layout::encode_index(&mut objects);
+        let index_id = Id::of(&index);
+        remote
+            .backend
+            .put(&layout::index_path(&index_id), index.clone())
+            .map_err(remote.err())?;
+        known.record(&index_id, &index)?;
+    }
     Ok(stats)
 }
 
-/// Every object `head` reaches that the remote lacks, commits first.
+/// Every object `head` reaches that the remote lacks, each after every
+/// object it refers to (a post-order of the DAG), so that any prefix of
+/// the list is closed under references.
 fn walk(
     store: &Store,
     known: &Known,
@@ -100,8 +110,13 @@ fn walk(
 ) -> Result<Vec<(Id, Entry)>> {
     let mut need = Vec::new();
     let mut seen = HashSet::new();
-    let mut stack = vec![Link::meta(head.0, 0)];
-    while let Some(link) = stack.pop() {
+    // (link, the entry once its references are on the stack above it)
+    let mut stack: Vec<(Link, Option<Entry>)> = vec![(Link::meta(head.0, 0), None)];
+    while let Some((link, expanded)) = stack.pop() {
+        if let Some(entry) = expanded {
+            need.push((link.id, entry));
+            continue;
+        }
         if !seen.insert(link.id) {
             continue;
         }
@@ -111,11 +126,15 @@ fn walk(
             continue;
         }
         let entry = store.entry(&link.id)?.ok_or(StoreError::Missing(link.id))?;
+        stack.push((link, Some(entry)));
         if entry.kind == Kind::Meta {
             let raw = store.read_entry(&link.id, &entry)?;
-            stack.extend(links(&link.id, Kind::Meta, &raw)?);
+            stack.extend(
+                links(&link.id, Kind::Meta, &raw)?
+                    .into_iter()
+                    .map(|l| (l, None)),
+            );
         }
-        need.push((link.id, entry));
     }
     Ok(need)
 }
@@ -148,11 +167,11 @@ fn read_trailer(remote: &Remote, id: &Id, size: u64) -> Result<Option<Vec<(Id, L
     let Ok(trailer_at) = pack::footer_trailer_offset(&footer, size) else {
         return Ok(None);
     };
+    let Ok(kind) = pack::decode_header(&header) else {
+        return Ok(None);
+    };
     let trailer = get(trailer_at..size - FOOTER_LEN)?;
-    let (Some(kind), Ok(entries)) = (
-        Kind::from_u8(header[12]).filter(|_| &header[..8] == pack::MAGIC),
-        pack::decode_trailer(&footer, &trailer, trailer_at),
-    ) else {
+    let Ok(entries) = pack::decode_trailer(kind, &footer, &trailer, trailer_at) else {
         return Ok(None);
     };
     Ok(Some(
@@ -262,7 +281,7 @@ fn upload(
                         context: "cannot build a pack".into(),
                         source: e,
                     })?;
-                if buf.bytes.len() >= pack_target {
+                if buf.is_full(pack_target) {
                     let buf = open[k].take().expect("open pack");
                     seal(buf, entry.kind, &mut sent);
                 }

@@ -13,6 +13,7 @@
 use super::{decode_err, header, is_boundary, open_object, Objects, Result, KIND_CHUNK_NODE};
 use crate::codec::{Reader, Writer};
 use crate::id::{ChunkId, Id, NodeId};
+use crate::store::pack::MAX_CHUNK;
 use crate::store::Kind;
 
 /// Children per node on average is `FANOUT_MASK + 1`.
@@ -84,6 +85,24 @@ impl ContentRef {
         })
     }
 
+    /// Whether a file entry of `size` bytes may point at this: nothing for
+    /// 0 bytes, one chunk of at most `MAX_CHUNK` bytes, a zero run or a
+    /// node for anything else.
+    pub fn check_size(&self, size: u64) -> std::result::Result<(), String> {
+        let ok = match self {
+            ContentRef::Empty => size == 0,
+            ContentRef::Chunk(_) => (1..=u64::from(MAX_CHUNK)).contains(&size),
+            ContentRef::Zero | ContentRef::Node(_) => size > 0,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "a file of {size} bytes cannot have this content reference"
+            ))
+        }
+    }
+
     /// The single object this reference names, if any.
     pub fn object(&self) -> Option<Id> {
         match self {
@@ -98,7 +117,7 @@ impl ContentRef {
 pub type LeafVisitor<'a, E> = dyn FnMut(u64, &[Leaf]) -> std::result::Result<(), E> + 'a;
 
 #[derive(Clone, Copy, Debug)]
-enum Child {
+pub(super) enum Child {
     Leaf(Leaf),
     Node(NodeId, u64),
 }
@@ -231,40 +250,90 @@ fn write_node(objects: &dyn Objects, level: u8, children: &[Child]) -> Result<(N
     Ok((NodeId(id), total))
 }
 
-/// A decoded node: its level and children.
-struct Node {
-    level: u8,
-    children: Vec<Child>,
+/// A decoded node: its level, children and the bytes they add up to.
+pub(super) struct Node {
+    pub level: u8,
+    pub children: Vec<Child>,
+    pub total: u64,
 }
 
-fn read_node(objects: &dyn Objects, id: &NodeId) -> Result<Node> {
-    let bytes = objects.get(&id.0)?;
-    let mut r = open_object(&id.0, &bytes, KIND_CHUNK_NODE)?;
-    let de = decode_err(&id.0);
-    let level = r.u8().map_err(&de)?;
-    let count = r.varint().map_err(&de)?;
-    if count == 0 || count > MAX_FANOUT as u64 {
-        return Err(super::corrupt(&id.0, format!("node has {count} children")));
-    }
-    let mut children = Vec::with_capacity(count as usize);
-    for _ in 0..count {
-        let child = if level == 0 {
-            match r.u8().map_err(&de)? {
-                TAG_CHUNK => {
-                    let cid = ChunkId(r.id().map_err(&de)?);
-                    let n = r.u32v().map_err(&de)?;
-                    Child::Leaf(Leaf::Chunk(cid, n))
+impl Node {
+    /// Decodes a node and checks everything it says about itself: 1 to
+    /// `MAX_FANOUT` children; chunk leaves of 1 to `MAX_CHUNK` bytes, zero
+    /// runs and inner children of at least one byte; lengths whose sum
+    /// fits in a u64; no trailing bytes.
+    pub fn decode(id: &NodeId, bytes: &[u8]) -> Result<Node> {
+        let mut r = open_object(&id.0, bytes, KIND_CHUNK_NODE)?;
+        let de = decode_err(&id.0);
+        let bad = |what: String| super::corrupt(&id.0, what);
+        let level = r.u8().map_err(&de)?;
+        let count = r.varint().map_err(&de)?;
+        if count == 0 || count > MAX_FANOUT as u64 {
+            return Err(bad(format!("node has {count} children")));
+        }
+        let mut children = Vec::with_capacity(count as usize);
+        let mut total = 0u64;
+        for _ in 0..count {
+            let child = if level == 0 {
+                match r.u8().map_err(&de)? {
+                    TAG_CHUNK => {
+                        let cid = ChunkId(r.id().map_err(&de)?);
+                        let n = r.u32v().map_err(&de)?;
+                        if n == 0 || n > MAX_CHUNK {
+                            return Err(bad(format!("a chunk leaf of {n} bytes")));
+                        }
+                        Child::Leaf(Leaf::Chunk(cid, n))
+                    }
+                    TAG_ZERO => Child::Leaf(Leaf::Zero(r.varint().map_err(&de)?)),
+                    t => return Err(bad(format!("unknown leaf tag {t}"))),
                 }
-                TAG_ZERO => Child::Leaf(Leaf::Zero(r.varint().map_err(&de)?)),
-                t => return Err(super::corrupt(&id.0, format!("unknown leaf tag {t}"))),
+            } else {
+                Child::Node(NodeId(r.id().map_err(&de)?), r.varint().map_err(&de)?)
+            };
+            if child.len() == 0 {
+                return Err(bad("a child of 0 bytes".into()));
             }
-        } else {
-            Child::Node(NodeId(r.id().map_err(&de)?), r.varint().map_err(&de)?)
-        };
-        children.push(child);
+            total = total
+                .checked_add(child.len())
+                .ok_or_else(|| bad("child lengths overflow".into()))?;
+            children.push(child);
+        }
+        r.finish().map_err(&de)?;
+        Ok(Node {
+            level,
+            children,
+            total,
+        })
     }
-    r.finish().map_err(&de)?;
-    Ok(Node { level, children })
+}
+
+/// Reads a node; `expect_level` is what its parent says (levels drop by
+/// one per step down, so no descent is deeper than 256 nodes).
+pub(super) fn read_node(
+    objects: &dyn Objects,
+    id: &NodeId,
+    expect_level: Option<u8>,
+) -> Result<Node> {
+    let node = Node::decode(id, &objects.get(&id.0)?)?;
+    if expect_level.is_some_and(|l| l != node.level) {
+        return Err(super::corrupt(
+            &id.0,
+            "node level does not match its parent",
+        ));
+    }
+    Ok(node)
+}
+
+/// A chunk's bytes, checked to be as long as the reference says.
+pub fn chunk_bytes(objects: &dyn Objects, id: &ChunkId, len: u64) -> Result<Vec<u8>> {
+    let data = objects.get(&id.0)?;
+    if data.len() as u64 != len {
+        return Err(super::corrupt(
+            &id.0,
+            format!("chunk is {} bytes, its reference says {len}", data.len()),
+        ));
+    }
+    Ok(data)
 }
 
 /// Visits the leaves of `content` in order, one level-0 node at a time, as
@@ -275,6 +344,12 @@ pub fn for_each_leaf_group<E: From<super::TreeError>>(
     size: u64,
     f: &mut LeafVisitor<E>,
 ) -> std::result::Result<(), E> {
+    content.check_size(size).map_err(|what| {
+        E::from(super::corrupt(
+            &content.object().unwrap_or(Id([0; 32])),
+            what,
+        ))
+    })?;
     let total = match content {
         ContentRef::Empty => 0,
         ContentRef::Zero => {
@@ -282,9 +357,7 @@ pub fn for_each_leaf_group<E: From<super::TreeError>>(
             size
         }
         ContentRef::Chunk(id) => {
-            let n = u32::try_from(size)
-                .map_err(|_| E::from(super::corrupt(&id.0, "single chunk larger than 4 GiB")))?;
-            f(0, &[Leaf::Chunk(*id, n)])?;
+            f(0, &[Leaf::Chunk(*id, size as u32)])?;
             size
         }
         ContentRef::Node(id) => visit(objects, id, 0, None, f)?,
@@ -307,10 +380,7 @@ fn visit<E: From<super::TreeError>>(
     expect_level: Option<u8>,
     f: &mut LeafVisitor<E>,
 ) -> std::result::Result<u64, E> {
-    let node = read_node(objects, id)?;
-    if expect_level.is_some_and(|l| l != node.level) {
-        return Err(super::corrupt(&id.0, "node level does not match its parent").into());
-    }
+    let node = read_node(objects, id, expect_level)?;
     if node.level == 0 {
         let leaves: Vec<Leaf> = node
             .children
@@ -321,7 +391,7 @@ fn visit<E: From<super::TreeError>>(
             })
             .collect();
         f(offset, &leaves)?;
-        return Ok(leaves.iter().map(Leaf::len).sum());
+        return Ok(node.total);
     }
     let mut pos = offset;
     for c in &node.children {
@@ -334,7 +404,7 @@ fn visit<E: From<super::TreeError>>(
         }
         pos += len;
     }
-    Ok(pos - offset)
+    Ok(node.total)
 }
 
 /// Reads up to `buf.len()` bytes at `offset` of a file's content, descending
@@ -358,18 +428,15 @@ pub fn read_at(
             Ok(want)
         }
         ContentRef::Chunk(id) => {
-            let data = objects.get(&id.0)?;
+            let data = chunk_bytes(objects, id, size)?;
             let start = offset as usize;
-            let piece = data.get(start..start + want).ok_or_else(|| {
-                super::corrupt(&id.0, "chunk is shorter than its file entry says")
-            })?;
-            buf.copy_from_slice(piece);
+            buf.copy_from_slice(&data[start..start + want]);
             Ok(want)
         }
         ContentRef::Node(root) => {
             let mut done = 0;
             while done < want {
-                done += read_node_at(objects, root, offset + done as u64, &mut buf[done..])?;
+                done += read_node_at(objects, root, None, offset + done as u64, &mut buf[done..])?;
             }
             Ok(want)
         }
@@ -377,30 +444,28 @@ pub fn read_at(
 }
 
 /// Reads from the one leaf that holds `offset`; returns bytes read (> 0).
-fn read_node_at(objects: &dyn Objects, id: &NodeId, offset: u64, buf: &mut [u8]) -> Result<usize> {
-    let node = read_node(objects, id)?;
+fn read_node_at(
+    objects: &dyn Objects,
+    id: &NodeId,
+    expect_level: Option<u8>,
+    offset: u64,
+    buf: &mut [u8],
+) -> Result<usize> {
+    let node = read_node(objects, id, expect_level)?;
     let mut pos = 0u64;
     for c in &node.children {
         let len = c.len();
-        if offset < pos + len {
+        if offset - pos < len {
             let inner = offset - pos;
             return match c {
-                Child::Node(cid, _) => read_node_at(objects, cid, inner, buf),
+                Child::Node(cid, _) => read_node_at(objects, cid, Some(node.level - 1), inner, buf),
                 Child::Leaf(leaf) => {
                     let n = ((len - inner) as usize).min(buf.len());
                     match leaf {
                         Leaf::Zero(_) => buf[..n].fill(0),
                         Leaf::Chunk(cid, _) => {
-                            let data = objects.get(&cid.0)?;
-                            let piece =
-                                data.get(inner as usize..inner as usize + n)
-                                    .ok_or_else(|| {
-                                        super::corrupt(
-                                            &cid.0,
-                                            "chunk is shorter than its leaf says",
-                                        )
-                                    })?;
-                            buf[..n].copy_from_slice(piece);
+                            let data = chunk_bytes(objects, cid, len)?;
+                            buf[..n].copy_from_slice(&data[inner as usize..inner as usize + n]);
                         }
                     }
                     Ok(n)
@@ -421,22 +486,23 @@ pub fn for_each_object(
     match content {
         ContentRef::Empty | ContentRef::Zero => Ok(()),
         ContentRef::Chunk(c) => f(c.0, Kind::Chunk).map(|_| ()),
-        ContentRef::Node(n) => walk_nodes(objects, n, f),
+        ContentRef::Node(n) => walk_nodes(objects, n, None, f),
     }
 }
 
 fn walk_nodes(
     objects: &dyn Objects,
     id: &NodeId,
+    expect_level: Option<u8>,
     f: &mut dyn FnMut(Id, Kind) -> Result<bool>,
 ) -> Result<()> {
     if !f(id.0, Kind::Meta)? {
         return Ok(());
     }
-    let node = read_node(objects, id)?;
+    let node = read_node(objects, id, expect_level)?;
     for c in &node.children {
         match c {
-            Child::Node(cid, _) => walk_nodes(objects, cid, f)?,
+            Child::Node(cid, _) => walk_nodes(objects, cid, Some(node.level - 1), f)?,
             Child::Leaf(Leaf::Chunk(cid, _)) => {
                 f(cid.0, Kind::Chunk)?;
             }
@@ -447,8 +513,8 @@ fn walk_nodes(
 }
 
 /// The children one chunk-tree node names (see `super::links`).
-pub(super) fn node_links(objects: &dyn Objects, id: &Id) -> Result<Vec<super::Link>> {
-    Ok(read_node(objects, &NodeId(*id))?
+pub(super) fn node_links(id: &Id, bytes: &[u8]) -> Result<Vec<super::Link>> {
+    Ok(Node::decode(&NodeId(*id), bytes)?
         .children
         .iter()
         .filter_map(|c| match c {

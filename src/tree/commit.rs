@@ -29,6 +29,15 @@ pub struct Top {
 /// Subdot name -> top directory.
 pub type Root = BTreeMap<String, Top>;
 
+/// The one naming rule of dots (per `/`-separated part), subdots, branches
+/// and remotes: 1 to 64 ASCII letters, digits, `_` and `-`. A subdot name
+/// becomes a directory name, so a root that breaks it is damaged.
+pub fn valid_name(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 pub fn write_root(objects: &dyn Objects, root: &Root) -> Result<RootId> {
     let mut w = Writer::new();
     w.raw(&header(KIND_ROOT)).varint(root.len() as u64);
@@ -44,13 +53,30 @@ pub fn write_root(objects: &dyn Objects, root: &Root) -> Result<RootId> {
 }
 
 pub fn read_root(objects: &dyn Objects, id: &RootId) -> Result<Root> {
-    let bytes = objects.get(&id.0)?;
-    let mut r = open_object(&id.0, &bytes, KIND_ROOT)?;
+    decode_root(id, &objects.get(&id.0)?)
+}
+
+/// Decodes a root and checks it: subdot names that follow `valid_name`,
+/// strictly sorted; top modes of permission bits only.
+pub fn decode_root(id: &RootId, bytes: &[u8]) -> Result<Root> {
+    let mut r = open_object(&id.0, bytes, KIND_ROOT)?;
     let de = decode_err(&id.0);
     let mut root = Root::new();
     for _ in 0..r.varint().map_err(&de)? {
-        let name = String::from_utf8(r.bytes().map_err(&de)?.to_vec())
-            .map_err(|_| super::corrupt(&id.0, "subdot name is not UTF-8"))?;
+        let raw = r.bytes().map_err(&de)?;
+        let name = std::str::from_utf8(raw)
+            .ok()
+            .filter(|n| valid_name(n))
+            .ok_or_else(|| {
+                super::corrupt(
+                    &id.0,
+                    format!(
+                        "invalid subdot name {:?}: subdot names are 1 to 64 letters, digits, '_' and '-'",
+                        String::from_utf8_lossy(&raw[..raw.len().min(100)])
+                    ),
+                )
+            })?
+            .to_string();
         let top = Top {
             tree: TreeId(r.id().map_err(&de)?),
             mode: r.u32v().map_err(&de)?,
@@ -58,6 +84,9 @@ pub fn read_root(objects: &dyn Objects, id: &RootId) -> Result<Root> {
             gid: r.u32v().map_err(&de)?,
             mtime_ns: r.ivarint().map_err(&de)?,
         };
+        if top.mode & !0o7777 != 0 {
+            return Err(super::corrupt(&id.0, "a top mode has bits beyond 0o7777"));
+        }
         if root.keys().next_back().is_some_and(|last| *last >= name) {
             return Err(super::corrupt(&id.0, "subdot names are not sorted"));
         }
@@ -129,6 +158,12 @@ impl Commit {
         for _ in 0..r.varint().map_err(&de)? {
             let k = text(r.bytes().map_err(&de)?)?;
             let v = text(r.bytes().map_err(&de)?)?;
+            if metadata.keys().next_back().is_some_and(|last| *last >= k) {
+                return Err(super::corrupt(
+                    &id.0,
+                    "metadata keys are not sorted and unique",
+                ));
+            }
             metadata.insert(k, v);
         }
         r.finish().map_err(&de)?;

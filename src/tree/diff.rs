@@ -1,7 +1,9 @@
 //! Merkle diff of directory trees: subtrees with equal ids are skipped
 //! without being read, so a diff costs what changed, not the tree's size.
 
-use super::dir::{read_dir, Content, DirEntry, EntryKind};
+use std::cmp::Ordering;
+
+use super::dir::{read_dir, Content, DirEntry, EntryKind, MAX_DEPTH};
 use super::{Objects, Result};
 use crate::id::TreeId;
 
@@ -32,8 +34,10 @@ pub struct Changed {
 }
 
 /// The changes that turn tree `a` into tree `b` (either may be absent:
-/// an absent tree is empty). Directory mtimes alone do not count as a
-/// change: creating and deleting a file changes them and nothing else.
+/// an absent tree is empty), in path order. Directory mtimes alone do not
+/// count as a change: creating and deleting a file changes them and
+/// nothing else. Directories are walked with an explicit stack, so no
+/// tree depth can overflow the thread's stack.
 pub fn diff(
     objects: &dyn Objects,
     a: Option<&TreeId>,
@@ -41,41 +45,83 @@ pub fn diff(
     prefix: &str,
     out: &mut Vec<Changed>,
 ) -> Result<()> {
-    if a == b {
-        return Ok(());
-    }
-    let ea = match a {
-        Some(t) => read_dir(objects, t)?,
-        None => Vec::new(),
-    };
-    let eb = match b {
-        Some(t) => read_dir(objects, t)?,
-        None => Vec::new(),
-    };
-    let (mut i, mut j) = (0, 0);
-    while i < ea.len() || j < eb.len() {
-        let order = match (ea.get(i), eb.get(j)) {
+    let mut stack = vec![Pair::new(objects, a, b, prefix.to_string())?];
+    // (the pair's `then` is emitted once its contents are listed)
+    while let Some(top) = stack.last_mut() {
+        let (x, y) = (top.a.get(top.i), top.b.get(top.j));
+        let order = match (x, y) {
+            (None, None) => {
+                out.extend(stack.pop().and_then(|p| p.then));
+                continue;
+            }
             (Some(x), Some(y)) => x.name.cmp(&y.name),
-            (Some(_), None) => std::cmp::Ordering::Less,
-            _ => std::cmp::Ordering::Greater,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
         };
-        match order {
-            std::cmp::Ordering::Less => {
-                removed(objects, &ea[i], prefix, out)?;
-                i += 1;
+        let (before, after) = match order {
+            Ordering::Less => (x, None),
+            Ordering::Greater => (None, y),
+            Ordering::Equal => (x, y),
+        };
+        top.i += usize::from(before.is_some());
+        top.j += usize::from(after.is_some());
+        let (before, after) = (before.cloned(), after.cloned());
+        let prefix = top.prefix.clone();
+        if let Some(d) = step(before.as_ref(), after.as_ref(), &prefix, out) {
+            if stack.len() > MAX_DEPTH {
+                return Err(super::corrupt(
+                    &d.b.or(d.a).expect("a tree").0,
+                    format!("the directory tree is deeper than {MAX_DEPTH} levels"),
+                ));
             }
-            std::cmp::Ordering::Greater => {
-                added(objects, &eb[j], prefix, out)?;
-                j += 1;
-            }
-            std::cmp::Ordering::Equal => {
-                changed(objects, &ea[i], &eb[j], prefix, out)?;
-                i += 1;
-                j += 1;
-            }
+            let mut pair = Pair::new(objects, d.a.as_ref(), d.b.as_ref(), d.path)?;
+            pair.then = d.then;
+            stack.push(pair);
         }
     }
     Ok(())
+}
+
+/// Two directories being compared, and how far.
+struct Pair {
+    a: Vec<DirEntry>,
+    b: Vec<DirEntry>,
+    i: usize,
+    j: usize,
+    prefix: String,
+    /// A change listed after this pair's contents (an entry replacing a
+    /// deleted directory).
+    then: Option<Changed>,
+}
+
+/// Subtrees to descend into: before, after, their path, and a change to
+/// list after them.
+struct Descend {
+    a: Option<TreeId>,
+    b: Option<TreeId>,
+    path: String,
+    then: Option<Changed>,
+}
+
+impl Pair {
+    fn new(
+        objects: &dyn Objects,
+        a: Option<&TreeId>,
+        b: Option<&TreeId>,
+        prefix: String,
+    ) -> Result<Pair> {
+        // Equal subtrees are skipped unread.
+        let (a, b) = if a == b { (None, None) } else { (a, b) };
+        let read = |t: Option<&TreeId>| t.map_or(Ok(Vec::new()), |t| read_dir(objects, t));
+        Ok(Pair {
+            a: read(a)?,
+            b: read(b)?,
+            i: 0,
+            j: 0,
+            prefix,
+            then: None,
+        })
+    }
 }
 
 fn path_of(prefix: &str, e: &DirEntry) -> String {
@@ -87,70 +133,69 @@ fn path_of(prefix: &str, e: &DirEntry) -> String {
     }
 }
 
-fn added(objects: &dyn Objects, e: &DirEntry, prefix: &str, out: &mut Vec<Changed>) -> Result<()> {
-    let path = path_of(prefix, e);
-    out.push(Changed {
-        path: path.clone(),
-        change: Change::Added,
-        size_before: 0,
-        size_after: e.size,
-    });
-    if let Content::Dir(t) = &e.content {
-        diff(objects, None, Some(t), &path, out)?;
+fn subtree(e: Option<&DirEntry>) -> Option<TreeId> {
+    match e.map(|e| &e.content) {
+        Some(Content::Dir(t)) => Some(*t),
+        _ => None,
     }
-    Ok(())
 }
 
-fn removed(
-    objects: &dyn Objects,
-    e: &DirEntry,
+/// Records the change of one name (`a` before, `b` after) and says which
+/// subtrees to descend into, if any.
+fn step(
+    a: Option<&DirEntry>,
+    b: Option<&DirEntry>,
     prefix: &str,
     out: &mut Vec<Changed>,
-) -> Result<()> {
-    let path = path_of(prefix, e);
-    out.push(Changed {
-        path: path.clone(),
-        change: Change::Deleted,
-        size_before: e.size,
-        size_after: 0,
-    });
-    if let Content::Dir(t) = &e.content {
-        diff(objects, Some(t), None, &path, out)?;
-    }
-    Ok(())
-}
-
-fn changed(
-    objects: &dyn Objects,
-    a: &DirEntry,
-    b: &DirEntry,
-    prefix: &str,
-    out: &mut Vec<Changed>,
-) -> Result<()> {
-    if a.kind != b.kind {
-        removed(objects, a, prefix, out)?;
-        return added(objects, b, prefix, out);
-    }
-    if let (Content::Dir(ta), Content::Dir(tb)) = (&a.content, &b.content) {
-        if (a.mode, a.uid, a.gid, &a.xattrs) != (b.mode, b.uid, b.gid, &b.xattrs) {
-            out.push(Changed {
-                path: path_of(prefix, b),
-                change: Change::Modified,
-                size_before: 0,
-                size_after: 0,
-            });
+) -> Option<Descend> {
+    let change = |change, e: &DirEntry, size_before, size_after| Changed {
+        path: path_of(prefix, e),
+        change,
+        size_before,
+        size_after,
+    };
+    let descend = |a: Option<TreeId>, b: Option<TreeId>, e: &DirEntry, then| {
+        (a != b).then(|| Descend {
+            a,
+            b,
+            path: path_of(prefix, e),
+            then,
+        })
+    };
+    match (a, b) {
+        // A kind change is a deletion, with a directory's contents, then
+        // an addition, with a directory's contents.
+        (Some(a), Some(b)) if a.kind != b.kind => {
+            out.push(change(Change::Deleted, a, a.size, 0));
+            let added = change(Change::Added, b, 0, b.size);
+            if a.kind == EntryKind::Dir {
+                return descend(subtree(Some(a)), None, a, Some(added));
+            }
+            out.push(added);
+            descend(None, subtree(Some(b)), b, None)
         }
-        return diff(objects, Some(ta), Some(tb), &path_of(prefix, b), out);
+        (Some(a), Some(b)) if a.kind == EntryKind::Dir => {
+            if (a.mode, a.uid, a.gid, &a.xattrs) != (b.mode, b.uid, b.gid, &b.xattrs) {
+                out.push(change(Change::Modified, b, 0, 0));
+            }
+            descend(subtree(Some(a)), subtree(Some(b)), b, None)
+        }
+        (Some(a), Some(b)) => {
+            if a != b {
+                out.push(change(Change::Modified, b, a.size, b.size));
+            }
+            None
+        }
+        (Some(a), None) => {
+            out.push(change(Change::Deleted, a, a.size, 0));
+            descend(subtree(Some(a)), None, a, None)
+        }
+        (None, Some(b)) => {
+            out.push(change(Change::Added, b, 0, b.size));
+            descend(None, subtree(Some(b)), b, None)
+        }
+        (None, None) => None,
     }
-    if a != b {
-        out.push(Changed {
-            path: path_of(prefix, b),
-            change: Change::Modified,
-            size_before: a.size,
-            size_after: b.size,
-        });
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -188,7 +233,10 @@ mod tests {
             &s,
             &[
                 entry("d", Content::Dir(sub_a), 1),
-                entry("gone", Content::File(ContentRef::Zero), 1),
+                DirEntry {
+                    size: 5,
+                    ..entry("gone", Content::File(ContentRef::Zero), 1)
+                },
             ],
         )
         .unwrap();

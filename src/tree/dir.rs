@@ -23,6 +23,17 @@ use crate::codec::{Reader, Writer};
 use crate::id::{Id, TreeId};
 use crate::store::Kind;
 
+/// Longest entry name (NAME_MAX).
+pub const MAX_NAME: usize = 255;
+/// Longest symlink target (PATH_MAX less its NUL).
+pub const MAX_SYMLINK: usize = 4095;
+/// Longest extended attribute name (XATTR_NAME_MAX) and value (XATTR_SIZE_MAX).
+pub const MAX_XATTR_NAME: usize = 255;
+pub const MAX_XATTR_VALUE: usize = 65536;
+/// Deepest directory tree: a path of more levels cannot fit in PATH_MAX
+/// (4096 bytes), so no filesystem path can hold one.
+pub const MAX_DEPTH: usize = 2048;
+
 const NAME_MASK: u32 = 1023;
 const CHILD_MASK: u32 = 63;
 const MAX_NODE_BYTES: usize = 512 * 1024;
@@ -104,43 +115,68 @@ impl DirEntry {
         }
     }
 
+    /// Decodes one entry and checks every rule of the format (docs/design.md
+    /// 6.1): a legal name, a known kind, permission bits only, a size that
+    /// fits the kind and content, and sorted, bounded xattrs.
     fn decode(r: &mut Reader, id: &Id) -> Result<DirEntry> {
         let de = decode_err(id);
         let name = r.bytes().map_err(&de)?.to_vec();
-        if name.is_empty()
-            || name == b"."
-            || name == b".."
-            || name.contains(&b'/')
-            || name.contains(&0)
-        {
-            return Err(corrupt(
+        check_name(&name).map_err(|what| corrupt(id, what))?;
+        let bad = |what: &str| {
+            corrupt(
                 id,
-                format!("invalid entry name {:?}", String::from_utf8_lossy(&name)),
-            ));
-        }
-        let kind = EntryKind::from_u8(r.u8().map_err(&de)?)
-            .ok_or_else(|| corrupt(id, "unknown entry kind"))?;
+                format!("entry {:?}: {what}", String::from_utf8_lossy(&name)),
+            )
+        };
+        let kind = EntryKind::from_u8(r.u8().map_err(&de)?).ok_or_else(|| bad("unknown kind"))?;
         let mode = r.u32v().map_err(&de)?;
+        if mode & !0o7777 != 0 {
+            return Err(bad("mode has bits beyond 0o7777"));
+        }
         let uid = r.u32v().map_err(&de)?;
         let gid = r.u32v().map_err(&de)?;
         let mtime_ns = r.ivarint().map_err(&de)?;
         let size = r.varint().map_err(&de)?;
         let content = match kind {
-            EntryKind::File => Content::File(ContentRef::decode(r).map_err(&de)?),
+            EntryKind::File => {
+                let c = ContentRef::decode(r).map_err(&de)?;
+                c.check_size(size).map_err(|e| bad(&e))?;
+                Content::File(c)
+            }
             EntryKind::Dir => Content::Dir(TreeId(r.id().map_err(&de)?)),
-            EntryKind::Symlink => Content::Symlink(r.bytes().map_err(&de)?.to_vec()),
+            EntryKind::Symlink => {
+                let target = r.bytes().map_err(&de)?.to_vec();
+                if target.is_empty() || target.len() > MAX_SYMLINK || target.contains(&0) {
+                    return Err(bad("symlink target is empty, too long or holds NUL"));
+                }
+                if size != target.len() as u64 {
+                    return Err(bad("size is not the symlink target's length"));
+                }
+                Content::Symlink(target)
+            }
             EntryKind::CharDevice | EntryKind::BlockDevice => {
                 Content::Device(r.varint().map_err(&de)?)
             }
             EntryKind::Fifo => Content::Fifo,
         };
+        if !matches!(kind, EntryKind::File | EntryKind::Symlink) && size != 0 {
+            return Err(bad("size must be 0 for this kind"));
+        }
         let n = r.varint().map_err(&de)?;
-        let mut xattrs = Vec::new();
+        let mut xattrs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         for _ in 0..n {
-            xattrs.push((
-                r.bytes().map_err(&de)?.to_vec(),
-                r.bytes().map_err(&de)?.to_vec(),
-            ));
+            let k = r.bytes().map_err(&de)?;
+            let v = r.bytes().map_err(&de)?;
+            if k.is_empty() || k.len() > MAX_XATTR_NAME || k.contains(&0) {
+                return Err(bad("bad extended attribute name"));
+            }
+            if v.len() > MAX_XATTR_VALUE {
+                return Err(bad("extended attribute value too long"));
+            }
+            if xattrs.last().is_some_and(|(last, _)| last.as_slice() >= k) {
+                return Err(bad("extended attributes are not sorted and unique"));
+            }
+            xattrs.push((k.to_vec(), v.to_vec()));
         }
         Ok(DirEntry {
             name,
@@ -153,6 +189,41 @@ impl DirEntry {
             content,
             xattrs,
         })
+    }
+
+    /// What makes this entry one dot does not create from a remote unless
+    /// the dot allows it: a device node, a setuid or setgid file, or a
+    /// `security.*` extended attribute (file capabilities, labels).
+    pub fn special(&self) -> Option<String> {
+        match self.kind {
+            EntryKind::CharDevice | EntryKind::BlockDevice => return Some("a device node".into()),
+            EntryKind::Dir => {}
+            _ if self.mode & 0o4000 != 0 => return Some("a setuid file".into()),
+            _ if self.mode & 0o2000 != 0 => return Some("a setgid file".into()),
+            _ => {}
+        }
+        self.xattrs
+            .iter()
+            .find(|(k, _)| k.starts_with(b"security."))
+            .map(|(k, _)| format!("the extended attribute {}", String::from_utf8_lossy(k)))
+    }
+}
+
+/// An entry name: 1 to `MAX_NAME` bytes, not `.` or `..`, no `/` or NUL.
+pub fn check_name(name: &[u8]) -> std::result::Result<(), String> {
+    if name.is_empty()
+        || name.len() > MAX_NAME
+        || name == b"."
+        || name == b".."
+        || name.contains(&b'/')
+        || name.contains(&0)
+    {
+        Err(format!(
+            "invalid entry name {:?}",
+            String::from_utf8_lossy(&name[..name.len().min(300)])
+        ))
+    } else {
+        Ok(())
     }
 }
 
@@ -260,14 +331,80 @@ fn finish_inner(
     Ok(Child { first, id, count })
 }
 
+/// One directory node as stored: its level and entries, or (level >= 1)
+/// its children as (first name, node id, entry count).
+pub(super) enum DirNode {
+    Entries(Vec<DirEntry>),
+    Children(u8, Vec<(Vec<u8>, TreeId, u64)>),
+}
+
+impl DirNode {
+    /// Decodes a node and checks what it says about itself: each entry's
+    /// rules, names sorted and unique within it, inner nodes with 1 to
+    /// `MAX_CHILDREN` children of at least one entry each.
+    pub fn decode(id: &Id, bytes: &[u8]) -> Result<DirNode> {
+        let mut r = open_object(id, bytes, KIND_DIR_NODE)?;
+        let de = decode_err(id);
+        let level = r.u8().map_err(&de)?;
+        let n = r.varint().map_err(&de)?;
+        let node = if level == 0 {
+            let mut entries: Vec<DirEntry> = Vec::new();
+            for _ in 0..n {
+                let e = DirEntry::decode(&mut r, id)?;
+                if entries.last().is_some_and(|last| last.name >= e.name) {
+                    return Err(corrupt(id, "entries are not sorted and unique"));
+                }
+                entries.push(e);
+            }
+            DirNode::Entries(entries)
+        } else {
+            if n == 0 || n > MAX_CHILDREN as u64 {
+                return Err(corrupt(id, format!("inner node with {n} children")));
+            }
+            let mut children: Vec<(Vec<u8>, TreeId, u64)> = Vec::new();
+            for _ in 0..n {
+                let first = r.bytes().map_err(&de)?.to_vec();
+                check_name(&first).map_err(|what| corrupt(id, what))?;
+                let child = TreeId(r.id().map_err(&de)?);
+                let count = r.varint().map_err(&de)?;
+                if count == 0 {
+                    return Err(corrupt(id, "a child node without entries"));
+                }
+                if children.last().is_some_and(|(last, _, _)| *last >= first) {
+                    return Err(corrupt(id, "children are not sorted"));
+                }
+                children.push((first, child, count));
+            }
+            DirNode::Children(level, children)
+        };
+        r.finish().map_err(&de)?;
+        Ok(node)
+    }
+
+    fn level(&self) -> u8 {
+        match self {
+            DirNode::Entries(_) => 0,
+            DirNode::Children(level, _) => *level,
+        }
+    }
+}
+
 /// Reads every entry of a directory, in name order.
 pub fn read_dir(objects: &dyn Objects, tree: &TreeId) -> Result<Vec<DirEntry>> {
+    Ok(read_dir_nodes(objects, tree)?.0)
+}
+
+/// Reads every entry of a directory and lists the node objects it is made
+/// of. Checks the whole split structure: levels drop by one per step down
+/// (so no descent is deeper than 256 nodes), each inner record's first
+/// name and entry count match its child, and entries are sorted and unique
+/// across nodes, checked as they are read so that a node listed twice
+/// fails at once instead of multiplying.
+pub fn read_dir_nodes(objects: &dyn Objects, tree: &TreeId) -> Result<(Vec<DirEntry>, Vec<Id>)> {
     let mut out = Vec::new();
-    read_node(objects, &tree.0, None, &mut out)?;
-    if !out.windows(2).all(|w| w[0].name < w[1].name) {
-        return Err(corrupt(&tree.0, "entries are not sorted and unique"));
-    }
-    Ok(out)
+    let mut nodes = Vec::new();
+    read_node(objects, &tree.0, None, &mut out, &mut nodes)?;
+    Ok((out, nodes))
 }
 
 fn read_node(
@@ -275,84 +412,63 @@ fn read_node(
     id: &Id,
     expect_level: Option<u8>,
     out: &mut Vec<DirEntry>,
+    nodes: &mut Vec<Id>,
 ) -> Result<()> {
-    let bytes = objects.get(id)?;
-    let mut r = open_object(id, &bytes, KIND_DIR_NODE)?;
-    let de = decode_err(id);
-    let level = r.u8().map_err(&de)?;
-    if expect_level.is_some_and(|l| l != level) {
+    let node = DirNode::decode(id, &objects.get(id)?)?;
+    if expect_level.is_some_and(|l| l != node.level()) {
         return Err(corrupt(id, "node level does not match its parent"));
     }
-    let n = r.varint().map_err(&de)?;
-    if level == 0 {
-        for _ in 0..n {
-            out.push(DirEntry::decode(&mut r, id)?);
+    nodes.push(*id);
+    match node {
+        DirNode::Entries(entries) => {
+            if let (Some(last), Some(first)) = (out.last(), entries.first()) {
+                if last.name >= first.name {
+                    return Err(corrupt(id, "entries are not sorted and unique"));
+                }
+            }
+            out.extend(entries);
         }
-    } else {
-        for _ in 0..n {
-            let _first = r.bytes().map_err(&de)?;
-            let child = r.id().map_err(&de)?;
-            let count = r.varint().map_err(&de)?;
-            let before = out.len();
-            read_node(objects, &child, Some(level - 1), out)?;
-            if (out.len() - before) as u64 != count {
-                return Err(corrupt(id, "child entry count does not match"));
+        DirNode::Children(level, children) => {
+            for (first, child, count) in children {
+                let before = out.len();
+                read_node(objects, &child.0, Some(level - 1), out, nodes)?;
+                if (out.len() - before) as u64 != count || out[before].name != first {
+                    return Err(corrupt(
+                        id,
+                        "a child's first name or entry count does not match",
+                    ));
+                }
             }
         }
     }
-    r.finish().map_err(&de)
+    Ok(())
 }
 
 /// What one directory node names directly: child nodes, subdirectories and
 /// file contents (see `super::links`).
 pub(super) fn node_links(id: &Id, bytes: &[u8]) -> Result<Vec<super::Link>> {
-    let mut r = open_object(id, bytes, KIND_DIR_NODE)?;
-    let de = decode_err(id);
-    let level = r.u8().map_err(&de)?;
-    let n = r.varint().map_err(&de)?;
-    let mut out = Vec::new();
-    for _ in 0..n {
-        if level > 0 {
-            let _first = r.bytes().map_err(&de)?;
-            out.push(super::Link::meta(r.id().map_err(&de)?, 0));
-            r.varint().map_err(&de)?;
-            continue;
-        }
-        let e = DirEntry::decode(&mut r, id)?;
-        let (target, kind, size) = match e.content {
-            Content::Dir(t) => (t.0, Kind::Meta, 0),
-            Content::File(ContentRef::Node(n)) => (n.0, Kind::Meta, e.size),
-            Content::File(ContentRef::Chunk(c)) => (c.0, Kind::Chunk, e.size),
-            _ => continue,
-        };
-        out.push(super::Link {
-            id: target,
-            kind,
-            size,
-        });
-    }
-    r.finish().map_err(&de)?;
-    Ok(out)
-}
-
-/// The node objects a directory tree is made of (not its entries' content).
-pub fn node_ids(objects: &dyn Objects, tree: &TreeId) -> Result<Vec<Id>> {
-    let mut out = vec![tree.0];
-    let mut i = 0;
-    while i < out.len() {
-        let id = out[i];
-        let bytes = objects.get(&id)?;
-        let mut r = open_object(&id, &bytes, KIND_DIR_NODE)?;
-        let de = decode_err(&id);
-        if r.u8().map_err(&de)? > 0 {
-            for _ in 0..r.varint().map_err(&de)? {
-                r.bytes().map_err(&de)?;
-                out.push(r.id().map_err(&de)?);
-                r.varint().map_err(&de)?;
-            }
-        }
-        i += 1;
-    }
+    let out = match DirNode::decode(id, bytes)? {
+        DirNode::Children(_, children) => children
+            .into_iter()
+            .map(|(_, child, _)| super::Link::meta(child.0, 0))
+            .collect(),
+        DirNode::Entries(entries) => entries
+            .into_iter()
+            .filter_map(|e| {
+                let (target, kind, size) = match e.content {
+                    Content::Dir(t) => (t.0, Kind::Meta, 0),
+                    Content::File(ContentRef::Node(n)) => (n.0, Kind::Meta, e.size),
+                    Content::File(ContentRef::Chunk(c)) => (c.0, Kind::Chunk, e.size),
+                    _ => return None,
+                };
+                Some(super::Link {
+                    id: target,
+                    kind,
+                    size,
+                })
+            })
+            .collect(),
+    };
     Ok(out)
 }
 
@@ -381,7 +497,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let entries: Vec<DirEntry> = (0..30_000).map(|i| file(&format!("f{i:06}"), i)).collect();
         let t = write_dir(&store, &entries).unwrap();
-        assert!(node_ids(&store, &t).unwrap().len() > 10);
+        assert!(read_dir_nodes(&store, &t).unwrap().1.len() > 10);
         assert_eq!(read_dir(&store, &t).unwrap(), entries);
     }
 

@@ -11,6 +11,7 @@ pub mod chunks;
 pub mod commit;
 pub mod diff;
 pub mod dir;
+pub mod verify;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,7 +29,7 @@ pub const KIND_ROOT: u8 = b'r';
 pub const KIND_COMMIT: u8 = b'c';
 
 /// No metadata object may be larger than this (DESIGN.md section 3).
-pub const MAX_OBJECT: usize = 1 << 20;
+pub const MAX_OBJECT: usize = crate::store::pack::MAX_META as usize;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TreeError {
@@ -129,12 +130,13 @@ impl Link {
 }
 
 /// The objects one object refers to directly: what a transfer must move
-/// along with it. Chunks refer to nothing.
+/// along with it. Decoding checks every rule the object's own bytes must
+/// meet, so this is also the check of a single object (fetch, fsck).
+/// Chunks refer to nothing.
 pub fn links(id: &Id, kind: Kind, bytes: &[u8]) -> Result<Vec<Link>> {
     if kind == Kind::Chunk {
         return Ok(Vec::new());
     }
-    let one = One { id, bytes };
     match bytes.get(1).copied() {
         Some(KIND_COMMIT) => {
             let c = commit::Commit::decode(&crate::id::CommitId(*id), bytes)?;
@@ -142,35 +144,13 @@ pub fn links(id: &Id, kind: Kind, bytes: &[u8]) -> Result<Vec<Link>> {
             out.push(Link::meta(c.root.0, 0));
             Ok(out)
         }
-        Some(KIND_ROOT) => Ok(commit::read_root(&one, &crate::id::RootId(*id))?
+        Some(KIND_ROOT) => Ok(commit::decode_root(&crate::id::RootId(*id), bytes)?
             .values()
             .map(|t| Link::meta(t.tree.0, 0))
             .collect()),
         Some(KIND_DIR_NODE) => dir::node_links(id, bytes),
-        Some(KIND_CHUNK_NODE) => chunks::node_links(&one, id),
+        Some(KIND_CHUNK_NODE) => chunks::node_links(id, bytes),
         _ => Err(corrupt(id, "not a dot metadata object")),
-    }
-}
-
-/// A single object as an `Objects` source, for decoding it alone.
-struct One<'a> {
-    id: &'a Id,
-    bytes: &'a [u8],
-}
-
-impl Objects for One<'_> {
-    fn put(&self, _: Kind, id: &Id, _: &[u8]) -> Result<()> {
-        Err(corrupt(id, "cannot store while decoding one object"))
-    }
-    fn get(&self, id: &Id) -> Result<Vec<u8>> {
-        if id == self.id {
-            Ok(self.bytes.to_vec())
-        } else {
-            Err(StoreError::Missing(*id).into())
-        }
-    }
-    fn has(&self, id: &Id) -> Result<bool> {
-        Ok(id == self.id)
     }
 }
 

@@ -17,7 +17,7 @@ use super::cache::{Stat, StatCache};
 use super::fsmeta::{is_root, mknod, set_mtime, sync_filesystem, write_xattrs, zero_range};
 use super::{join_rel, read_err, write_err, Result};
 use crate::progress::Progress;
-use crate::tree::chunks::{for_each_leaf_group, ContentRef, Leaf};
+use crate::tree::chunks::{chunk_bytes, for_each_leaf_group, ContentRef, Leaf};
 use crate::tree::commit::Top;
 use crate::tree::dir::{read_dir, Content, DirEntry, EntryKind};
 use crate::tree::Objects;
@@ -55,10 +55,14 @@ impl<'a> Materializer<'a> {
     /// Makes the directory `root` hold exactly `top` (or be empty when
     /// `top` is None). Returns the stat cache changes to record.
     pub fn apply(self, root: &Path, top: Option<&Top>) -> Result<Vec<CacheOp>> {
+        super::pool().install(|| self.apply_here(root, top))
+    }
+
+    fn apply_here(self, root: &Path, top: Option<&Top>) -> Result<Vec<CacheOp>> {
         fs::create_dir_all(root).map_err(write_err(root))?;
         match top {
             Some(top) => {
-                self.sync_dir(root, b"", &top.tree)?;
+                self.sync_dir(root, b"", &top.tree, 0)?;
                 self.set_attrs(root, top.mode, top.uid, top.gid, &[])?;
                 set_mtime(root, top.mtime_ns).map_err(write_err(root))?;
             }
@@ -94,7 +98,14 @@ impl<'a> Materializer<'a> {
         Ok(())
     }
 
-    fn sync_dir(&self, abs: &Path, rel: &[u8], tree: &crate::id::TreeId) -> Result<()> {
+    fn sync_dir(
+        &self,
+        abs: &Path,
+        rel: &[u8],
+        tree: &crate::id::TreeId,
+        depth: usize,
+    ) -> Result<()> {
+        super::check_depth(depth, abs)?;
         let target = read_dir(self.objects, tree)?;
         self.ensure_writable(abs)?;
         let wanted: HashSet<&[u8]> = target.iter().map(|e| e.name.as_slice()).collect();
@@ -117,6 +128,7 @@ impl<'a> Materializer<'a> {
                 &join_rel(rel, &e.name),
                 e,
                 on_disk.get(&e.name),
+                depth,
             )
         })
     }
@@ -134,6 +146,7 @@ impl<'a> Materializer<'a> {
         rel: &[u8],
         e: &DirEntry,
         md: Option<&Metadata>,
+        depth: usize,
     ) -> Result<()> {
         let ft = md.map(|m| m.file_type());
         let same_kind = match (e.kind, ft) {
@@ -155,7 +168,7 @@ impl<'a> Materializer<'a> {
                 if md.is_none() {
                     fs::create_dir(path).map_err(write_err(path))?;
                 }
-                self.sync_dir(path, rel, tree)?;
+                self.sync_dir(path, rel, tree, depth + 1)?;
                 self.set_attrs(path, e.mode, e.uid, e.gid, &e.xattrs)?;
             }
             Content::File(content) => return self.sync_file(path, rel, e, content, md),
@@ -319,8 +332,8 @@ impl<'a> Materializer<'a> {
             at.par_iter().try_for_each(|(pos, leaf)| {
                 if wanted(*pos, leaf) {
                     match leaf {
-                        Leaf::Chunk(id, _) => {
-                            let data = self.objects.get(&id.0)?;
+                        Leaf::Chunk(id, n) => {
+                            let data = chunk_bytes(self.objects, id, u64::from(*n))?;
                             file.write_all_at(&data, *pos).map_err(write_err(path))?;
                         }
                         // A fresh file already reads zeros there, as a hole.
@@ -363,12 +376,17 @@ fn remove(path: &Path) -> Result<()> {
     }
 }
 
+/// Makes a directory and every directory below it writable, so that
+/// their entries can be removed (iteratively: trees may be deep).
 fn make_writable(dir: &Path) {
-    let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
-    if let Ok(rd) = fs::read_dir(dir) {
-        for e in rd.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                make_writable(&e.path());
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        let _ = fs::set_permissions(&dir, fs::Permissions::from_mode(0o700));
+        if let Ok(rd) = fs::read_dir(&dir) {
+            for e in rd.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    todo.push(e.path());
+                }
             }
         }
     }

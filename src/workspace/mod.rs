@@ -13,6 +13,7 @@ pub mod scan;
 
 use std::io;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use crate::store::StoreError;
 use crate::tree::TreeError;
@@ -29,6 +30,11 @@ pub enum WorkspaceError {
     Write { path: PathBuf, source: io::Error },
     #[error("{path} changed while it was being read; stop the program writing to the volume (a plain directory cannot be snapshotted while a database runs) and try again")]
     Changed { path: PathBuf },
+    #[error(
+        "{path} is deeper than {} directory levels, more than dot handles",
+        crate::tree::dir::MAX_DEPTH
+    )]
+    TooDeep { path: PathBuf },
 }
 
 impl From<StoreError> for WorkspaceError {
@@ -58,4 +64,35 @@ pub(crate) fn join_rel(rel: &[u8], name: &[u8]) -> Vec<u8> {
     }
     out.extend_from_slice(name);
     out
+}
+
+/// Stack of each thread that scans or materializes: directories are
+/// walked recursively, each level taking a few KiB of stack (with rayon's
+/// frames), and a tree may be `MAX_DEPTH` levels deep. Only the pages a
+/// walk touches are ever backed by memory.
+const TREE_STACK: usize = 256 << 20;
+
+/// The threads scans and materializations run on, whatever thread calls
+/// them: a caller's stack (2 MiB for rayon's own threads) would not hold
+/// a tree `MAX_DEPTH` levels deep.
+pub(crate) fn pool() -> &'static rayon::ThreadPool {
+    static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .stack_size(TREE_STACK)
+            .thread_name(|i| format!("dot-tree-{i}"))
+            .build()
+            .expect("cannot start the tree threads")
+    })
+}
+
+/// Errors when a directory `depth` levels below its top is too deep.
+pub(crate) fn check_depth(depth: usize, path: &std::path::Path) -> Result<()> {
+    if depth > crate::tree::dir::MAX_DEPTH {
+        Err(WorkspaceError::TooDeep {
+            path: path.to_path_buf(),
+        })
+    } else {
+        Ok(())
+    }
 }

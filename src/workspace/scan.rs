@@ -80,6 +80,10 @@ impl<'a> Scanner<'a> {
 
     /// Scans the directory `root` into a tree.
     pub fn scan(self, root: &Path) -> Result<Scanned> {
+        super::pool().install(|| self.scan_here(root))
+    }
+
+    fn scan_here(self, root: &Path) -> Result<Scanned> {
         let md = fs::metadata(root).map_err(read_err(root))?;
         if !md.is_dir() {
             return Err(WorkspaceError::Read {
@@ -87,7 +91,7 @@ impl<'a> Scanner<'a> {
                 source: std::io::Error::other("not a directory"),
             });
         }
-        let tree = self.scan_dir(root, b"")?;
+        let tree = self.scan_dir(root, b"", 0)?;
         Ok(Scanned {
             top: Top {
                 tree,
@@ -103,7 +107,8 @@ impl<'a> Scanner<'a> {
         })
     }
 
-    fn scan_dir(&self, abs: &Path, rel: &[u8]) -> Result<crate::id::TreeId> {
+    fn scan_dir(&self, abs: &Path, rel: &[u8], depth: usize) -> Result<crate::id::TreeId> {
+        super::check_depth(depth, abs)?;
         let mut names = Vec::new();
         for entry in fs::read_dir(abs).map_err(read_err(abs))? {
             names.push(entry.map_err(read_err(abs))?.file_name());
@@ -111,13 +116,26 @@ impl<'a> Scanner<'a> {
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         let entries: Vec<Option<DirEntry>> = names
             .par_iter()
-            .map(|name| self.scan_entry(&abs.join(name), &join_rel(rel, name.as_bytes()), name))
+            .map(|name| {
+                self.scan_entry(
+                    &abs.join(name),
+                    &join_rel(rel, name.as_bytes()),
+                    name,
+                    depth,
+                )
+            })
             .collect::<Result<_>>()?;
         let entries: Vec<DirEntry> = entries.into_iter().flatten().collect();
         Ok(write_dir(self.objects, &entries)?)
     }
 
-    fn scan_entry(&self, path: &Path, rel: &[u8], name: &OsStr) -> Result<Option<DirEntry>> {
+    fn scan_entry(
+        &self,
+        path: &Path,
+        rel: &[u8],
+        name: &OsStr,
+        depth: usize,
+    ) -> Result<Option<DirEntry>> {
         let md = match fs::symlink_metadata(path) {
             Ok(md) => md,
             // Listed a moment ago, gone now: something is writing here.
@@ -131,7 +149,11 @@ impl<'a> Scanner<'a> {
         let ft = md.file_type();
         let st = Stat::of(&md);
         let (kind, size, content) = if ft.is_dir() {
-            (EntryKind::Dir, 0, Content::Dir(self.scan_dir(path, rel)?))
+            (
+                EntryKind::Dir,
+                0,
+                Content::Dir(self.scan_dir(path, rel, depth + 1)?),
+            )
         } else if ft.is_file() {
             (
                 EntryKind::File,

@@ -1,0 +1,156 @@
+//! `dot gc` and `dot fsck`: what is live, and whether what is stored is
+//! whole. Both walk what branches reach with `tree::verify`; fsck also
+//! reads every stored object, reachable or not, and reports unfinished
+//! journals.
+
+use std::collections::HashSet;
+
+use rayon::prelude::*;
+
+use super::{Repo, RepoError, Result};
+use crate::id::{CommitId, Id};
+use crate::store::{Entry, GcStats, Kind, Space};
+use crate::tree::commit::Top;
+use crate::tree::verify::{Contents, Verifier};
+
+#[derive(Debug, Default)]
+pub struct FsckReport {
+    /// Stored objects read and checked.
+    pub objects_checked: usize,
+    /// Objects branches reach.
+    pub objects_reachable: usize,
+    pub refs_checked: usize,
+    /// (where, what): damage that loses data, or an operation that could
+    /// not be finished.
+    pub errors: Vec<(String, String)>,
+    /// Harmless debris, reclaimed by gc.
+    pub notes: Vec<String>,
+}
+
+impl Repo {
+    /// Every commit named by a branch of any dot.
+    pub(super) fn all_heads(&self) -> Result<Vec<(String, CommitId)>> {
+        let mut heads = Vec::new();
+        self.store.scan_kv(Space::Refs, b"", |k, v| {
+            if let Some(id) = Id::from_slice(v) {
+                heads.push((
+                    String::from_utf8_lossy(k).replace('\0', " branch "),
+                    CommitId(id),
+                ));
+            }
+            Ok(true)
+        })?;
+        Ok(heads)
+    }
+
+    /// Walks every branch and every unfinished journal's target.
+    fn walk_live(&self, v: &mut Verifier) -> Result<usize> {
+        let heads = self.all_heads()?;
+        for (name, head) in &heads {
+            v.commit(*head, &format!("dot {name}"), &|_| false);
+        }
+        // An unfinished reset or checkout still needs what it is moving to.
+        for (dot, journal) in self.journals()? {
+            let Ok(journal) = journal else { continue };
+            let at = format!("journal of dot {dot}");
+            if let Some(id) = journal.commit.as_deref().and_then(Id::from_hex) {
+                v.commit(CommitId(id), &at, &|_| false);
+            }
+            for top in journal.targets.values().flatten() {
+                v.top(&Top::from(*top), &at);
+            }
+        }
+        Ok(heads.len())
+    }
+
+    /// Frees the space of objects no branch of any dot reaches.
+    pub fn gc(&self) -> Result<GcStats> {
+        if let Some((dot, Err(e))) = self.journals()?.into_iter().find(|(_, j)| j.is_err()) {
+            return Err(RepoError::Usage(format!(
+                "gc stopped without deleting anything: the journal of dot {dot} is unreadable ({e}); run dot fsck"
+            )));
+        }
+        let mut walker = Verifier::new(&self.store, Contents::Reach, true);
+        self.walk_live(&mut walker)?;
+        if let Some((at, what)) = walker.problems.first() {
+            return Err(RepoError::Usage(format!(
+                "gc stopped without deleting anything: {at}: {what}; run dot fsck"
+            )));
+        }
+        let live: HashSet<Id> = walker.seen;
+        Ok(self.store.gc(&|id| live.contains(id))?)
+    }
+
+    /// Reads and checks every stored object (its hash, its length, and a
+    /// metadata object's own format), then verifies everything every
+    /// branch reaches across objects, every pack, and that no journal is
+    /// left unfinished.
+    pub fn fsck(&self) -> Result<FsckReport> {
+        let mut report = FsckReport::default();
+        let mut entries: Vec<(Id, Entry)> = Vec::new();
+        self.store.for_each_entry(|id, e| {
+            match e {
+                Ok(e) => entries.push((id, e)),
+                Err(e) => report
+                    .errors
+                    .push((format!("index entry of {}", id.short()), e.to_string())),
+            }
+            Ok(())
+        })?;
+        entries.sort_by_key(|(_, e)| (e.pack, e.slot.offset));
+        report.objects_checked = entries.len();
+        let damaged: Vec<(Id, String)> = entries
+            .par_iter()
+            .filter_map(|(id, e)| {
+                let checked = self.store.read_entry(id, e).map_err(|e| e.to_string());
+                let checked = checked.and_then(|raw| match e.kind {
+                    Kind::Chunk => Ok(()),
+                    Kind::Meta => crate::tree::links(id, Kind::Meta, &raw)
+                        .map(|_| ())
+                        .map_err(|e| e.to_string()),
+                });
+                checked.err().map(|why| (*id, why))
+            })
+            .collect();
+        // Every stored chunk was read above, so lengths come from the index.
+        let mut walker = Verifier::new(&self.store, Contents::Lengths, false);
+        walker.known_damaged(damaged.iter().map(|(id, _)| *id));
+        report.errors.extend(
+            damaged
+                .into_iter()
+                .map(|(id, why)| (format!("object {}", id.short()), why)),
+        );
+        report.refs_checked = self.walk_live(&mut walker)?;
+        report.objects_reachable = walker.seen.len();
+        report.errors.extend(walker.problems);
+
+        for p in self.store.verify_packs()? {
+            if p.stray {
+                report.notes.push(format!(
+                    "pack {}: {} (unused; dot gc removes it)",
+                    p.pack, p.what
+                ));
+            } else {
+                report.errors.push((format!("pack {}", p.pack), p.what));
+            }
+        }
+        for (dot, journal) in self.journals()? {
+            let why = match journal {
+                Err(e) => e.to_string(),
+                Ok(_) => self
+                    .recovered
+                    .iter()
+                    .find_map(|r| r.as_ref().err().filter(|(d, _)| *d == dot))
+                    .map_or("it is still pending".to_string(), |(_, why)| why.clone()),
+            };
+            report.errors.push((
+                format!("dot {dot}"),
+                format!(
+                    "an interrupted reset, checkout, pull or clone could not be finished: {why}; {}",
+                    self.unfinished_hint(&dot)
+                ),
+            ));
+        }
+        Ok(report)
+    }
+}

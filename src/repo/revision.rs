@@ -1,0 +1,109 @@
+//! Revisions: `HEAD`, a branch or a commit id prefix, each followed by
+//! any sequence of `^`, `^N`, `~`, `~N` (docs/design.md section 12).
+
+use super::{ref_key, DotConfig, Repo, RepoError, Result};
+use crate::id::CommitId;
+use crate::store::Space;
+use crate::tree::commit::Commit;
+
+impl Repo {
+    /// Resolves `HEAD`, `HEAD^`, `HEAD~N`, a branch (with the same
+    /// suffixes) or a unique commit id prefix.
+    pub fn resolve(&self, cfg: &DotConfig, spec: &str) -> Result<CommitId> {
+        let cut = spec.find(['^', '~']).unwrap_or(spec.len());
+        let (base, mut rest) = spec.split_at(cut);
+        let unborn = |branch: &str| {
+            RepoError::Usage(format!(
+                "branch {branch} of dot {} has no commits yet",
+                cfg.name
+            ))
+        };
+        let mut id = if base == "HEAD" {
+            self.branch_commit(&cfg.name, &cfg.head)?
+                .ok_or_else(|| unborn(&cfg.head))?
+        } else if self
+            .store
+            .get_kv(Space::Refs, &ref_key(&cfg.name, base))?
+            .is_some()
+        {
+            self.branch_commit(&cfg.name, base)?
+                .ok_or_else(|| unborn(base))?
+        } else {
+            self.resolve_prefix(cfg, base)?
+        };
+        while let Some(op) = rest.chars().next().filter(|c| matches!(c, '^' | '~')) {
+            let r = &rest[1..];
+            let digits = r.len() - r.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+            let steps = match digits {
+                0 => 1,
+                _ => parse_steps(spec, &r[..digits])?,
+            };
+            if op == '^' && steps > 1 {
+                return Err(RepoError::Usage(format!(
+                    "{spec}: commits have one parent; use HEAD~N to go back N commits"
+                )));
+            }
+            rest = &r[digits..];
+            for _ in 0..steps {
+                let c = Commit::read(&self.store, &id)?;
+                id = *c.parents.first().ok_or_else(|| {
+                    RepoError::Usage(format!(
+                        "{spec} goes back past the first commit of dot {}",
+                        cfg.name
+                    ))
+                })?;
+            }
+        }
+        if !rest.is_empty() {
+            return Err(RepoError::Usage(format!(
+                "cannot parse the ref {spec:?}; use HEAD, HEAD^, HEAD~N, a branch or a commit id"
+            )));
+        }
+        Ok(id)
+    }
+
+    fn resolve_prefix(&self, cfg: &DotConfig, hex: &str) -> Result<CommitId> {
+        let lower = hex.to_ascii_lowercase();
+        if lower.len() < 4 || lower.len() > 64 || !lower.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(RepoError::Usage(format!(
+                "{hex:?} is neither a branch of dot {} nor a commit id (give at least 4 hex digits); see dot branch and dot log",
+                cfg.name
+            )));
+        }
+        let bytes: Vec<u8> = (0..lower.len() / 2)
+            .map(|i| u8::from_str_radix(&lower[2 * i..2 * i + 2], 16).expect("hex checked"))
+            .collect();
+        let mut found = Vec::new();
+        for (id, entry) in self.store.ids_with_prefix(&bytes)? {
+            if entry.kind != crate::store::Kind::Meta || !id.to_hex().starts_with(&lower) {
+                continue;
+            }
+            if crate::tree::commit::is_commit(&self.store.read_entry(&id, &entry)?) {
+                found.push(CommitId(id));
+            }
+        }
+        match found.len() {
+            0 => Err(RepoError::Usage(format!(
+                "no commit or branch {hex:?} in dot {}; see dot log and dot branch",
+                cfg.name
+            ))),
+            1 => Ok(found[0]),
+            _ => Err(RepoError::Usage(format!(
+                "commit id prefix {hex:?} is ambiguous: it matches {}; give more digits",
+                found
+                    .iter()
+                    .map(|c| c.short())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+}
+
+fn parse_steps(spec: &str, digits: &str) -> Result<u32> {
+    digits.parse().map_err(|_| {
+        RepoError::Usage(format!(
+            "cannot parse the ref {spec:?}: {digits} is too large"
+        ))
+    })
+}
