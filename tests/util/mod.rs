@@ -2,6 +2,8 @@
 //! a temp directory and runs the real `dot` binary.
 #![allow(dead_code)]
 
+pub mod craft;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
