@@ -156,13 +156,14 @@ fn tree_diff(c: &mut Criterion) {
         let mut changed = files.clone();
         if d == 42 {
             for f in changed.iter_mut().take(10) {
-                f.content = Content::File(ContentRef::Empty);
+                f.size = 4096;
             }
         }
         let sub = |t| DirEntry {
             name: format!("dir{d:03}").into_bytes(),
             kind: EntryKind::Dir,
             content: Content::Dir(t),
+            size: 0,
             ..file_entry(0, ContentRef::Empty)
         };
         a.push(sub(write_dir(&store, &files).unwrap()));

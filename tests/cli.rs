@@ -423,3 +423,38 @@ fn missing_working_directory_is_reported() {
     t.dot(&["reset", "--hard", "HEAD"]).ok();
     assert_eq!(read(&t.path("w").join("f")), "1");
 }
+
+#[test]
+fn an_unfinished_reset_is_reported_with_how_to_drop_it() {
+    let t = Env::new();
+    t.dot(&["init", "j"]).ok();
+    let dir = t.path("j");
+    write(&dir.join("f"), b"one");
+    let first = t.dot(&["commit", "-m", "one"]).ok().out.trim().to_string();
+    write(&dir.join("f"), b"two");
+    t.dot(&["commit", "-m", "two"]).ok();
+    // A file where the working directory should be: the reset is recorded,
+    // then cannot be carried out.
+    fs::remove_dir_all(&dir).unwrap();
+    fs::write(&dir, b"in the way").unwrap();
+    let r = t.dot(&["reset", "--hard", "HEAD^"]).fails();
+    assert!(r.err.contains("cannot"), "{}", r.err);
+
+    let r = t.dot(&["fsck"]);
+    assert_eq!(r.code, 1, "{}{}", r.out, r.err);
+    assert!(
+        r.out.contains("could not be finished") && r.out.contains("dot reset --hard HEAD j"),
+        "{}",
+        r.out
+    );
+    let r = t.dot(&["log"]).ok();
+    assert!(r.err.contains("dot reset --hard HEAD j"), "{}", r.err);
+
+    // Once the cause is gone, the next command finishes it.
+    fs::remove_file(&dir).unwrap();
+    let r = t.dot(&["log"]).ok();
+    assert!(r.err.contains("finished an interrupted"), "{}", r.err);
+    assert_eq!(t.head("j").unwrap(), first);
+    assert_eq!(read(&dir.join("f")), "one");
+    t.fsck_ok();
+}

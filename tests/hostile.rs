@@ -65,10 +65,15 @@ impl Victim {
         c.id()
     }
 
-    /// Publishes one subdot holding `entries`, with `objects` beside.
+    /// Publishes one subdot holding `entries`, with `objects` beside, as
+    /// generation `generation`.
+    fn publish_entries(&self, entries: &[Entry], objects: Vec<Obj>, generation: u64) -> craft::Id {
+        let tree = dir(entries);
+        self.publish(&[(b"__default__", &tree)], objects, &[], generation)
+    }
+
     fn publish_dir(&self, entries: Vec<Entry>, objects: Vec<Obj>) -> craft::Id {
-        let tree = dir(&entries);
-        self.publish(&[(b"__default__", &tree)], objects, &[], 1)
+        self.publish_entries(&entries, objects, 1)
     }
 
     fn clone_app(&self, extra: &[&str]) -> Run {
@@ -184,13 +189,7 @@ fn entry_names_and_order_are_checked() {
         vec![named(b"a"), named(b"a")],
     ];
     for (i, entries) in cases.into_iter().enumerate() {
-        let tree = dir(&entries);
-        v.publish(
-            &[(b"__default__", &tree)],
-            vec![c.clone()],
-            &[],
-            i as u64 + 1,
-        );
+        v.publish_entries(&entries, vec![c.clone()], i as u64 + 1);
         v.refused(v.clone_app(&[]), &["damaged", "hub"]);
     }
 }
@@ -230,13 +229,7 @@ fn special_files_need_the_dots_permission() {
         ),
     ];
     for (i, (e, what)) in cases.into_iter().enumerate() {
-        let tree = dir(&[e]);
-        v.publish(
-            &[(b"__default__", &tree)],
-            vec![c.clone()],
-            &[],
-            i as u64 + 1,
-        );
+        v.publish_entries(&[e], vec![c.clone()], i as u64 + 1);
         v.refused(
             v.clone_app(&[]),
             &[what, "allowSpecialFiles", "--allow-special-files"],
@@ -244,8 +237,8 @@ fn special_files_need_the_dots_permission() {
     }
     // The user who trusts the remote can have them (mknod needs root).
     if util::is_root() {
-        let tree = dir(&[Entry::new(b"null", Kind::Char((1 << 8) | 3)).mode(0o666)]);
-        v.publish(&[(b"__default__", &tree)], vec![], &[], 10);
+        let null = Entry::new(b"null", Kind::Char((1 << 8) | 3)).mode(0o666);
+        v.publish_entries(&[null], vec![], 10);
         v.clone_app(&["--allow-special-files"]).ok();
         let md = fs::symlink_metadata(v.t.path("app").join("null")).unwrap();
         assert!(md.file_type().is_char_device());
@@ -301,50 +294,43 @@ fn legal_content_comes_back_and_symlinks_are_not_followed() {
 fn lying_sizes_and_lengths_are_refused() {
     let v = Victim::new();
     let six = chunk(b"sixsix");
-    // A file entry saying 100 bytes over a 6-byte chunk.
-    v.publish_dir(
-        vec![Entry::file("f", Content::Chunk(six.id()), 100)],
-        vec![six.clone()],
-    );
-    v.refused(v.clone_app(&[]), &["6 bytes", "hub"]);
-
-    // A chunk-tree leaf saying 100 bytes over the same chunk.
-    let leaf = node(0, &[Child::Chunk(six.id(), 100), Child::Zero(10)]);
-    let tree = dir(&[Entry::file("f", Content::Node(leaf.id()), 110)]);
-    v.publish(&[(b"__default__", &tree)], vec![six.clone(), leaf], &[], 2);
-    v.refused(v.clone_app(&[]), &["6 bytes", "hub"]);
-
-    // Inner-node lengths that do not add up.
     let leaf = node(0, &[Child::Chunk(six.id(), 6), Child::Zero(10)]);
-    let inner = node(1, &[Child::Node(leaf.id(), 20)]);
-    let tree = dir(&[Entry::file("f", Content::Node(inner.id()), 20)]);
-    v.publish(
-        &[(b"__default__", &tree)],
-        vec![six.clone(), leaf.clone(), inner],
-        &[],
-        3,
-    );
-    v.refused(v.clone_app(&[]), &["damaged", "hub"]);
-
-    // A level that does not drop by one.
-    let inner = node(2, &[Child::Node(leaf.id(), 16)]);
-    let tree = dir(&[Entry::file("f", Content::Node(inner.id()), 16)]);
-    v.publish(
-        &[(b"__default__", &tree)],
-        vec![six.clone(), leaf.clone(), inner],
-        &[],
-        4,
-    );
-    v.refused(v.clone_app(&[]), &["damaged", "hub"]);
-
-    // A declared size of 2^62 over 16 bytes.
-    let tree = dir(&[Entry::file("f", Content::Node(leaf.id()), 1 << 62)]);
-    v.publish(&[(b"__default__", &tree)], vec![six.clone(), leaf], &[], 5);
-    v.refused(v.clone_app(&[]), &["damaged", "hub"]);
+    let lying_leaf = node(0, &[Child::Chunk(six.id(), 100), Child::Zero(10)]);
+    let short_inner = node(1, &[Child::Node(leaf.id(), 20)]);
+    let skipping_inner = node(2, &[Child::Node(leaf.id(), 16)]);
+    let file = |c: &Obj, size| Entry::file("f", Content::Node(c.id()), size);
+    let cases: Vec<(Entry, Vec<Obj>, &str)> = vec![
+        // A file entry saying 100 bytes over a 6-byte chunk.
+        (
+            Entry::file("f", Content::Chunk(six.id()), 100),
+            vec![],
+            "6 bytes",
+        ),
+        // A chunk-tree leaf saying 100 bytes over the same chunk.
+        (file(&lying_leaf, 110), vec![lying_leaf.clone()], "6 bytes"),
+        // Inner-node lengths that do not add up.
+        (
+            file(&short_inner, 20),
+            vec![leaf.clone(), short_inner.clone()],
+            "damaged",
+        ),
+        // A level that does not drop by one.
+        (
+            file(&skipping_inner, 16),
+            vec![leaf.clone(), skipping_inner.clone()],
+            "damaged",
+        ),
+        // A declared size of 2^62 over 16 bytes.
+        (file(&leaf, 1 << 62), vec![leaf.clone()], "damaged"),
+    ];
+    for (i, (e, mut objects, word)) in cases.into_iter().enumerate() {
+        objects.push(six.clone());
+        v.publish_entries(&[e], objects, i as u64 + 1);
+        v.refused(v.clone_app(&[]), &[word, "hub"]);
+    }
 
     // A zero run of 4 GiB is legal, and stays a hole.
-    let tree = dir(&[Entry::file("f", Content::Zero, 1 << 32)]);
-    v.publish(&[(b"__default__", &tree)], vec![], &[], 6);
+    v.publish_entries(&[Entry::file("f", Content::Zero, 1 << 32)], vec![], 6);
     v.clone_app(&[]).ok();
     let md = fs::metadata(v.t.path("app").join("f")).unwrap();
     assert_eq!(md.len(), 1 << 32);
@@ -368,13 +354,7 @@ fn malformed_entries_are_refused() {
         Entry::file("sized-dir", Content::Empty, 7),
     ];
     for (i, e) in cases.into_iter().enumerate() {
-        let tree = dir(&[e]);
-        v.publish(
-            &[(b"__default__", &tree)],
-            vec![c.clone()],
-            &[],
-            i as u64 + 1,
-        );
+        v.publish_entries(&[e], vec![c.clone()], i as u64 + 1);
         v.refused(v.clone_app(&[]), &["damaged", "hub"]);
     }
 }

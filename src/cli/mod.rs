@@ -88,9 +88,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let repo = Repo::open(&home)?;
     for r in &repo.recovered {
         match r {
-            Ok(dot) => eprintln!("dot: finished an interrupted reset or checkout of dot {dot}"),
+            Ok(dot) => eprintln!("dot: finished an interrupted reset, checkout, pull or clone of dot {dot}"),
             Err((dot, why)) => eprintln!(
-                "dot: could not finish an interrupted reset or checkout of dot {dot}: {why}; {}",
+                "dot: could not finish an interrupted reset, checkout, pull or clone of dot {dot}: {why}; {}",
                 repo.unfinished_hint(dot)
             ),
         }

@@ -396,3 +396,37 @@ fn special_refused(dot: &str, at: &str, what: &str, remote: Option<&str>) -> Rep
         "{at} is {what}, from {from}; dot does not create device nodes, setuid or setgid files or security.* attributes from a remote unless the dot allows them. If you trust everyone who can write to it, allow them with dot config --dot {dot} allowSpecialFiles true (or dot clone --allow-special-files) and run the command again; nothing was changed"
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_journal_parses_or_fails_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = Journal::decode("d", &bytes);
+        }
+
+        #[test]
+        fn journal_names_are_checked(sub in ".{0,70}", branch in ".{0,70}") {
+            let j = serde_json::json!({
+                "branch": branch, "commit": null, "set_head": true,
+                "targets": {sub.clone(): null},
+            });
+            let parsed = Journal::decode("d", j.to_string().as_bytes());
+            let legal = check_subdot(&sub).is_ok() && check_branch(&branch).is_ok();
+            prop_assert_eq!(parsed.is_ok(), legal);
+        }
+    }
+
+    #[test]
+    fn a_journal_cannot_name_a_path() {
+        for sub in ["../x", "/etc", "..", "a/b", ""] {
+            let j = format!(
+                r#"{{"branch":"master","commit":null,"set_head":false,"targets":{{"{sub}":null}}}}"#
+            );
+            assert!(Journal::decode("d", j.as_bytes()).is_err(), "{sub}");
+        }
+    }
+}

@@ -818,3 +818,28 @@ fn now_and_tz() -> (i64, i32) {
     let ok = unsafe { !libc::localtime_r(&t, &mut tm).is_null() };
     (now, if ok { (tm.tm_gmtoff / 60) as i32 } else { 0 })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_dot_config_parses_or_fails_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = DotConfig::decode("dot/x", &bytes);
+        }
+
+        #[test]
+        fn dot_config_names_are_checked(sub in ".{0,70}", path in "/?[a-z/]{0,10}") {
+            let j = serde_json::json!({
+                "name": "app", "head": "master",
+                "subdots": {sub.clone(): {"path": path.clone(), "adopted": false}},
+                "chunking": {"min": 16384, "avg": 65536, "max": 262144},
+            });
+            let parsed = DotConfig::decode("dot/app", j.to_string().as_bytes());
+            let legal = check_subdot(&sub).is_ok() && path.starts_with('/');
+            prop_assert_eq!(parsed.is_ok(), legal);
+        }
+    }
+}

@@ -264,6 +264,17 @@ impl Db {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_index_entry_decodes_or_fails_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..40)) {
+            if let Ok(e) = decode_entry(&Id::of(b""), &bytes) {
+                prop_assert!(e.slot.check(e.kind, u64::MAX).is_ok());
+                prop_assert_eq!(encode_entry(&e), bytes);
+            }
+        }
+    }
 
     #[test]
     fn prefix_end_bounds_the_range() {

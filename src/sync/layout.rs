@@ -232,6 +232,65 @@ pub fn decode_index(b: &[u8]) -> Result<Index, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::alloc_track::largest_allocation;
+    use proptest::prelude::*;
+
+    fn sample_index() -> Vec<u8> {
+        let mut objects: Vec<(Id, Located)> = (0..5u8)
+            .map(|i| {
+                let loc = Located {
+                    pack: Id::of(&[i % 2]),
+                    slot: Slot {
+                        offset: 57 + u64::from(i) * 100,
+                        stored_len: 10,
+                        raw_len: 20,
+                        codec: 1,
+                    },
+                    kind: if i % 2 == 0 { Kind::Chunk } else { Kind::Meta },
+                };
+                (Id::of(&[i, 9]), loc)
+            })
+            .collect();
+        encode_index(&mut objects)
+    }
+
+    proptest! {
+        #[test]
+        fn any_index_file_decodes_or_fails_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let (_, largest) = largest_allocation(|| decode_index(&bytes));
+            prop_assert!(largest <= 64 * bytes.len() + 1024);
+        }
+
+        #[test]
+        fn a_damaged_index_file_fails_cleanly(
+            flips in proptest::collection::vec((any::<proptest::sample::Index>(), any::<u8>()), 1..6),
+            cut in any::<proptest::sample::Index>(),
+        ) {
+            let mut b = sample_index();
+            for (at, v) in flips {
+                let i = at.index(b.len());
+                b[i] = v;
+            }
+            let _ = decode_index(&b);
+            let n = cut.index(b.len());
+            prop_assert!(decode_index(&b[..n]).is_err());
+        }
+
+        #[test]
+        fn any_ref_or_location_decodes_or_fails_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            if let Some(r) = RemoteRef::decode(&bytes) {
+                prop_assert_eq!(r.encode(), bytes.clone());
+            }
+            let _ = Located::decode(&bytes);
+        }
+
+        #[test]
+        fn refs_accept_only_their_encoding(text in "dot ref 1\ncommit [0-9a-f]{64}\nchunking [0-9]{1,8} [0-9]{1,8} [0-9]{1,8}\n?.{0,3}") {
+            if let Some(r) = RemoteRef::decode(text.as_bytes()) {
+                prop_assert_eq!(r.encode(), text.as_bytes().to_vec());
+            }
+        }
+    }
 
     #[test]
     fn golden_ref_and_index_bytes() {

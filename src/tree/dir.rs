@@ -316,7 +316,15 @@ fn with_count(w: Writer, n: u64) -> Vec<u8> {
 }
 
 fn finish_node(objects: &dyn Objects, w: Writer, count: u64, first: Vec<u8>) -> Result<Child> {
-    let id = objects.put_meta(&with_count(w, count))?;
+    let bytes = with_count(w, count);
+    // What dot writes, it must read back: a writer bug would otherwise
+    // make commits that every reader refuses.
+    debug_assert!(
+        DirNode::decode(&Id::of(&bytes), &bytes).is_ok(),
+        "{:?}",
+        DirNode::decode(&Id::of(&bytes), &bytes).err()
+    );
+    let id = objects.put_meta(&bytes)?;
     Ok(Child { first, id, count })
 }
 

@@ -381,3 +381,255 @@ impl Frame {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::alloc_track::largest_allocation;
+    use crate::id::RootId;
+    use crate::store::Kind;
+    use crate::tree::chunks::{ChunkTreeBuilder, Node};
+    use crate::tree::commit::{decode_root, write_root, Root};
+    use crate::tree::dir::{write_dir, DirNode, EntryKind};
+    use crate::tree::{links, Objects, Result};
+    use proptest::prelude::*;
+
+    /// Records every object put, in order: children before parents.
+    struct Recorder<'a> {
+        store: &'a Store,
+        order: Mutex<Vec<(Kind, Vec<u8>)>>,
+    }
+
+    impl Objects for Recorder<'_> {
+        fn put(&self, kind: Kind, id: &Id, raw: &[u8]) -> Result<()> {
+            self.order.lock().unwrap().push((kind, raw.to_vec()));
+            Objects::put(self.store, kind, id, raw)
+        }
+        fn get(&self, id: &Id) -> Result<Vec<u8>> {
+            Objects::get(self.store, id)
+        }
+        fn has(&self, id: &Id) -> Result<bool> {
+            Objects::has(self.store, id)
+        }
+    }
+
+    fn entry(name: &str, kind: EntryKind, size: u64, content: Content) -> DirEntry {
+        DirEntry {
+            name: name.as_bytes().to_vec(),
+            kind,
+            mode: 0o640,
+            uid: 1,
+            gid: 2,
+            mtime_ns: 3,
+            size,
+            content,
+            xattrs: vec![(b"user.x".to_vec(), b"y".to_vec())],
+        }
+    }
+
+    /// A small commit with a two-level chunk tree, a subdirectory and a
+    /// symlink; returns every object in the order written.
+    fn sample(store: &Store) -> Vec<(Kind, Vec<u8>)> {
+        let rec = Recorder {
+            store,
+            order: Mutex::new(Vec::new()),
+        };
+        let mut b = ChunkTreeBuilder::new(&rec);
+        let mut size = 0;
+        for i in 0..300u32 {
+            let data = format!("chunk {i}").into_bytes();
+            let id = Id::of(&data);
+            rec.put(Kind::Chunk, &id, &data).unwrap();
+            b.push(Leaf::Chunk(ChunkId(id), data.len() as u32)).unwrap();
+            b.push(Leaf::Zero(7)).unwrap();
+            size += data.len() as u64 + 7;
+        }
+        let file = b.finish().unwrap();
+        let sub = write_dir(
+            &rec,
+            &[entry(
+                "s",
+                EntryKind::Symlink,
+                1,
+                Content::Symlink(b"f".to_vec()),
+            )],
+        )
+        .unwrap();
+        let top = write_dir(
+            &rec,
+            &[
+                entry("d", EntryKind::Dir, 0, Content::Dir(sub)),
+                entry("f", EntryKind::File, size, Content::File(file)),
+            ],
+        )
+        .unwrap();
+        let mut root = Root::new();
+        root.insert(
+            "__default__".into(),
+            Top {
+                tree: top,
+                mode: 0o700,
+                uid: 0,
+                gid: 0,
+                mtime_ns: 0,
+            },
+        );
+        let r = write_root(&rec, &root).unwrap();
+        Commit {
+            root: r,
+            parents: vec![],
+            author: "a".into(),
+            email: "e".into(),
+            time: 0,
+            tz_minutes: 0,
+            message: "m".into(),
+            metadata: Default::default(),
+        }
+        .write(&rec)
+        .unwrap();
+        rec.order.into_inner().unwrap()
+    }
+
+    fn header() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            Just(b"dc\x01".to_vec()),
+            Just(b"dr\x01".to_vec()),
+            Just(b"dt\x01".to_vec()),
+            Just(b"dt\x01\x00".to_vec()),
+            Just(b"dt\x01\x01".to_vec()),
+            Just(b"dn\x01".to_vec()),
+            Just(b"dn\x01\x00".to_vec()),
+            proptest::collection::vec(any::<u8>(), 0..4),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn any_object_decodes_or_fails_cleanly(
+            head in header(),
+            body in proptest::collection::vec(any::<u8>(), 0..600),
+        ) {
+            let mut bytes = head;
+            bytes.extend(body);
+            let id = Id::of(&bytes);
+            let (_, largest) = largest_allocation(|| {
+                let _ = links(&id, Kind::Meta, &bytes);
+                let _ = Commit::decode(&CommitId(id), &bytes);
+                let _ = decode_root(&RootId(id), &bytes);
+                let _ = DirNode::decode(&id, &bytes);
+                let _ = Node::decode(&NodeId(id), &bytes);
+            });
+            // Counts are bounded by the format (1024 children), lists by
+            // the bytes actually present.
+            prop_assert!(largest <= 128 * 1024 + 64 * bytes.len());
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// One object of a commit changed (bytes replaced, cut or added),
+        /// with every id above it recomputed, as a hostile remote would:
+        /// verifying, reading and diffing never panic.
+        #[test]
+        fn a_damaged_commit_is_reported_not_fatal(
+            which in any::<proptest::sample::Index>(),
+            at in any::<proptest::sample::Index>(),
+            edit in prop_oneof![any::<u8>().prop_map(Some), Just(None)],
+            grow in 0usize..3,
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let good = Store::open(&dir.path().join("good")).unwrap();
+            let mut objects = sample(&good);
+            let k = which.index(objects.len());
+            let old_id = Id::of(&objects[k].1);
+            let raw = &mut objects[k].1;
+            let i = at.index(raw.len());
+            match edit {
+                Some(v) => raw[i] = v,
+                None => raw.truncate(i.max(1)),
+            }
+            raw.extend(std::iter::repeat_n(0x80, grow));
+            let mut renamed = vec![(old_id, Id::of(&objects[k].1))];
+            for (_, raw) in objects.iter_mut().skip(k + 1) {
+                let before = Id::of(raw);
+                for (from, to) in &renamed {
+                    if let Some(p) = raw.windows(32).position(|w| w == from.0) {
+                        raw[p..p + 32].copy_from_slice(&to.0);
+                    }
+                }
+                renamed.push((before, Id::of(raw)));
+            }
+            let bad = Store::open(&dir.path().join("bad")).unwrap();
+            for (kind, raw) in &objects {
+                let _ = bad.put(*kind, &Id::of(raw), raw);
+            }
+            let head = CommitId(Id::of(&objects.last().unwrap().1));
+            for contents in [Contents::Reach, Contents::Lengths, Contents::Read] {
+                let mut v = Verifier::new(&bad, contents, false);
+                v.commit(head, "c", &|_| false);
+            }
+            if let Ok(c) = Commit::read(&bad, &head) {
+                if let Ok(root) = crate::tree::commit::read_root(&bad, &c.root) {
+                    for top in root.values() {
+                        let mut out = Vec::new();
+                        let _ = crate::tree::diff::diff(&bad, None, Some(&top.tree), "", &mut out);
+                        if let Ok(entries) = crate::tree::dir::read_dir(&bad, &top.tree) {
+                            for e in entries {
+                                if let Content::File(c) = e.content {
+                                    let mut buf = vec![0u8; 4096];
+                                    let _ = crate::tree::chunks::read_at(&bad, &c, e.size, 100, &mut buf);
+                                    let _ = crate::tree::chunks::for_each_leaf_group(
+                                        &bad, &c, e.size,
+                                        &mut |_, _| -> std::result::Result<(), TreeError> { Ok(()) },
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_sample_verifies_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let objects = sample(&store);
+        let head = CommitId(Id::of(&objects.last().unwrap().1));
+        let mut v = Verifier::new(&store, Contents::Read, false);
+        v.commit(head, "c", &|_| false);
+        assert!(v.problems.is_empty(), "{:?}", v.problems);
+        assert_eq!(v.seen.len(), objects.len());
+    }
+
+    #[test]
+    fn depth_is_bounded_without_recursion() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut t = write_dir(&store, &[]).unwrap();
+        for depth in 1..=MAX_DEPTH + 5 {
+            t = write_dir(&store, &[entry("d", EntryKind::Dir, 0, Content::Dir(t))]).unwrap();
+            if depth == MAX_DEPTH {
+                // The deepest legal tree: MAX_DEPTH levels of entries.
+                let mut v = Verifier::new(&store, Contents::Read, false);
+                let facts = v.tree(t, "t").expect("legal");
+                assert_eq!(facts.depth, MAX_DEPTH);
+                assert_eq!(facts.longest, 2 * MAX_DEPTH - 1);
+                let mut out = Vec::new();
+                crate::tree::diff::diff(&store, None, Some(&t), "", &mut out).unwrap();
+                assert_eq!(out.len(), MAX_DEPTH);
+            }
+        }
+        let mut v = Verifier::new(&store, Contents::Read, false);
+        assert!(v.tree(t, "t").is_none());
+        assert!(v.problems[0].1.contains("deeper than"), "{:?}", v.problems);
+        let mut out = Vec::new();
+        assert!(crate::tree::diff::diff(&store, None, Some(&t), "", &mut out).is_err());
+    }
+}

@@ -34,14 +34,20 @@ impl Stat {
     pub fn of(md: &Metadata) -> Stat {
         Stat {
             size: md.size(),
-            mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
-            ctime_ns: md.ctime() * 1_000_000_000 + md.ctime_nsec(),
+            mtime_ns: ns(md.mtime(), md.mtime_nsec()),
+            ctime_ns: ns(md.ctime(), md.ctime_nsec()),
             ino: md.ino(),
             mode: md.mode(),
             uid: md.uid(),
             gid: md.gid(),
         }
     }
+}
+
+/// Seconds and nanoseconds as nanoseconds since the epoch, saturating
+/// for times past the year 2262 (a file may carry any timestamp).
+pub fn ns(secs: i64, nsecs: i64) -> i64 {
+    secs.saturating_mul(1_000_000_000).saturating_add(nsecs)
 }
 
 pub fn now_ns() -> i64 {
@@ -93,8 +99,8 @@ impl<'a> StatCache<'a> {
         };
         // A malformed entry is only a cache miss.
         Ok(decode(&v).and_then(|(cached, recorded, content)| {
-            let settled = granularity_ns(st);
-            let safe = st.mtime_ns < recorded - settled || st.ctime_ns < recorded - settled;
+            let settled = recorded.saturating_sub(granularity_ns(st));
+            let safe = st.mtime_ns < settled || st.ctime_ns < settled;
             (cached == *st && safe).then_some(content)
         }))
     }
@@ -133,6 +139,7 @@ fn decode(v: &[u8]) -> Option<(Stat, i64, ContentRef)> {
     let recorded = r.ivarint().ok()?;
     let content = ContentRef::decode(&mut r).ok()?;
     r.finish().ok()?;
+    content.check_size(st.size).ok()?;
     Some((st, recorded, content))
 }
 
@@ -140,6 +147,22 @@ fn decode(v: &[u8]) -> Option<(Stat, i64, ContentRef)> {
 mod tests {
     use super::*;
     use crate::store::Batch;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_entry_decodes_or_is_a_miss(bytes in proptest::collection::vec(any::<u8>(), 0..120)) {
+            let _ = decode(&bytes);
+        }
+
+        #[test]
+        fn entries_round_trip(size in 1u64..1 << 40, mtime: i64, ctime: i64, ino: u64) {
+            let st = Stat { size, mtime_ns: mtime, ctime_ns: ctime, ino, mode: 0o100600, uid: 1, gid: 2 };
+            let (got, _, content) = decode(&StatCache::entry(&st, &ContentRef::Zero)).unwrap();
+            prop_assert_eq!(got, st);
+            prop_assert_eq!(content, ContentRef::Zero);
+        }
+    }
 
     #[test]
     fn racy_entries_are_not_trusted() {
