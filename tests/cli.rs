@@ -438,7 +438,11 @@ fn an_unfinished_reset_is_reported_with_how_to_drop_it() {
     fs::remove_dir_all(&dir).unwrap();
     fs::write(&dir, b"in the way").unwrap();
     let r = t.dot(&["reset", "--hard", "HEAD^"]).fails();
-    assert!(r.err.contains("cannot"), "{}", r.err);
+    assert!(
+        r.err.contains("cannot") && r.err.contains("dot reset --hard HEAD j"),
+        "{}",
+        r.err
+    );
 
     let r = t.dot(&["fsck"]);
     assert_eq!(r.code, 1, "{}{}", r.out, r.err);

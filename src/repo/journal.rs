@@ -138,13 +138,10 @@ impl Repo {
         spec: &str,
         progress: &dyn Progress,
     ) -> Result<CommitId> {
-        let target = self.resolve(cfg, spec)?;
-        let origin = if self.complete_commits()?.contains(&target) {
-            Origin::Verified
-        } else {
+        let (target, origin) = self.resolve_with_origin(cfg, spec)?;
+        if origin == Origin::Unverified {
             self.verify_commit(target, None, &format!("commit {}", target.short()))?;
-            Origin::Unverified
-        };
+        }
         let journal = self.plan(cfg, cfg.head.clone(), Some(target), false, origin)?;
         self.run(cfg, journal, progress)?;
         Ok(target)
@@ -295,6 +292,14 @@ impl Repo {
         b.put(Space::Meta, journal_key(&cfg.name), journal.encode());
         self.store.commit(b)?;
         self.replay(&cfg.name, &journal, progress)
+            .map_err(|e| RepoError::Unfinished {
+                what: format!(
+                    "could not finish updating the working directories of dot {}",
+                    cfg.name
+                ),
+                source: Box::new(e),
+                hint: self.unfinished_hint(&cfg.name),
+            })
     }
 
     /// Materializes a journal's targets, then in one batch moves the ref or

@@ -62,6 +62,13 @@ pub enum RepoError {
     /// system or the store; the message says why and what to do.
     #[error("{0}")]
     Refused(String),
+    /// An operation recorded in a journal that could not be finished.
+    #[error("{what}: {source}; {hint}")]
+    Unfinished {
+        what: String,
+        source: Box<RepoError>,
+        hint: String,
+    },
     #[error(transparent)]
     Sync(#[from] crate::sync::SyncError),
 }

@@ -499,13 +499,7 @@ impl Repo {
                 false,
                 Origin::Verified,
             )?;
-            self.run_with(cfg, journal, b, progress).map_err(|e| {
-                RepoError::Usage(format!(
-                    "the pull fetched {} but could not update the working directories: {e}; {}",
-                    want.commit.short(),
-                    self.unfinished_hint(&cfg.name)
-                ))
-            })?;
+            self.run_with(cfg, journal, b, progress)?;
         } else {
             b.put(
                 Space::Refs,
@@ -567,14 +561,23 @@ impl Repo {
         let previous = self.current()?;
         let mut b = Batch::default();
         Self::put_dot(&mut b, &cfg);
+        // The branch exists, without a commit, until the journal moves it.
+        b.put(Space::Refs, ref_key(name, branch), Vec::new());
         Self::put_upstream(&mut b, name, branch, &from);
         b.put(Space::Meta, b"current".to_vec(), name.as_bytes().to_vec());
         if let Err(e) = self.run_with(&cfg, journal, b, progress) {
+            // Undone, the clone leaves nothing to finish or drop.
+            let e = match e {
+                RepoError::Unfinished { source, .. } => *source,
+                e => e,
+            };
             return Err(match self.undo_clone(name, previous.as_deref()) {
                 Ok(()) => e,
-                Err(u) => RepoError::Usage(format!(
-                    "{e}; the failed clone could not be undone either ({u}); remove it with dot rm -f {name}"
-                )),
+                Err(u) => RepoError::Unfinished {
+                    what: format!("the clone failed ({e}), and could not be undone"),
+                    source: Box::new(u),
+                    hint: format!("remove it with dot rm -f {name}"),
+                },
             });
         }
         Ok(PullReport {

@@ -1,6 +1,7 @@
 //! Revisions: `HEAD`, a branch or a commit id prefix, each followed by
 //! any sequence of `^`, `^N`, `~`, `~N` (docs/design.md section 12).
 
+use super::journal::Origin;
 use super::{ref_key, DotConfig, Repo, RepoError, Result};
 use crate::id::CommitId;
 use crate::store::Space;
@@ -10,6 +11,18 @@ impl Repo {
     /// Resolves `HEAD`, `HEAD^`, `HEAD~N`, a branch (with the same
     /// suffixes) or a unique commit id prefix.
     pub fn resolve(&self, cfg: &DotConfig, spec: &str) -> Result<CommitId> {
+        Ok(self.resolve_with_origin(cfg, spec)?.0)
+    }
+
+    /// `resolve`, and whether the commit was verified where it came from:
+    /// HEAD and branches (and their ancestors) were; a commit id prefix
+    /// may name a commit no branch reaches, such as one a refused pull
+    /// left behind.
+    pub(super) fn resolve_with_origin(
+        &self,
+        cfg: &DotConfig,
+        spec: &str,
+    ) -> Result<(CommitId, Origin)> {
         let cut = spec.find(['^', '~']).unwrap_or(spec.len());
         let (base, mut rest) = spec.split_at(cut);
         let unborn = |branch: &str| {
@@ -18,6 +31,7 @@ impl Repo {
                 cfg.name
             ))
         };
+        let mut origin = Origin::Verified;
         let mut id = if base == "HEAD" {
             self.branch_commit(&cfg.name, &cfg.head)?
                 .ok_or_else(|| unborn(&cfg.head))?
@@ -29,7 +43,11 @@ impl Repo {
             self.branch_commit(&cfg.name, base)?
                 .ok_or_else(|| unborn(base))?
         } else {
-            self.resolve_prefix(cfg, base)?
+            let id = self.resolve_prefix(cfg, base)?;
+            if !self.complete_commits()?.contains(&id) {
+                origin = Origin::Unverified;
+            }
+            id
         };
         while let Some(op) = rest.chars().next().filter(|c| matches!(c, '^' | '~')) {
             let r = &rest[1..];
@@ -59,7 +77,7 @@ impl Repo {
                 "cannot parse the ref {spec:?}; use HEAD, HEAD^, HEAD~N, a branch or a commit id"
             )));
         }
-        Ok(id)
+        Ok((id, origin))
     }
 
     fn resolve_prefix(&self, cfg: &DotConfig, hex: &str) -> Result<CommitId> {

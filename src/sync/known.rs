@@ -90,7 +90,8 @@ impl<'a> Known<'a> {
     /// Adds one index file's objects (an index file this process wrote, or
     /// one checked against its name).
     pub fn record(&self, id: &Id, bytes: &[u8]) -> Result<()> {
-        let (packs, objects) = layout::decode_index(bytes).map_err(|why| self.damaged(id, why))?;
+        let (packs, objects) =
+            layout::decode_index(bytes).map_err(|why| self.damaged(id, why.to_string()))?;
         let mut b = Batch::default();
         for p in &packs {
             b.put(Space::Cache, self.key(b'p', &p.0), Vec::new());

@@ -12,6 +12,7 @@
 //! push that finds its generation taken has lost a race and changes nothing.
 
 use crate::chunker::ChunkParams;
+use crate::codec::DecodeError;
 use crate::id::{CommitId, Id, ID_LEN};
 use crate::store::pack::{Slot, MAX_PACK_BYTES, SLOT_LEN};
 use crate::store::Kind;
@@ -176,54 +177,56 @@ pub type Index = (Vec<Id>, Vec<(Id, Located)>);
 /// it: at most `MAX_INDEX_OBJECTS` packs and objects, packs and objects
 /// sorted and unique, every object in a listed pack, every slot within
 /// the format's limits (`Slot::check`).
-pub fn decode_index(b: &[u8]) -> Result<Index, String> {
-    let u32_at = |at: usize| -> Result<usize, String> {
+pub fn decode_index(b: &[u8]) -> Result<Index, DecodeError> {
+    let invalid = |why: String| DecodeError::Invalid(why);
+    let u32_at = |at: usize| -> Result<usize, DecodeError> {
         at.checked_add(4)
             .and_then(|end| b.get(at..end))
             .map(|s| u32::from_le_bytes(s.try_into().expect("4 bytes")) as usize)
-            .ok_or_else(|| "truncated".to_string())
+            .ok_or(DecodeError::Truncated(at))
     };
     if b.get(..8) != Some(INDEX_MAGIC) {
-        return Err("not a dot index file".into());
+        return Err(invalid("not a dot index file".into()));
     }
     let version = u32_at(8)?;
     if version != INDEX_VERSION as usize {
-        return Err(format!(
+        return Err(invalid(format!(
             "index format version {version} is newer than this dot understands; upgrade dot"
-        ));
+        )));
     }
     let npacks = u32_at(12)?;
     if npacks > MAX_INDEX_OBJECTS {
-        return Err(format!("lists {npacks} packs"));
+        return Err(invalid(format!("lists {npacks} packs")));
     }
     let packs_end = 16 + npacks * ID_LEN;
     let packs: Vec<Id> = b
         .get(16..packs_end)
-        .ok_or("truncated")?
+        .ok_or(DecodeError::Truncated(16))?
         .chunks_exact(ID_LEN)
         .map(|c| Id::from_slice(c).expect("32 bytes"))
         .collect();
     if !packs.windows(2).all(|w| w[0] < w[1]) {
-        return Err("packs are not sorted and unique".into());
+        return Err(invalid("packs are not sorted and unique".into()));
     }
     let n = u32_at(packs_end)?;
     let at = packs_end + 4;
     if n > MAX_INDEX_OBJECTS || b.len() != at + n * INDEX_ENTRY_LEN {
-        return Err("length does not match its object count".into());
+        return Err(invalid("length does not match its object count".into()));
     }
     let mut objects: Vec<(Id, Located)> = Vec::with_capacity(n);
     for e in b[at..].chunks_exact(INDEX_ENTRY_LEN) {
         let id = Id::from_slice(&e[..ID_LEN]).expect("32 bytes");
         if objects.last().is_some_and(|(last, _)| *last >= id) {
-            return Err("objects are not sorted and unique".into());
+            return Err(invalid("objects are not sorted and unique".into()));
         }
         let pack = *packs
             .get(u32::from_le_bytes(e[32..36].try_into().expect("4")) as usize)
-            .ok_or("object names a pack the file does not list")?;
-        let kind = Kind::from_u8(e[INDEX_ENTRY_LEN - 1]).ok_or("unknown object kind")?;
-        let slot = Slot::decode(&e[36..]).map_err(|e| e.to_string())?;
+            .ok_or_else(|| invalid("object names a pack the file does not list".into()))?;
+        let kind = Kind::from_u8(e[INDEX_ENTRY_LEN - 1])
+            .ok_or_else(|| invalid("unknown object kind".into()))?;
+        let slot = Slot::decode(&e[36..])?;
         slot.check(kind, MAX_PACK_BYTES)
-            .map_err(|why| format!("object {}: {why}", id.short()))?;
+            .map_err(|why| invalid(format!("object {}: {why}", id.short())))?;
         objects.push((id, Located { pack, slot, kind }));
     }
     Ok((packs, objects))

@@ -79,6 +79,8 @@ struct Frame {
     next: usize,
     facts: TreeFacts,
     ok: bool,
+    /// Whether the walk stopped below it at the depth limit.
+    cut: bool,
 }
 
 impl<'a> Verifier<'a> {
@@ -180,10 +182,14 @@ impl<'a> Verifier<'a> {
                     );
                 }
                 let facts = (done.ok && !too_deep).then_some(done.facts);
-                self.trees.insert(done.tree, facts.clone());
+                // A tree cut short by where it was met is not judged by it.
+                if !done.cut {
+                    self.trees.insert(done.tree, facts.clone());
+                }
                 let Some(parent) = stack.last_mut() else {
                     return facts;
                 };
+                parent.cut |= done.cut;
                 let name = parent.entries[parent.next - 1].name.clone();
                 parent.add_subtree(&name, facts.as_ref());
                 continue;
@@ -204,6 +210,7 @@ impl<'a> Verifier<'a> {
                     }
                     None if depth > MAX_DEPTH => {
                         frame.ok = false;
+                        frame.cut = true;
                         self.note(
                             &here,
                             format!("the directory tree is deeper than {MAX_DEPTH} levels"),
@@ -232,6 +239,7 @@ impl<'a> Verifier<'a> {
                     next: 0,
                     facts: TreeFacts::default(),
                     ok: true,
+                    cut: false,
                 })
             }
             Err(e) => {
