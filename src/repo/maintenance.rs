@@ -154,3 +154,35 @@ impl Repo {
         Ok(report)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::Writer;
+
+    #[test]
+    fn fsck_checks_objects_no_branch_reaches() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repo::open(dir.path()).unwrap();
+        // A directory node holding an entry named "..", stored as an older
+        // dot or a damaged disk might have left it.
+        let mut w = Writer::new();
+        w.raw(b"dt\x01").u8(0).varint(1);
+        w.bytes(b"..").u8(0).varint(0o644).varint(0).varint(0);
+        w.ivarint(0).varint(0).u8(0).varint(0);
+        let id = Id::of(&w.buf);
+        repo.store().put(Kind::Meta, &id, &w.buf).unwrap();
+        repo.store().flush().unwrap();
+        let report = repo.fsck().unwrap();
+        assert_eq!(report.objects_checked, 1);
+        assert_eq!(report.objects_reachable, 0);
+        assert!(
+            report
+                .errors
+                .iter()
+                .any(|(at, what)| at.contains(&id.short()) && what.contains("invalid entry name")),
+            "{:?}",
+            report.errors
+        );
+    }
+}
