@@ -5,12 +5,17 @@ use clap::{Args, Subcommand};
 use dot::progress::Progress;
 use dot::repo::remote::{PullReport, Target};
 use dot::repo::{human_bytes, Repo, RepoError};
+use dot::sync::CreateCheck;
 
 #[derive(Args)]
 pub struct RemoteArgs {
-    /// Show URLs and endpoints too (never secrets).
+    /// Show URLs, endpoints and what was found about each remote (never
+    /// secrets).
     #[arg(long, short)]
     verbose: bool,
+    /// All of that as JSON.
+    #[arg(long)]
+    json: bool,
     #[command(subcommand)]
     command: Option<RemoteCommand>,
 }
@@ -31,6 +36,11 @@ enum RemoteCommand {
         /// The S3 region (default: AWS_REGION, else us-east-1).
         #[arg(long)]
         region: Option<String>,
+        /// Only this machine ever pushes here: push even if the storage
+        /// does not keep a conditional create exclusive (a push from
+        /// anywhere else could then silently replace yours).
+        #[arg(long)]
+        single_writer: bool,
     },
     /// Remove a remote (the data on it stays).
     #[command(alias = "remove")]
@@ -96,23 +106,65 @@ pub fn remote(repo: &Repo, a: RemoteArgs) -> Result<()> {
             url,
             endpoint,
             region,
-        }) => repo.remote_add(&name, &url, endpoint.as_deref(), region.as_deref())?,
+            single_writer,
+        }) => {
+            let check = repo.remote_add(
+                &name,
+                &url,
+                endpoint.as_deref(),
+                region.as_deref(),
+                single_writer,
+            )?;
+            match check {
+                Ok(CreateCheck::Honoured) => {
+                    println!("added remote {name}: its storage keeps conditional creates exclusive")
+                }
+                Ok(CreateCheck::Ignored) if single_writer => println!(
+                    "added remote {name} for a single writer: its storage does not keep conditional creates exclusive, so only this machine may push there"
+                ),
+                Ok(CreateCheck::Ignored) => {
+                    println!("added remote {name}");
+                    eprintln!(
+                        "dot: remote {name}'s storage does not keep conditional creates exclusive: dot will refuse to push there (pull and clone work); see dot remote add --help for --single-writer"
+                    );
+                }
+                Err(e) => {
+                    println!("added remote {name}");
+                    eprintln!(
+                        "dot: could not check remote {name} yet ({e}); dot push checks it before it writes anything"
+                    );
+                }
+            }
+        }
         Some(RemoteCommand::Rm { name }) => repo.remote_remove(&name)?,
         None => {
             let remotes = repo.remotes()?;
-            if a.verbose {
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&remotes)?);
+            } else if a.verbose {
                 let rows: Vec<Vec<String>> = remotes
                     .into_iter()
                     .map(|r| {
+                        let check = match (r.create_check.map(|c| c.answer), r.single_writer) {
+                            (None, _) => "not checked yet".to_string(),
+                            (Some(CreateCheck::Honoured), _) => "exclusive creates".to_string(),
+                            (Some(CreateCheck::Ignored), true) => {
+                                "creates not exclusive; single writer".to_string()
+                            }
+                            (Some(CreateCheck::Ignored), false) => {
+                                "creates not exclusive; push refused".to_string()
+                            }
+                        };
                         vec![
                             r.name,
                             r.url,
                             r.endpoint.unwrap_or_default(),
                             r.region.unwrap_or_default(),
+                            check,
                         ]
                     })
                     .collect();
-                super::print_table(&["NAME", "URL", "ENDPOINT", "REGION"], &rows);
+                super::print_table(&["NAME", "URL", "ENDPOINT", "REGION", "CHECK"], &rows);
             } else {
                 for r in remotes {
                     println!("{}", r.name);

@@ -62,6 +62,9 @@ pub enum RepoError {
     /// system or the store; the message says why and what to do.
     #[error("{0}")]
     Refused(String),
+    /// Another writer got there first (a push that lost a race).
+    #[error("{0}")]
+    Conflict(String),
     /// An operation recorded in a journal that could not be finished.
     #[error("{what}: {source}; {hint}")]
     Unfinished {

@@ -20,7 +20,8 @@ use crate::id::CommitId;
 use crate::progress::Progress;
 use crate::store::{Batch, Space};
 use crate::sync::{
-    self, Credentials, FetchStats, Known, Location, ObjectBackend, PushStats, Remote, RemoteRef,
+    self, CreateCheck, Credentials, FetchStats, Known, Location, ObjectBackend, PushStats,
+    RefWrite, Remote, RemoteRef,
 };
 use crate::tree::commit::Commit;
 
@@ -35,6 +36,34 @@ pub struct RemoteConfig {
     pub url: String,
     pub endpoint: Option<String>,
     pub region: Option<String>,
+    /// Only one machine pushes here: pushes go ahead even where the
+    /// storage does not keep a conditional create exclusive.
+    #[serde(default)]
+    pub single_writer: bool,
+    /// What the storage was found to do with a conditional create.
+    #[serde(default)]
+    pub create_check: Option<Checked>,
+}
+
+/// An answer of `Remote::check_create`, and when it was found.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct Checked {
+    pub answer: CreateCheck,
+    /// Seconds since the epoch.
+    pub at: i64,
+}
+
+impl RemoteConfig {
+    /// What exclusive creates rest on for this kind of storage.
+    pub fn create_feature(&self) -> &'static str {
+        if self.url.starts_with("s3://") {
+            "conditional PUT (If-None-Match: *)"
+        } else if self.url.starts_with("http") {
+            "WebDAV COPY with Overwrite: F"
+        } else {
+            "link(2) on the remote's filesystem"
+        }
+    }
 }
 
 /// Where a branch is pushed to and pulled from by default.
@@ -124,13 +153,18 @@ fn normalize_url(url: &str) -> Result<String> {
 impl Repo {
     // ---- configuration ----
 
+    /// `dot remote add`: records a remote, then checks that its storage
+    /// keeps conditional creates exclusive (`Remote::check_create`). The
+    /// check's answer, or why it could not be made (the push checks again
+    /// before it writes a ref), is returned.
     pub fn remote_add(
         &self,
         name: &str,
         url: &str,
         endpoint: Option<&str>,
         region: Option<&str>,
-    ) -> Result<()> {
+        single_writer: bool,
+    ) -> Result<std::result::Result<CreateCheck, RepoError>> {
         check_remote(name)?;
         if self.remote_config(name).is_ok() {
             return Err(RepoError::Usage(format!(
@@ -150,19 +184,61 @@ impl Repo {
                 )));
             }
         }
-        let cfg = RemoteConfig {
+        let mut cfg = RemoteConfig {
             name: name.to_string(),
             url,
             endpoint: endpoint.map(|e| e.trim_end_matches('/').to_string()),
             region: region.map(str::to_string),
+            single_writer,
+            create_check: None,
         };
+        self.put_remote(&cfg)?;
+        // A directory that does not exist yet is made by the first push,
+        // which checks it then.
+        Ok(self
+            .open_remote(name, false)
+            .and_then(|r| self.record_check(&mut cfg, &r)))
+    }
+
+    fn put_remote(&self, cfg: &RemoteConfig) -> Result<()> {
         let mut b = Batch::default();
         b.put(
             Space::Meta,
-            remote_key(name),
-            serde_json::to_vec(&cfg).expect("config serializes"),
+            remote_key(&cfg.name),
+            serde_json::to_vec(cfg).expect("config serializes"),
         );
         Ok(self.store.write(b)?)
+    }
+
+    /// Checks the remote's conditional create and remembers the answer.
+    fn record_check(&self, cfg: &mut RemoteConfig, r: &Remote) -> Result<CreateCheck> {
+        let answer = r.check_create()?;
+        cfg.create_check = Some(Checked {
+            answer,
+            at: crate::workspace::cache::now_ns() / 1_000_000_000,
+        });
+        self.put_remote(cfg)?;
+        Ok(answer)
+    }
+
+    /// Pushes rest on exclusive creates: the storage is checked once (when
+    /// the remote is added, else here, before anything is written), and a
+    /// push is refused where it does not keep them exclusive, unless the
+    /// remote has a single writer.
+    fn require_exclusive_creates(&self, name: &str, r: &Remote) -> Result<()> {
+        let mut cfg = self.remote_config(name)?;
+        let answer = match cfg.create_check {
+            Some(c) => c.answer,
+            None => self.record_check(&mut cfg, r)?,
+        };
+        if answer == CreateCheck::Ignored && !cfg.single_writer {
+            return Err(RepoError::Refused(format!(
+                "remote {name} ({}) does not keep a conditional create exclusive: its storage ignores {}, so two pushes racing for a branch could both be told they succeeded while one of them is lost. Push to storage that honours it (S3 with conditional writes, a directory, a WebDAV server that honours Overwrite: F); or, if this is the only machine that ever pushes there, add the remote with --single-writer (dot remote rm {name}, then dot remote add {name} URL --single-writer), accepting that a push from anywhere else could silently replace yours. Nothing was pushed",
+                cfg.url,
+                cfg.create_feature()
+            )));
+        }
+        Ok(())
     }
 
     /// Removes a remote, what this store remembers of its contents, and
@@ -417,6 +493,7 @@ impl Repo {
             }
         }
         if !report.up_to_date {
+            self.require_exclusive_creates(&to.remote, &r)?;
             let known = Known::refresh(&self.store, &r)?;
             let pack = std::env::var("DOT_PUSH_PACK_BYTES")
                 .ok()
@@ -428,11 +505,24 @@ impl Repo {
                 commit: head,
                 chunking: cfg.chunking,
             };
-            if !r.write_ref(&to.dot, &to.branch, current.map(|c| c.0), &value)? {
-                return Err(RepoError::Usage(format!(
-                    "someone else pushed to branch {} of dot {} on remote {} meanwhile, and nothing was overwritten; run dot pull, then push again (the data already sent stays there)",
+            let lost = |how: &str| {
+                RepoError::Conflict(format!(
+                    "someone else pushed to branch {} of dot {} on remote {} meanwhile{how}; run dot pull, then push again (the data already sent stays there)",
                     to.branch, to.dot, to.remote
-                )));
+                ))
+            };
+            match r.write_ref(&to.dot, &to.branch, current.map(|c| c.0), &value)? {
+                RefWrite::Written => {}
+                RefWrite::Lost => return Err(lost(", and nothing was overwritten")),
+                RefWrite::Replaced => {
+                    // The create was not exclusive after all: check again.
+                    let mut rc = self.remote_config(&to.remote)?;
+                    let answer = self.record_check(&mut rc, &r)?;
+                    return Err(lost(&format!(
+                        " and replaced your push, so it is not on the remote (the storage {} conditional creates)",
+                        if answer == CreateCheck::Ignored { "ignores" } else { "did not keep to" }
+                    )));
+                }
             }
         }
         let mut b = Batch::default();

@@ -438,7 +438,7 @@ impl Backend for ObjectBackend {
 
 /// A name no other process or thread picks at the same time: the clock,
 /// pid and thread hashed.
-fn random_hex() -> String {
+pub(crate) fn random_hex() -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();

@@ -55,6 +55,14 @@ pub fn ref_path(dot: &str, branch: &str, generation: u64) -> String {
     format!("{}{generation:020}", ref_dir(dot, branch))
 }
 
+/// The generation a ref object's name says: exactly 20 ASCII digits that
+/// fit in a u64.
+pub fn generation(name: &str) -> Option<u64> {
+    (name.len() == 20 && name.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| name.parse().ok())
+        .flatten()
+}
+
 /// A branch's value on a remote.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RemoteRef {

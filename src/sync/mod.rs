@@ -101,19 +101,7 @@ impl Remote {
     pub fn read_ref(&self, dot: &str, branch: &str) -> Result<Option<(u64, RemoteRef)>> {
         // A reader can race a pusher pruning old generations: list again.
         for _ in 0..3 {
-            let dir = layout::ref_dir(dot, branch);
-            let newest = self
-                .backend
-                .list(&dir)
-                .map_err(self.err())?
-                .into_iter()
-                .filter_map(|(p, _)| {
-                    let g = p.strip_prefix(&dir)?;
-                    let digits = g.len() == 20 && g.bytes().all(|b| b.is_ascii_digit());
-                    digits.then(|| g.parse::<u64>().ok())?
-                })
-                .max();
-            let Some(generation) = newest else {
+            let Some(generation) = self.generations(dot, branch)?.into_iter().max() else {
                 return Ok(None);
             };
             let path = layout::ref_path(dot, branch, generation);
@@ -139,16 +127,30 @@ impl Remote {
         })
     }
 
+    /// The generations a branch has on the remote.
+    fn generations(&self, dot: &str, branch: &str) -> Result<Vec<u64>> {
+        let dir = layout::ref_dir(dot, branch);
+        Ok(self
+            .backend
+            .list(&dir)
+            .map_err(self.err())?
+            .into_iter()
+            .filter_map(|(p, _)| layout::generation(p.strip_prefix(&dir)?))
+            .collect())
+    }
+
     /// Sets a branch to `value` if its newest generation is still
-    /// `previous` (None: the branch does not exist). Returns false, having
-    /// changed nothing, when another push got there first.
+    /// `previous` (None: the branch does not exist): creates the next
+    /// generation if absent, then checks that it holds `value` and that no
+    /// newer generation exists (a pusher that read long ago can find an
+    /// old, pruned generation free). Only then is the value the branch's.
     pub fn write_ref(
         &self,
         dot: &str,
         branch: &str,
         previous: Option<u64>,
         value: &RemoteRef,
-    ) -> Result<bool> {
+    ) -> Result<RefWrite> {
         let generation = match previous {
             None => 1,
             Some(g) => g.checked_add(1).ok_or_else(|| SyncError::Damaged {
@@ -158,12 +160,25 @@ impl Remote {
             })?,
         };
         let path = layout::ref_path(dot, branch, generation);
+        let bytes = value.encode();
         if !self
             .backend
-            .create(&path, value.encode())
+            .create(&path, bytes.clone())
             .map_err(self.err())?
         {
-            return Ok(false);
+            return Ok(RefWrite::Lost);
+        }
+        let stored = self
+            .backend
+            .get(&path, layout::MAX_REF_BYTES)
+            .map_err(self.err())?;
+        if stored.as_ref().is_some_and(|s| *s != bytes) {
+            return Ok(RefWrite::Replaced);
+        }
+        let newest = self.generations(dot, branch)?.into_iter().max();
+        if stored.is_none() || newest.is_some_and(|n| n > generation) {
+            let _ = self.backend.delete(&path);
+            return Ok(RefWrite::Lost);
         }
         // Older generations are history nobody reads; keep one behind the
         // newest for readers that listed just before this push.
@@ -172,8 +187,53 @@ impl Remote {
                 .backend
                 .delete(&layout::ref_path(dot, branch, generation - 2));
         }
-        Ok(true)
+        Ok(RefWrite::Written)
     }
+
+    /// Finds out whether the storage honours create-if-absent, which
+    /// racing pushes rest on: creates a probe object, then creates it
+    /// again with other bytes, which must be refused and leave the first
+    /// bytes in place. The probe is removed.
+    pub fn check_create(&self) -> Result<CreateCheck> {
+        let path = format!("probe/{}", backend::random_hex());
+        let (first, second) = (b"dot probe 1".to_vec(), b"dot probe 2".to_vec());
+        let answer = (|| {
+            if !self.backend.create(&path, first.clone())? {
+                return Err(BackendError::Other(format!(
+                    "the new probe object {path} already existed"
+                )));
+            }
+            let again = self.backend.create(&path, second)?;
+            let kept = self.backend.get(&path, 64)? == Some(first);
+            Ok(if !again && kept {
+                CreateCheck::Honoured
+            } else {
+                CreateCheck::Ignored
+            })
+        })();
+        let _ = self.backend.delete(&path);
+        answer.map_err(self.err())
+    }
+}
+
+/// How a ref write ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefWrite {
+    /// The branch now has the value.
+    Written,
+    /// Another push got there first; nothing changed.
+    Lost,
+    /// The write went through, then another replaced it: the storage did
+    /// not keep the create exclusive.
+    Replaced,
+}
+
+/// Whether a remote's storage keeps a conditional create exclusive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CreateCheck {
+    Honoured,
+    Ignored,
 }
 
 #[cfg(test)]
@@ -193,10 +253,12 @@ mod tests {
     use crate::tree::dir::{write_dir, Content, DirEntry, EntryKind};
     use crate::tree::Objects;
 
-    /// The memory backend, failing every put after the first `puts_left`.
+    /// The memory backend, failing every put after the first `puts_left`,
+    /// and every create when `creates_fail`.
     struct Faulty {
         inner: ObjectBackend,
         puts_left: Arc<AtomicUsize>,
+        creates_fail: bool,
     }
 
     impl Backend for Faulty {
@@ -215,6 +277,9 @@ mod tests {
             self.inner.put(path, bytes)
         }
         fn create(&self, path: &str, bytes: Vec<u8>) -> backend::Result<bool> {
+            if self.creates_fail {
+                return Err(BackendError::Other("503 Service Unavailable".into()));
+            }
             self.inner.create(path, bytes)
         }
         fn list(&self, prefix: &str) -> backend::Result<Vec<(String, u64)>> {
@@ -296,6 +361,7 @@ mod tests {
             backend: Box::new(Faulty {
                 inner: ObjectBackend::memory(),
                 puts_left: puts_left.clone(),
+                creates_fail: false,
             }),
         };
         let head = commit(&local, 200, 1, None);
@@ -320,9 +386,12 @@ mod tests {
         let stats = push_objects(&local, &remote, &known, head, 1 << 20, &Silent).unwrap();
         assert!(stats.objects_reused >= 3 * 20, "{stats:?}");
         assert_eq!(stats.objects_sent + stats.objects_reused, count(head));
-        assert!(remote
-            .write_ref("app", "master", None, &value(head))
-            .unwrap());
+        assert_eq!(
+            remote
+                .write_ref("app", "master", None, &value(head))
+                .unwrap(),
+            RefWrite::Written
+        );
 
         // A second commit sharing half the chunks: only the rest travels.
         let next = commit(&local, 100, 1, Some(head));
@@ -358,23 +427,122 @@ mod tests {
             CommitId(crate::id::Id::of(b"a")),
             CommitId(crate::id::Id::of(b"b")),
         );
-        assert!(remote.write_ref("app", "master", None, &value(a)).unwrap());
-        assert!(!remote.write_ref("app", "master", None, &value(b)).unwrap());
+        let write = |previous, v| remote.write_ref("app", "master", previous, &v).unwrap();
+        assert_eq!(write(None, value(a)), RefWrite::Written);
+        assert_eq!(write(None, value(b)), RefWrite::Lost);
         let (g, v) = remote.read_ref("app", "master").unwrap().unwrap();
         assert_eq!((g, v.commit), (1, a));
         for i in 0..5u8 {
             let c = CommitId(crate::id::Id::of(&[i]));
-            assert!(remote
-                .write_ref("app", "master", Some(g + u64::from(i)), &value(c))
-                .unwrap());
+            assert_eq!(write(Some(g + u64::from(i)), value(c)), RefWrite::Written);
         }
         let (g, v) = remote.read_ref("app", "master").unwrap().unwrap();
         assert_eq!((g, v.commit), (6, CommitId(crate::id::Id::of(&[4]))));
         // Old generations are pruned, one is kept behind the newest.
         assert_eq!(remote.backend.list("refs/").unwrap().len(), 2);
-        assert!(!remote
-            .write_ref("app", "master", Some(4), &value(a))
-            .unwrap());
+        assert_eq!(write(Some(4), value(a)), RefWrite::Lost);
+        // A pusher that read generation 2 long ago finds generation 3
+        // pruned, free to create: the newer generations make it lose, and
+        // its stale object is gone again.
+        assert_eq!(write(Some(2), value(a)), RefWrite::Lost);
+        let (g, v) = remote.read_ref("app", "master").unwrap().unwrap();
+        assert_eq!((g, v.commit), (6, CommitId(crate::id::Id::of(&[4]))));
+        assert_eq!(remote.backend.list("refs/").unwrap().len(), 2);
+    }
+
+    /// The memory backend, creating as a plain put: a server that ignores
+    /// If-None-Match.
+    struct Careless(ObjectBackend);
+
+    impl Backend for Careless {
+        fn get(&self, path: &str, max: u64) -> backend::Result<Option<Vec<u8>>> {
+            self.0.get(path, max)
+        }
+        fn get_range(&self, path: &str, range: Range<u64>) -> backend::Result<Vec<u8>> {
+            self.0.get_range(path, range)
+        }
+        fn put(&self, path: &str, bytes: Vec<u8>) -> backend::Result<()> {
+            self.0.put(path, bytes)
+        }
+        fn create(&self, path: &str, bytes: Vec<u8>) -> backend::Result<bool> {
+            self.0.put(path, bytes).map(|_| true)
+        }
+        fn list(&self, prefix: &str) -> backend::Result<Vec<(String, u64)>> {
+            self.0.list(prefix)
+        }
+        fn delete(&self, path: &str) -> backend::Result<()> {
+            self.0.delete(path)
+        }
+    }
+
+    #[test]
+    fn the_create_check_has_three_answers() {
+        let remote = |backend: Box<dyn Backend>| Remote {
+            name: "r".into(),
+            backend,
+        };
+        let honest = remote(Box::new(ObjectBackend::memory()));
+        assert_eq!(honest.check_create().unwrap(), CreateCheck::Honoured);
+        assert!(
+            honest.backend.list("").unwrap().is_empty(),
+            "the probe is removed"
+        );
+        let careless = remote(Box::new(Careless(ObjectBackend::memory())));
+        assert_eq!(careless.check_create().unwrap(), CreateCheck::Ignored);
+        assert!(careless.backend.list("").unwrap().is_empty());
+        let failing = remote(Box::new(Faulty {
+            inner: ObjectBackend::memory(),
+            puts_left: Arc::new(AtomicUsize::new(0)),
+            creates_fail: true,
+        }));
+        let err = failing.check_create().unwrap_err();
+        assert!(err.to_string().contains("503"), "{err}");
+    }
+
+    /// A careless server where another pusher's create of the same name
+    /// lands right after each of ours.
+    struct Raced(ObjectBackend);
+
+    impl Backend for Raced {
+        fn get(&self, path: &str, max: u64) -> backend::Result<Option<Vec<u8>>> {
+            self.0.get(path, max)
+        }
+        fn get_range(&self, path: &str, range: Range<u64>) -> backend::Result<Vec<u8>> {
+            self.0.get_range(path, range)
+        }
+        fn put(&self, path: &str, bytes: Vec<u8>) -> backend::Result<()> {
+            self.0.put(path, bytes)
+        }
+        fn create(&self, path: &str, bytes: Vec<u8>) -> backend::Result<bool> {
+            self.0.put(path, bytes)?;
+            let other = RemoteRef::decode(&self.0.get(path, 4096)?.unwrap())
+                .map(|mut r| {
+                    r.commit = CommitId(crate::id::Id::of(b"the other pusher"));
+                    r.encode()
+                })
+                .unwrap_or_else(|| b"other".to_vec());
+            self.0.put(path, other).map(|_| true)
+        }
+        fn list(&self, prefix: &str) -> backend::Result<Vec<(String, u64)>> {
+            self.0.list(prefix)
+        }
+        fn delete(&self, path: &str) -> backend::Result<()> {
+            self.0.delete(path)
+        }
+    }
+
+    #[test]
+    fn a_replaced_ref_is_not_reported_written() {
+        let raced = Remote {
+            name: "r".into(),
+            backend: Box::new(Raced(ObjectBackend::memory())),
+        };
+        let a = CommitId(crate::id::Id::of(b"a"));
+        assert_eq!(
+            raced.write_ref("app", "master", None, &value(a)).unwrap(),
+            RefWrite::Replaced
+        );
+        assert_eq!(raced.check_create().unwrap(), CreateCheck::Ignored);
     }
 
     #[test]

@@ -343,3 +343,81 @@ pub fn webdav(auth: bool) -> &'static Server {
         Server { port, root }
     })
 }
+
+/// A loopback HTTP/1.1 proxy in front of 127.0.0.1:`target` that drops
+/// the request headers named in `drop` (lowercase): the same server, as
+/// one that ignores them would behave. Returns the proxy's port.
+pub fn dropping_proxy(target: u16, drop: &'static [&'static str]) -> u16 {
+    dropping_proxy_at(0, target, drop)
+}
+
+/// `dropping_proxy` on a given port (0: any free one).
+pub fn dropping_proxy_at(port: u16, target: u16, drop: &'static [&'static str]) -> u16 {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("proxy port");
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let _ = relay(client, target, drop);
+            });
+        }
+    });
+    port
+}
+
+/// Copies responses back as they are, and requests forward one at a time,
+/// without the dropped headers.
+fn relay(client: std::net::TcpStream, target: u16, drop: &[&str]) -> std::io::Result<()> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut server = std::net::TcpStream::connect(("127.0.0.1", target))?;
+    let (mut from_server, mut to_client) = (server.try_clone()?, client.try_clone()?);
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from_server, &mut to_client);
+        let _ = to_client.shutdown(std::net::Shutdown::Write);
+    });
+    let mut reader = BufReader::new(client);
+    loop {
+        let mut head = Vec::new();
+        let (mut length, mut chunked) = (0u64, false);
+        loop {
+            let mut line = Vec::new();
+            if reader.read_until(b'\n', &mut line)? == 0 {
+                return Ok(());
+            }
+            let lower = String::from_utf8_lossy(&line).to_ascii_lowercase();
+            if drop.iter().any(|h| lower.starts_with(&format!("{h}:"))) {
+                continue;
+            }
+            if let Some(v) = lower.strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+            if lower.starts_with("transfer-encoding:") && lower.contains("chunked") {
+                chunked = true;
+            }
+            let end = line == b"\r\n";
+            head.extend_from_slice(&line);
+            if end {
+                break;
+            }
+        }
+        server.write_all(&head)?;
+        if chunked {
+            loop {
+                let mut size_line = Vec::new();
+                reader.read_until(b'\n', &mut size_line)?;
+                server.write_all(&size_line)?;
+                let text = String::from_utf8_lossy(&size_line);
+                let size = u64::from_str_radix(text.trim().split(';').next().unwrap_or("0"), 16)
+                    .unwrap_or(0);
+                let mut body = (&mut reader).take(size + 2);
+                std::io::copy(&mut body, &mut server)?;
+                if size == 0 {
+                    break;
+                }
+            }
+        } else {
+            let mut body = (&mut reader).take(length);
+            std::io::copy(&mut body, &mut server)?;
+        }
+    }
+}
