@@ -1,6 +1,7 @@
 //! The `dot` binary: parses arguments, runs one command, prints the result.
-//! Errors are printed as `dot: ...` on stderr with exit status 1 (clap's
-//! usage errors exit 2).
+//! Errors are printed as `dot: ...` on stderr with the exit code of their
+//! kind (`ErrorKind::exit_code`, listed in the README; 1 for anything
+//! unforeseen; clap's usage errors exit 2).
 
 mod cli;
 
@@ -15,7 +16,10 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("dot: {err:#}");
-            ExitCode::from(1)
+            let code = err
+                .downcast_ref::<dot::repo::RepoError>()
+                .map_or(1, |e| e.kind().exit_code());
+            ExitCode::from(code)
         }
     }
 }

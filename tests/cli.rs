@@ -462,3 +462,25 @@ fn an_unfinished_reset_is_reported_with_how_to_drop_it() {
     assert_eq!(read(&dir.join("f")), "one");
     t.fsck_ok();
 }
+
+#[test]
+fn errors_exit_with_the_code_of_their_kind() {
+    let t = Env::new();
+    t.dot(&["init", "k"]).ok();
+    write(&t.path("k").join("f"), b"1");
+    t.dot(&["commit", "-m", "one"]).ok();
+    write(&t.path("k").join("f"), b"2");
+    let cases: Vec<(Vec<&str>, i32)> = vec![
+        (vec!["init", "bad name"], 2),
+        (vec!["reset", "HEAD"], 2),
+        (vec!["log", "nope"], 3),
+        (vec!["reset", "--hard", "HEAD~5"], 2),
+        (vec!["checkout", "-b", "x"], 4),
+        (vec!["push", "nowhere", "k"], 3),
+        (vec!["reset", "--hard", "abcdef12"], 3),
+    ];
+    for (args, code) in cases {
+        let r = t.dot(&args).fails();
+        assert_eq!(r.code, code, "dot {args:?}: {}", r.err);
+    }
+}

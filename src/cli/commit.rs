@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::Args;
 use dot::progress::Progress;
 use dot::repo::Repo;
@@ -26,10 +26,10 @@ pub fn run(repo: &Repo, a: CommitArgs, progress: &dyn Progress) -> Result<()> {
     let mut metadata = BTreeMap::new();
     for kv in &a.data {
         let Some((k, v)) = kv.split_once('=') else {
-            bail!("metadata {kv:?} is not key=value; write it as -d key=value");
+            usage!("metadata {kv:?} is not key=value; write it as -d key=value");
         };
         if k.is_empty() {
-            bail!("metadata {kv:?} has an empty key; write it as -d key=value");
+            usage!("metadata {kv:?} has an empty key; write it as -d key=value");
         }
         metadata.insert(k.to_string(), v.to_string());
     }

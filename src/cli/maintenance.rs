@@ -3,7 +3,7 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::Args;
 use dot::repo::{human_bytes, Repo};
 
@@ -19,7 +19,7 @@ pub fn rm(repo: &Repo, a: RmArgs) -> Result<()> {
     let cfg = repo.resolve_dot(Some(&a.name))?;
     if !a.force {
         if !std::io::stdin().is_terminal() {
-            bail!(
+            usage!(
                 "refusing to remove dot {} without confirmation; use dot rm -f {}",
                 cfg.name,
                 cfg.name
@@ -33,7 +33,7 @@ pub fn rm(repo: &Repo, a: RmArgs) -> Result<()> {
         let mut answer = String::new();
         std::io::stdin().lock().read_line(&mut answer)?;
         if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            bail!("dot {} was not removed", cfg.name);
+            usage!("dot {} was not removed", cfg.name);
         }
     }
     let cfg = repo.remove(&cfg.name)?;

@@ -1,6 +1,13 @@
 //! Command-line parsing and output: the only place that prints. Each
 //! subcommand lives in its own file; they share the helpers here.
 
+/// Returns a usage error (bad input; exit code 2) from a command.
+macro_rules! usage {
+    ($($arg:tt)*) => {
+        return Err(dot::repo::RepoError::Usage(format!($($arg)*)).into())
+    };
+}
+
 mod branch;
 mod commit;
 mod diff;
@@ -131,7 +138,7 @@ fn dot_home() -> Result<PathBuf> {
     }
     match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
         Some(h) => Ok(PathBuf::from(h).join(".dot")),
-        None => anyhow::bail!("neither DOT_HOME nor HOME is set; set DOT_HOME to the directory dot should keep its data in"),
+        None => usage!("neither DOT_HOME nor HOME is set; set DOT_HOME to the directory dot should keep its data in"),
     }
 }
 

@@ -1,6 +1,6 @@
 //! `dot remote`, `dot push`, `dot pull` and `dot clone`.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::{Args, Subcommand};
 use dot::progress::Progress;
 use dot::repo::remote::{PullReport, Target};
@@ -208,7 +208,7 @@ pub fn push(repo: &Repo, a: PushArgs, progress: &dyn Progress) -> Result<()> {
 
 pub fn pull(repo: &Repo, a: TargetArgs, progress: &dyn Progress) -> Result<()> {
     let cfg = match repo.resolve_dot(a.dot.as_deref()) {
-        Err(RepoError::NoSuchDot(name)) => bail!(
+        Err(RepoError::NoSuchDot(name)) => usage!(
             "dot {name} does not exist here; to fetch it, run dot clone {} {name}",
             a.remote.as_deref().unwrap_or("REMOTE")
         ),

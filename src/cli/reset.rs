@@ -1,6 +1,6 @@
 //! `dot reset --hard REF [DOT]`
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::Args;
 use dot::progress::Progress;
 use dot::repo::Repo;
@@ -19,7 +19,7 @@ pub struct ResetArgs {
 
 pub fn run(repo: &Repo, a: ResetArgs, progress: &dyn Progress) -> Result<()> {
     if !a.hard {
-        bail!("dot reset discards uncommitted changes in the working directory; say so with dot reset --hard {}", a.refspec);
+        usage!("dot reset discards uncommitted changes in the working directory; say so with dot reset --hard {}", a.refspec);
     }
     let cfg = repo.resolve_dot(a.dot.as_deref())?;
     progress.start("resetting", 0);

@@ -174,7 +174,7 @@ impl Repo {
             )));
         }
         if !create && branch == cfg.head {
-            return Err(RepoError::Usage(format!("already on branch {branch}")));
+            return Err(RepoError::Conflict(format!("already on branch {branch}")));
         }
         self.require_clean(cfg, progress)?;
         if create {

@@ -8,6 +8,7 @@
 //! `<dot>\0<branch>` -> 32-byte commit id, or empty for a branch without
 //! commits; `cache` holds `<dot>\0<subdot>\0<path>` stat cache entries.
 
+mod error;
 mod journal;
 mod maintenance;
 pub mod names;
@@ -23,71 +24,17 @@ use serde::{Deserialize, Serialize};
 use crate::chunker::{ChunkParams, Chunker};
 use crate::id::{CommitId, Id};
 use crate::progress::Progress;
-use crate::store::{Batch, Space, Store, StoreError};
+use crate::store::{Batch, Space, Store};
 use crate::tree::commit::{read_root, write_root, Commit, Root};
 use crate::tree::diff::{diff, Changed};
-use crate::tree::{DryRun, TreeError};
+use crate::tree::DryRun;
 use crate::workspace::cache::StatCache;
 use crate::workspace::scan::Scanner;
-use crate::workspace::WorkspaceError;
 pub use maintenance::FsckReport;
 pub use names::DEFAULT_SUBDOT;
 use names::{check_branch, check_dot, check_subdot, parse_spec};
 
-#[derive(Debug, thiserror::Error)]
-pub enum RepoError {
-    #[error(transparent)]
-    Workspace(#[from] WorkspaceError),
-    /// Bad input from the user; the message says what to do.
-    #[error("{0}")]
-    Usage(String),
-    #[error("dot {0} does not exist; see dot list, or create it with dot init {0}")]
-    NoSuchDot(String),
-    #[error("no current dot; name one, or pick one with dot switch NAME (see dot list)")]
-    NoCurrentDot,
-    #[error("dot {dot} has no branch {branch}; see dot branch")]
-    NoSuchBranch { dot: String, branch: String },
-    #[error("dot {dot} has {changes} uncommitted change(s) ({bytes} of new data); commit them or run dot reset --hard HEAD")]
-    Dirty {
-        dot: String,
-        changes: usize,
-        bytes: String,
-    },
-    #[error("the dot configuration {0} is damaged: {1}")]
-    Config(String, String),
-    /// Stored objects that break the format's rules.
-    #[error("{what} is damaged: {why}; run dot fsck")]
-    Damaged { what: String, why: String },
-    /// An operation refused because carrying it out could harm the
-    /// system or the store; the message says why and what to do.
-    #[error("{0}")]
-    Refused(String),
-    /// Another writer got there first (a push that lost a race).
-    #[error("{0}")]
-    Conflict(String),
-    /// An operation recorded in a journal that could not be finished.
-    #[error("{what}: {source}; {hint}")]
-    Unfinished {
-        what: String,
-        source: Box<RepoError>,
-        hint: String,
-    },
-    #[error(transparent)]
-    Sync(#[from] crate::sync::SyncError),
-}
-
-impl From<StoreError> for RepoError {
-    fn from(e: StoreError) -> Self {
-        RepoError::Workspace(e.into())
-    }
-}
-impl From<TreeError> for RepoError {
-    fn from(e: TreeError) -> Self {
-        RepoError::Workspace(e.into())
-    }
-}
-
-pub type Result<T> = std::result::Result<T, RepoError>;
+pub use error::{ErrorKind, RepoError, Result};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SubdotConfig {
@@ -208,10 +155,13 @@ impl Repo {
     /// checkout.
     pub fn open(home: &Path) -> Result<Repo> {
         fs::create_dir_all(home).map_err(|e| {
-            RepoError::Usage(format!(
-                "cannot create the dot home {}: {e}; set DOT_HOME to a writable directory",
-                home.display()
-            ))
+            RepoError::io(
+                format!(
+                    "cannot create the dot home {} (set DOT_HOME to a writable directory)",
+                    home.display()
+                ),
+                e,
+            )
         })?;
         utf8_path(home)?;
         let mut repo = Repo {
@@ -426,12 +376,11 @@ impl Repo {
                 let p = self.work_dir(&dot).join(&sub);
                 // Debris of an interrupted `dot rm`: the dot is gone, so is its data.
                 if p.exists() {
-                    fs::remove_dir_all(&p).map_err(|e| {
-                        RepoError::Usage(format!("cannot clear {}: {e}", p.display()))
-                    })?;
+                    fs::remove_dir_all(&p)
+                        .map_err(|e| RepoError::io(format!("cannot clear {}", p.display()), e))?;
                 }
                 fs::create_dir_all(&p)
-                    .map_err(|e| RepoError::Usage(format!("cannot create {}: {e}", p.display())))?;
+                    .map_err(|e| RepoError::io(format!("cannot create {}", p.display()), e))?;
                 SubdotConfig {
                     path: p,
                     adopted: false,

@@ -275,7 +275,7 @@ impl Repo {
         match self.store.get_kv(Space::Meta, &remote_key(name))? {
             Some(v) => serde_json::from_slice(&v)
                 .map_err(|e| RepoError::Config(format!("remote/{name}"), e.to_string())),
-            None => Err(RepoError::Usage(format!(
+            None => Err(RepoError::NotFound(format!(
                 "no remote named {name}; see dot remote -v, or add one with dot remote add {name} URL"
             ))),
         }
@@ -330,7 +330,7 @@ impl Repo {
             )));
         }
         let text = fs::read_to_string(&path)
-            .map_err(|e| RepoError::Usage(format!("cannot read {shown}: {e}")))?;
+            .map_err(|e| RepoError::io(format!("cannot read {shown}"), e))?;
         let mut section = String::new();
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
@@ -486,7 +486,7 @@ impl Repo {
             if cur.commit == head {
                 report.up_to_date = true;
             } else if !force && !self.is_ancestor(cur.commit, head)? {
-                return Err(RepoError::Usage(format!(
+                return Err(RepoError::Conflict(format!(
                     "remote {} has commits on branch {} of dot {} that this dot lacks (it is at {}); run dot pull first, or dot push --force to replace them",
                     to.remote, to.branch, to.dot, cur.commit.short()
                 )));
@@ -571,7 +571,7 @@ impl Repo {
         report.stats = self.fetch_commit(&r, want.commit, cfg, progress)?;
         if let Some(old) = old {
             if !self.is_ancestor(old, want.commit)? {
-                return Err(RepoError::Usage(format!(
+                return Err(RepoError::Conflict(format!(
                     "branch {branch} of dot {} has commits that remote {} lacks; push them first, or keep them on another branch (dot checkout -b NAME) and reset this one",
                     cfg.name, from.remote
                 )));
@@ -687,7 +687,7 @@ impl Repo {
         let work = self.work_dir(name);
         if fs::symlink_metadata(&work).is_ok_and(|m| m.is_dir()) {
             fs::remove_dir_all(&work)
-                .map_err(|e| RepoError::Usage(format!("cannot remove {}: {e}", work.display())))?;
+                .map_err(|e| RepoError::io(format!("cannot remove {}", work.display()), e))?;
         }
         if let Some(prev) = previous.filter(|p| *p != name) {
             let mut b = Batch::default();
@@ -700,7 +700,7 @@ impl Repo {
     fn remote_head(&self, r: &Remote, from: &Upstream) -> Result<RemoteRef> {
         match r.read_ref(&from.dot, &from.branch)? {
             Some((_, v)) => Ok(v),
-            None => Err(RepoError::Usage(format!(
+            None => Err(RepoError::NotFound(format!(
                 "remote {} has no branch {} of dot {}; check the names, or push it there first",
                 from.remote, from.branch, from.dot
             ))),

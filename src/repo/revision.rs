@@ -101,7 +101,7 @@ impl Repo {
             }
         }
         match found.len() {
-            0 => Err(RepoError::Usage(format!(
+            0 => Err(RepoError::NotFound(format!(
                 "no commit or branch {hex:?} in dot {}; see dot log and dot branch",
                 cfg.name
             ))),

@@ -40,6 +40,18 @@ impl Run {
         );
         self
     }
+    /// Failed with the exit code of an error kind (README): not 1 (an
+    /// unforeseen error), not a panic (101), not a signal (-1).
+    pub fn typed(self) -> Run {
+        let r = self.fails();
+        assert!(
+            (2..=10).contains(&r.code) || r.code == 130,
+            "expected an error kind's exit code, got {}: {}",
+            r.code,
+            r.err
+        );
+        r
+    }
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.out).unwrap_or_else(|e| panic!("bad JSON ({e}): {}", self.out))
     }
