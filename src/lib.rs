@@ -10,9 +10,11 @@
 
 pub mod chunker;
 pub mod codec;
+pub mod env;
 pub mod id;
 pub mod progress;
 pub mod repo;
+pub mod serve;
 pub mod store;
 pub mod sync;
 pub mod tree;

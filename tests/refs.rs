@@ -18,7 +18,13 @@ fn ambiguous_prefixes_are_refused_and_unique_ones_resolve() {
         let cfg = repo.dot("amb").unwrap();
         std::fs::write(dir.join("n"), by_prefix.len().to_string()).unwrap();
         let id = repo
-            .commit(&cfg, "c", BTreeMap::new(), &Silent)
+            .commit(
+                &cfg,
+                "c",
+                BTreeMap::new(),
+                &dot::env::ClientEnv::default(),
+                &Silent,
+            )
             .unwrap()
             .to_string();
         let ids = by_prefix.entry(id[..4].to_string()).or_default();

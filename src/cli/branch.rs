@@ -3,7 +3,9 @@
 use anyhow::Result;
 use clap::Args;
 use dot::progress::Progress;
-use dot::repo::Repo;
+use dot::serve::api::{Request, Response};
+
+use super::{reply, Session};
 
 #[derive(Args)]
 pub struct BranchArgs {
@@ -21,32 +23,28 @@ pub struct CheckoutArgs {
     /// Create the branch at the current commit.
     #[arg(short = 'b')]
     create: bool,
+    #[arg(long)]
+    json: bool,
     branch: String,
     /// The dot (default: the current dot).
     dot: Option<String>,
 }
 
-pub fn run(repo: &Repo, a: BranchArgs) -> Result<()> {
-    let cfg = repo.resolve_dot(a.dot.as_deref())?;
-    if let Some(name) = a.delete {
-        repo.delete_branch(&cfg, &name)?;
-        println!("Deleted branch {name} of {}", cfg.name);
+pub fn run(s: &Session, a: BranchArgs, progress: &dyn Progress) -> Result<()> {
+    if let Some(branch) = a.delete {
+        let request = Request::DeleteBranch { dot: a.dot, branch };
+        let Response::BranchDeleted { dot, branch } = s.call(request, progress)? else {
+            anyhow::bail!("unexpected response");
+        };
+        println!("Deleted branch {branch} of {dot}");
         return Ok(());
     }
-    let branches = repo.branches(&cfg)?;
+    let branches = reply!(
+        s.call(Request::Branches { dot: a.dot }, progress)?,
+        Response::Branches
+    );
     if a.json {
-        let out: Vec<_> = branches
-            .iter()
-            .map(|b| {
-                serde_json::json!({
-                    "name": b.name,
-                    "commit": b.commit.map(|c| c.to_string()),
-                    "current": b.current,
-                })
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(());
+        return super::print_json(&branches);
     }
     for b in branches {
         println!("{} {}", if b.current { '*' } else { ' ' }, b.name);
@@ -54,16 +52,20 @@ pub fn run(repo: &Repo, a: BranchArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn checkout(repo: &Repo, a: CheckoutArgs, progress: &dyn Progress) -> Result<()> {
-    let cfg = repo.resolve_dot(a.dot.as_deref())?;
-    progress.start("checking out", 0);
-    let r = repo.checkout(&cfg, &a.branch, a.create, progress);
-    progress.finish();
-    r?;
-    if a.create {
-        println!("Switched {} to a new branch {}", cfg.name, a.branch);
+pub fn checkout(s: &Session, a: CheckoutArgs, progress: &dyn Progress) -> Result<()> {
+    let request = Request::Checkout {
+        dot: a.dot,
+        branch: a.branch,
+        create: a.create,
+    };
+    let r = reply!(s.call(request, progress)?, Response::Checkout);
+    if a.json {
+        return super::print_json(&r);
+    }
+    if r.created {
+        println!("Switched {} to a new branch {}", r.dot, r.branch);
     } else {
-        println!("Switched {} to branch {}", cfg.name, a.branch);
+        println!("Switched {} to branch {}", r.dot, r.branch);
     }
     Ok(())
 }

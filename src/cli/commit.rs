@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 use clap::Args;
 use dot::progress::Progress;
-use dot::repo::Repo;
+use dot::serve::api::{Request, Response};
+
+use super::{reply, Session};
 
 #[derive(Args)]
 #[command(
@@ -18,11 +20,13 @@ pub struct CommitArgs {
     /// Metadata to record, as key=value (repeatable).
     #[arg(short = 'd', long = "data", value_name = "KEY=VALUE")]
     data: Vec<String>,
+    #[arg(long)]
+    json: bool,
     /// The dot (default: the current dot).
     dot: Option<String>,
 }
 
-pub fn run(repo: &Repo, a: CommitArgs, progress: &dyn Progress) -> Result<()> {
+pub fn run(s: &Session, a: CommitArgs, progress: &dyn Progress) -> Result<()> {
     let mut metadata = BTreeMap::new();
     for kv in &a.data {
         let Some((k, v)) = kv.split_once('=') else {
@@ -33,10 +37,15 @@ pub fn run(repo: &Repo, a: CommitArgs, progress: &dyn Progress) -> Result<()> {
         }
         metadata.insert(k.to_string(), v.to_string());
     }
-    let cfg = repo.resolve_dot(a.dot.as_deref())?;
-    progress.start("committing", 0);
-    let id = repo.commit(&cfg, &a.message, metadata, progress);
-    progress.finish();
-    println!("{}", id?);
+    let request = Request::Commit {
+        dot: a.dot,
+        message: a.message,
+        metadata,
+    };
+    let r = reply!(s.call(request, progress)?, Response::Commit);
+    if a.json {
+        return super::print_json(&r);
+    }
+    println!("{}", r.commit);
     Ok(())
 }

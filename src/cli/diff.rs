@@ -1,10 +1,12 @@
-//! `dot diff [-v] [--json] [DOT]`
+//! `dot diff [-v] [--json] [DOT]` and `dot status [--json] [DOT]`
 
 use anyhow::Result;
 use clap::Args;
 use dot::progress::Progress;
-use dot::repo::{human_bytes, Repo};
-use dot::tree::diff::Change;
+use dot::repo::human_bytes;
+use dot::serve::api::{Request, Response};
+
+use super::{reply, Session};
 
 #[derive(Args)]
 pub struct DiffArgs {
@@ -17,58 +19,77 @@ pub struct DiffArgs {
     dot: Option<String>,
 }
 
-pub fn run(repo: &Repo, a: DiffArgs, progress: &dyn Progress) -> Result<()> {
-    let cfg = repo.resolve_dot(a.dot.as_deref())?;
-    progress.start("scanning", 0);
-    let st = repo.status(&cfg, progress);
-    progress.finish();
-    let st = st?;
-    let count = |c: Change| st.changes.iter().filter(|x| x.change == c).count();
+#[derive(Args)]
+pub struct StatusArgs {
+    #[arg(long)]
+    json: bool,
+    /// The dot (default: the current dot).
+    dot: Option<String>,
+}
+
+pub fn run(s: &Session, a: DiffArgs, progress: &dyn Progress) -> Result<()> {
+    let r = reply!(
+        s.call(Request::Diff { dot: a.dot }, progress)?,
+        Response::Diff
+    );
     if a.json {
-        let changes: Vec<_> = st
-            .changes
-            .iter()
-            .map(|c| {
-                serde_json::json!({
-                    "path": c.path,
-                    "change": c.change.letter().to_string(),
-                    "size_before": c.size_before,
-                    "size_after": c.size_after,
-                })
-            })
-            .collect();
-        let out = serde_json::json!({
-            "dot": cfg.name,
-            "branch": cfg.head,
-            "clean": st.changes.is_empty(),
-            "added": count(Change::Added),
-            "modified": count(Change::Modified),
-            "deleted": count(Change::Deleted),
-            "new_bytes": st.new_bytes,
-            "changes": changes,
-        });
-        println!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(());
+        return super::print_json(&r);
     }
-    if st.changes.is_empty() {
-        println!(
-            "no changes since HEAD of {} (branch {})",
-            cfg.name, cfg.head
-        );
+    if r.clean {
+        println!("no changes since HEAD of {} (branch {})", r.dot, r.branch);
         return Ok(());
     }
     if a.verbose {
-        for c in &st.changes {
+        for c in &r.changes {
             println!("{} {}", c.change.letter(), c.path);
         }
     }
     println!(
         "{} changed since HEAD: {} added, {} modified, {} deleted; {} of new data",
-        cfg.name,
-        count(Change::Added),
-        count(Change::Modified),
-        count(Change::Deleted),
-        human_bytes(st.new_bytes)
+        r.dot,
+        r.added,
+        r.modified,
+        r.deleted,
+        human_bytes(r.new_bytes)
     );
+    Ok(())
+}
+
+pub fn status(s: &Session, a: StatusArgs, progress: &dyn Progress) -> Result<()> {
+    let r = reply!(
+        s.call(Request::Status { dot: a.dot }, progress)?,
+        Response::Status
+    );
+    if a.json {
+        return super::print_json(&r);
+    }
+    println!("dot {} on branch {}", r.dot, r.branch);
+    match r.head {
+        Some(c) => println!("HEAD:          {}", c.short()),
+        None => println!("HEAD:          no commits yet"),
+    }
+    if r.clean {
+        println!("changes:       none");
+    } else {
+        println!(
+            "changes:       {} added, {} modified, {} deleted; {} of new data",
+            r.added,
+            r.modified,
+            r.deleted,
+            human_bytes(r.new_bytes)
+        );
+    }
+    println!(
+        "working state: {} ({})",
+        r.working_state,
+        human_bytes(r.size)
+    );
+    for (sub, path) in &r.subdots {
+        println!("  {sub}: {}", path.display());
+    }
+    match &r.upstream {
+        Some(u) => println!("upstream:      {} {} {}", u.remote, u.dot, u.branch),
+        None => println!("upstream:      none"),
+    }
     Ok(())
 }

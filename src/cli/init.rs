@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 use dot::chunker::ChunkParams;
-use dot::repo::Repo;
+use dot::serve::api::{Request, Response};
+
+use super::{reply, Session};
 
 #[derive(Args)]
 pub struct InitArgs {
@@ -26,20 +28,28 @@ pub struct InitArgs {
     chunk_max: Option<u32>,
 }
 
-pub fn run(repo: &Repo, a: InitArgs) -> Result<()> {
+pub fn run(s: &Session, a: InitArgs) -> Result<()> {
     let given = a.chunk_min.is_some() || a.chunk_avg.is_some() || a.chunk_max.is_some();
     let d = ChunkParams::default();
-    let params = given.then(|| ChunkParams {
+    let chunking = given.then(|| ChunkParams {
         min: a.chunk_min.unwrap_or(d.min),
         avg: a.chunk_avg.unwrap_or(d.avg),
         max: a.chunk_max.unwrap_or(d.max),
     });
-    let (dot, sub) = repo.init(&a.name, a.path.as_deref(), params)?;
-    let cfg = repo.dot(&dot)?;
-    if sub == dot::repo::DEFAULT_SUBDOT {
-        println!("Created dot {dot} on branch {}", cfg.head);
+    let path = a.path.as_deref().map(super::absolute).transpose()?;
+    let request = Request::Init {
+        spec: a.name,
+        path,
+        chunking,
+    };
+    let r = reply!(s.call(request, &dot::progress::Silent)?, Response::Init);
+    if r.subdot == dot::repo::DEFAULT_SUBDOT {
+        println!("Created dot {} on branch {}", r.dot, r.branch);
     } else {
-        println!("Created subdot {dot}.{sub} on branch {}", cfg.head);
+        println!(
+            "Created subdot {}.{} on branch {}",
+            r.dot, r.subdot, r.branch
+        );
     }
     Ok(())
 }

@@ -3,7 +3,10 @@
 use anyhow::Result;
 use clap::Args;
 use dot::progress::Progress;
-use dot::repo::{human_bytes, Repo};
+use dot::repo::human_bytes;
+use dot::serve::api::{Request, Response};
+
+use super::{reply, Session};
 
 #[derive(Args)]
 pub struct ListArgs {
@@ -11,29 +14,10 @@ pub struct ListArgs {
     json: bool,
 }
 
-pub fn run(repo: &Repo, a: ListArgs, progress: &dyn Progress) -> Result<()> {
-    progress.start("scanning", 0);
-    let dots = repo.list(progress);
-    progress.finish();
-    let dots = dots?;
+pub fn run(s: &Session, a: ListArgs, progress: &dyn Progress) -> Result<()> {
+    let dots = reply!(s.call(Request::List, progress)?, Response::List);
     if a.json {
-        let out: Vec<_> = dots
-            .iter()
-            .map(|d| {
-                serde_json::json!({
-                    "name": d.name,
-                    "current": d.current,
-                    "branch": d.branch,
-                    "size": d.size,
-                    "commits": d.commits,
-                    "dirty": !d.status.changes.is_empty(),
-                    "dirty_bytes": d.status.new_bytes,
-                    "changes": d.status.changes.len(),
-                })
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(());
+        return super::print_json(&dots);
     }
     let rows: Vec<Vec<String>> = dots
         .iter()
@@ -44,10 +28,10 @@ pub fn run(repo: &Repo, a: ListArgs, progress: &dyn Progress) -> Result<()> {
                 d.branch.clone(),
                 human_bytes(d.size),
                 d.commits.to_string(),
-                if d.status.changes.is_empty() {
-                    "-".into()
+                if d.dirty {
+                    human_bytes(d.dirty_bytes)
                 } else {
-                    human_bytes(d.status.new_bytes)
+                    "-".into()
                 },
             ]
         })

@@ -2,7 +2,10 @@
 
 use anyhow::Result;
 use clap::Args;
-use dot::repo::Repo;
+use dot::progress::Progress;
+use dot::serve::api::{Request, Response};
+
+use super::{reply, Session};
 
 #[derive(Args)]
 pub struct LogArgs {
@@ -12,30 +15,16 @@ pub struct LogArgs {
     dot: Option<String>,
 }
 
-pub fn run(repo: &Repo, a: LogArgs) -> Result<()> {
-    let cfg = repo.resolve_dot(a.dot.as_deref())?;
-    let log = repo.log(&cfg)?;
+pub fn run(s: &Session, a: LogArgs, progress: &dyn Progress) -> Result<()> {
+    let log = reply!(
+        s.call(Request::Log { dot: a.dot }, progress)?,
+        Response::Log
+    );
     if a.json {
-        let out: Vec<_> = log
-            .iter()
-            .map(|(id, c)| {
-                serde_json::json!({
-                    "commit": id.to_string(),
-                    "parents": c.parents.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
-                    "author": c.author,
-                    "email": c.email,
-                    "time": c.time,
-                    "tz_minutes": c.tz_minutes,
-                    "message": c.message,
-                    "metadata": c.metadata,
-                })
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(());
+        return super::print_json(&log);
     }
-    for (id, c) in &log {
-        println!("commit {id}");
+    for c in &log {
+        println!("commit {}", c.commit);
         println!("Author: {} <{}>", c.author, c.email);
         println!("Date:   {}", format_date(c.time, c.tz_minutes));
         for (k, v) in &c.metadata {

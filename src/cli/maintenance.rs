@@ -5,7 +5,11 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Args;
-use dot::repo::{human_bytes, Repo};
+use dot::progress::Progress;
+use dot::repo::human_bytes;
+use dot::serve::api::{Request, Response};
+
+use super::{reply, Session};
 
 #[derive(Args)]
 pub struct RmArgs {
@@ -15,40 +19,53 @@ pub struct RmArgs {
     name: String,
 }
 
-pub fn rm(repo: &Repo, a: RmArgs) -> Result<()> {
-    let cfg = repo.resolve_dot(Some(&a.name))?;
+#[derive(Args)]
+pub struct JsonArgs {
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn rm(s: &Session, a: RmArgs, progress: &dyn Progress) -> Result<()> {
+    let Response::Resolved { dot } = s.call(
+        Request::Resolve {
+            dot: Some(a.name.clone()),
+        },
+        progress,
+    )?
+    else {
+        anyhow::bail!("unexpected response");
+    };
     if !a.force {
         if !std::io::stdin().is_terminal() {
-            usage!(
-                "refusing to remove dot {} without confirmation; use dot rm -f {}",
-                cfg.name,
-                cfg.name
-            );
+            usage!("refusing to remove dot {dot} without confirmation; use dot rm -f {dot}");
         }
-        eprint!(
-            "Remove dot {} with all its branches and commits? [y/N] ",
-            cfg.name
-        );
+        eprint!("Remove dot {dot} with all its branches and commits? [y/N] ");
         std::io::stderr().flush()?;
         let mut answer = String::new();
         std::io::stdin().lock().read_line(&mut answer)?;
         if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            usage!("dot {} was not removed", cfg.name);
+            usage!("dot {dot} was not removed");
         }
     }
-    let cfg = repo.remove(&cfg.name)?;
-    println!("Removed dot {}", cfg.name);
-    for s in cfg.subdots.values().filter(|s| s.adopted) {
+    let r = reply!(
+        s.call(Request::Remove { dot: a.name }, progress)?,
+        Response::Removed
+    );
+    println!("Removed dot {}", r.dot);
+    for path in &r.kept {
         eprintln!(
             "dot: kept {}: it was yours before dot init --path",
-            s.path.display()
+            path.display()
         );
     }
     Ok(())
 }
 
-pub fn gc(repo: &Repo) -> Result<()> {
-    let stats = repo.gc()?;
+pub fn gc(s: &Session, a: JsonArgs, progress: &dyn Progress) -> Result<()> {
+    let stats = reply!(s.call(Request::Gc, progress)?, Response::Gc);
+    if a.json {
+        return super::print_json(&stats);
+    }
     println!(
         "removed {} unreachable objects, freed {}",
         stats.objects_removed,
@@ -57,8 +74,17 @@ pub fn gc(repo: &Repo) -> Result<()> {
     Ok(())
 }
 
-pub fn fsck(repo: &Repo) -> Result<ExitCode> {
-    let report = repo.fsck()?;
+pub fn fsck(s: &Session, a: JsonArgs, progress: &dyn Progress) -> Result<ExitCode> {
+    let report = reply!(s.call(Request::Fsck, progress)?, Response::Fsck);
+    let code = if report.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    };
+    if a.json {
+        super::print_json(&report)?;
+        return Ok(code);
+    }
     for note in &report.notes {
         eprintln!("dot: note: {note}");
     }
@@ -70,14 +96,13 @@ pub fn fsck(repo: &Repo) -> Result<ExitCode> {
             "ok: {} objects verified, {} of them reachable from {} branches",
             report.objects_checked, report.objects_reachable, report.refs_checked
         );
-        Ok(ExitCode::SUCCESS)
     } else {
         eprintln!(
             "dot: fsck found {} problem(s); restore the damaged objects from a copy of the store, or reset the affected branches to undamaged commits",
             report.errors.len()
         );
-        Ok(ExitCode::from(1))
     }
+    Ok(code)
 }
 
 #[derive(Args)]
@@ -89,26 +114,21 @@ pub struct ConfigArgs {
     value: Option<String>,
 }
 
-pub fn config(repo: &Repo, a: ConfigArgs) -> Result<ExitCode> {
-    if let Some(dot) = &a.dot {
-        let cfg = repo.resolve_dot(Some(dot))?;
-        match &a.value {
-            Some(v) => repo.dot_config_set(&cfg, &a.key, v)?,
-            None => println!("{}", repo.dot_config_get(&cfg, &a.key)?),
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
-    match a.value.as_deref() {
-        Some(v) => {
-            repo.config_set(&a.key, v)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        None => match repo.config_get(&a.key)? {
-            Some(v) => {
-                println!("{v}");
-                Ok(ExitCode::SUCCESS)
-            }
-            None => Ok(ExitCode::from(1)),
+pub fn config(s: &Session, a: ConfigArgs, progress: &dyn Progress) -> Result<ExitCode> {
+    let request = match (a.dot, a.value) {
+        (Some(dot), Some(value)) => Request::DotConfigSet {
+            dot,
+            key: a.key,
+            value,
         },
+        (Some(dot), None) => Request::DotConfigGet { dot, key: a.key },
+        (None, Some(value)) => Request::ConfigSet { key: a.key, value },
+        (None, None) => Request::ConfigGet { key: a.key },
+    };
+    match s.call(request, progress)? {
+        Response::Config(Some(v)) => println!("{v}"),
+        Response::Config(None) => return Ok(ExitCode::from(1)),
+        _ => {}
     }
+    Ok(ExitCode::SUCCESS)
 }

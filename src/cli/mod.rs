@@ -22,10 +22,15 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::path::Path;
+
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use dot::env::ClientEnv;
 use dot::progress::Progress;
 use dot::repo::Repo;
+use dot::serve::api::{Call, Request, Response};
+use dot::serve::exec::Executor;
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser)]
@@ -55,6 +60,8 @@ enum Command {
     Commit(commit::CommitArgs),
     /// Show how the working state differs from the branch's last commit.
     Diff(diff::DiffArgs),
+    /// Show a dot's branch, HEAD, uncommitted changes, working state and upstream.
+    Status(diff::StatusArgs),
     /// Move the branch to a commit and make the working state match it.
     Reset(reset::ResetArgs),
     /// Show the branch's commits, newest first.
@@ -71,10 +78,10 @@ enum Command {
     /// Delete a dot and its branches (asks first unless -f).
     Rm(maintenance::RmArgs),
     /// Free the space of data no branch reaches any more.
-    Gc,
+    Gc(maintenance::JsonArgs),
     /// Verify every stored object, everything every branch reaches, and
     /// every pack.
-    Fsck,
+    Fsck(maintenance::JsonArgs),
     /// Get or set user.name and user.email (recorded in commits), or with
     /// --dot a setting of one dot: allowSpecialFiles (true lets device
     /// nodes, setuid and setgid files and security.* attributes from
@@ -85,51 +92,113 @@ enum Command {
     /// Send a branch to a remote, moving only the data it lacks.
     Push(remote::PushArgs),
     /// Fetch a branch from a remote and fast-forward to it.
-    Pull(remote::TargetArgs),
+    Pull(remote::PullArgs),
     /// Make a new local dot from a remote one.
     Clone(remote::CloneArgs),
 }
 
+/// Where requests are carried out: in this process, on the store opened
+/// here.
+pub struct Session {
+    executor: Executor,
+    env: ClientEnv,
+}
+
+impl Session {
+    fn open(home: &Path) -> Result<Session> {
+        let repo = Repo::open(home)?;
+        for r in &repo.recovered {
+            match r {
+                Ok(dot) => eprintln!(
+                    "dot: finished an interrupted reset, checkout, pull or clone of dot {dot}"
+                ),
+                Err((dot, why)) => eprintln!(
+                    "dot: could not finish an interrupted reset, checkout, pull or clone of dot {dot}: {why}; {}",
+                    repo.unfinished_hint(dot)
+                ),
+            }
+        }
+        Ok(Session {
+            executor: Executor::new(repo),
+            env: ClientEnv::capture(),
+        })
+    }
+
+    /// Carries out one request.
+    pub fn call(&self, request: Request, progress: &dyn Progress) -> Result<Response> {
+        let call = Call {
+            env: self.env.clone(),
+            request,
+        };
+        Ok(self.executor.execute(&call, progress)?)
+    }
+}
+
+/// Takes the expected variant out of a response.
+macro_rules! reply {
+    ($response:expr, $variant:path) => {
+        match $response {
+            $variant(r) => r,
+            other => anyhow::bail!("unexpected response {other:?}"),
+        }
+    };
+}
+pub(crate) use reply;
+
 pub fn run(args: Args) -> Result<ExitCode> {
     let home = dot_home()?;
-    let repo = Repo::open(&home)?;
-    for r in &repo.recovered {
-        match r {
-            Ok(dot) => eprintln!("dot: finished an interrupted reset, checkout, pull or clone of dot {dot}"),
-            Err((dot, why)) => eprintln!(
-                "dot: could not finish an interrupted reset, checkout, pull or clone of dot {dot}: {why}; {}",
-                repo.unfinished_hint(dot)
-            ),
-        }
-    }
+    let session = Session::open(&home)?;
     let progress = Bar::new(args.quiet);
+    let s = &session;
+    let p = &progress;
     let ok = ExitCode::SUCCESS;
     match args.command {
-        Command::Init(a) => init::run(&repo, a).map(|_| ok),
+        Command::Init(a) => init::run(s, a).map(|_| ok),
         Command::Path { name } => {
-            println!("{}", repo.path(name.as_deref())?.display());
+            let path = reply!(s.call(Request::Path { spec: name }, p)?, Response::Path);
+            println!("{}", path.display());
             Ok(ok)
         }
-        Command::Commit(a) => commit::run(&repo, a, &progress).map(|_| ok),
-        Command::Diff(a) => diff::run(&repo, a, &progress).map(|_| ok),
-        Command::Reset(a) => reset::run(&repo, a, &progress).map(|_| ok),
-        Command::Log(a) => log::run(&repo, a).map(|_| ok),
-        Command::Checkout(a) => branch::checkout(&repo, a, &progress).map(|_| ok),
-        Command::Branch(a) => branch::run(&repo, a).map(|_| ok),
-        Command::List(a) => list::run(&repo, a, &progress).map(|_| ok),
+        Command::Commit(a) => commit::run(s, a, p).map(|_| ok),
+        Command::Diff(a) => diff::run(s, a, p).map(|_| ok),
+        Command::Status(a) => diff::status(s, a, p).map(|_| ok),
+        Command::Reset(a) => reset::run(s, a, p).map(|_| ok),
+        Command::Log(a) => log::run(s, a, p).map(|_| ok),
+        Command::Checkout(a) => branch::checkout(s, a, p).map(|_| ok),
+        Command::Branch(a) => branch::run(s, a, p).map(|_| ok),
+        Command::List(a) => list::run(s, a, p).map(|_| ok),
         Command::Switch { name } => {
-            repo.switch(&name)?;
+            let Response::Switched { dot } = s.call(Request::Switch { dot: name }, p)? else {
+                anyhow::bail!("unexpected response");
+            };
+            println!("Switched to dot {dot}");
             Ok(ok)
         }
-        Command::Rm(a) => maintenance::rm(&repo, a).map(|_| ok),
-        Command::Gc => maintenance::gc(&repo).map(|_| ok),
-        Command::Fsck => maintenance::fsck(&repo),
-        Command::Config(a) => maintenance::config(&repo, a),
-        Command::Remote(a) => remote::remote(&repo, a).map(|_| ok),
-        Command::Push(a) => remote::push(&repo, a, &progress).map(|_| ok),
-        Command::Pull(a) => remote::pull(&repo, a, &progress).map(|_| ok),
-        Command::Clone(a) => remote::clone(&repo, a, &progress).map(|_| ok),
+        Command::Rm(a) => maintenance::rm(s, a, p).map(|_| ok),
+        Command::Gc(a) => maintenance::gc(s, a, p).map(|_| ok),
+        Command::Fsck(a) => maintenance::fsck(s, a, p),
+        Command::Config(a) => maintenance::config(s, a, p),
+        Command::Remote(a) => remote::remote(s, a, p).map(|_| ok),
+        Command::Push(a) => remote::push(s, a, p).map(|_| ok),
+        Command::Pull(a) => remote::pull(s, a, p).map(|_| ok),
+        Command::Clone(a) => remote::clone(s, a, p).map(|_| ok),
     }
+}
+
+/// Prints a report as pretty JSON.
+pub fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// A path given on the command line, made absolute against this
+/// process's directory (requests carry absolute paths).
+pub fn absolute(p: &Path) -> Result<PathBuf> {
+    Ok(if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(p)
+    })
 }
 
 fn dot_home() -> Result<PathBuf> {

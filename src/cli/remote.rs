@@ -3,9 +3,12 @@
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use dot::progress::Progress;
-use dot::repo::remote::{PullReport, Target};
-use dot::repo::{human_bytes, Repo, RepoError};
+use dot::repo::human_bytes;
+use dot::repo::remote::PullReport;
+use dot::serve::api::{self, Request, Response};
 use dot::sync::CreateCheck;
+
+use super::{reply, Session};
 
 #[derive(Args)]
 pub struct RemoteArgs {
@@ -63,12 +66,15 @@ pub struct TargetArgs {
 }
 
 impl TargetArgs {
-    fn target(&self) -> Target<'_> {
-        Target {
-            remote: self.remote.as_deref(),
-            remote_dot: self.remote_name.as_deref(),
-            branch: self.branch.as_deref(),
-        }
+    fn split(self) -> (Option<String>, api::TargetArgs) {
+        (
+            self.dot,
+            api::TargetArgs {
+                remote: self.remote,
+                remote_dot: self.remote_name,
+                branch: self.branch,
+            },
+        )
     }
 }
 
@@ -79,6 +85,16 @@ pub struct PushArgs {
     /// Replace the remote branch even if that drops commits it has.
     #[arg(long)]
     force: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct PullArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -97,9 +113,11 @@ pub struct CloneArgs {
     /// everyone who can write to is trusted.
     #[arg(long)]
     allow_special_files: bool,
+    #[arg(long)]
+    json: bool,
 }
 
-pub fn remote(repo: &Repo, a: RemoteArgs) -> Result<()> {
+pub fn remote(s: &Session, a: RemoteArgs, progress: &dyn Progress) -> Result<()> {
     match a.command {
         Some(RemoteCommand::Add {
             name,
@@ -108,39 +126,54 @@ pub fn remote(repo: &Repo, a: RemoteArgs) -> Result<()> {
             region,
             single_writer,
         }) => {
-            let check = repo.remote_add(
-                &name,
-                &url,
-                endpoint.as_deref(),
-                region.as_deref(),
+            // A directory given relative to here.
+            let url = if url.contains("://") {
+                url
+            } else {
+                let abs = super::absolute(std::path::Path::new(&url))?;
+                match abs.to_str() {
+                    Some(u) => u.to_string(),
+                    None => usage!("the remote path {} is not UTF-8", abs.display()),
+                }
+            };
+            let request = Request::RemoteAdd {
+                name,
+                url,
+                endpoint,
+                region,
                 single_writer,
-            )?;
-            match check {
-                Ok(CreateCheck::Honoured) => {
+            };
+            let r = reply!(s.call(request, progress)?, Response::RemoteAdded);
+            let name = &r.name;
+            match (r.check, &r.check_error) {
+                (Some(CreateCheck::Honoured), _) => {
                     println!("added remote {name}: its storage keeps conditional creates exclusive")
                 }
-                Ok(CreateCheck::Ignored) if single_writer => println!(
+                (Some(CreateCheck::Ignored), _) if r.single_writer => println!(
                     "added remote {name} for a single writer: its storage does not keep conditional creates exclusive, so only this machine may push there"
                 ),
-                Ok(CreateCheck::Ignored) => {
+                (Some(CreateCheck::Ignored), _) => {
                     println!("added remote {name}");
                     eprintln!(
                         "dot: remote {name}'s storage does not keep conditional creates exclusive: dot will refuse to push there (pull and clone work); see dot remote add --help for --single-writer"
                     );
                 }
-                Err(e) => {
+                (None, e) => {
                     println!("added remote {name}");
                     eprintln!(
-                        "dot: could not check remote {name} yet ({e}); dot push checks it before it writes anything"
+                        "dot: could not check remote {name} yet ({}); dot push checks it before it writes anything",
+                        e.as_deref().unwrap_or("no answer")
                     );
                 }
             }
         }
-        Some(RemoteCommand::Rm { name }) => repo.remote_remove(&name)?,
+        Some(RemoteCommand::Rm { name }) => {
+            s.call(Request::RemoteRemove { name }, progress)?;
+        }
         None => {
-            let remotes = repo.remotes()?;
+            let remotes = reply!(s.call(Request::Remotes, progress)?, Response::Remotes);
             if a.json {
-                println!("{}", serde_json::to_string_pretty(&remotes)?);
+                return super::print_json(&remotes);
             } else if a.verbose {
                 let rows: Vec<Vec<String>> = remotes
                     .into_iter()
@@ -175,46 +208,54 @@ pub fn remote(repo: &Repo, a: RemoteArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn push(repo: &Repo, a: PushArgs, progress: &dyn Progress) -> Result<()> {
-    let cfg = repo.resolve_dot(a.target.dot.as_deref())?;
-    let r = repo.push(&cfg, &a.target.target(), a.force, progress)?;
+pub fn push(s: &Session, a: PushArgs, progress: &dyn Progress) -> Result<()> {
+    let (dot, target) = a.target.split();
+    let request = Request::Push {
+        dot,
+        target,
+        force: a.force,
+    };
+    let r = reply!(s.call(request, progress)?, Response::Push);
+    if a.json {
+        return super::print_json(&r);
+    }
     let to = format!("{} {} {}", r.to.remote, r.to.dot, r.to.branch);
     if r.up_to_date {
         println!("{to} is up to date at {}", r.commit.short());
         return Ok(());
     }
-    let s = r.stats;
+    let st = r.stats;
     let mut line = format!(
         "pushed {} to {to}: {} objects sent ({} in {} packs)",
         r.commit.short(),
-        s.objects_sent,
-        human_bytes(s.bytes_sent),
-        s.packs_sent
+        st.objects_sent,
+        human_bytes(st.bytes_sent),
+        st.packs_sent
     );
-    if s.objects_reused > 0 {
+    if st.objects_reused > 0 {
         line.push_str(&format!(
             ", {} objects reused from an interrupted push",
-            s.objects_reused
+            st.objects_reused
         ));
     }
     line.push_str(&format!(
         "; skipped {} already there ({} of files)",
-        plural(s.objects_skipped, "object"),
-        human_bytes(s.bytes_skipped)
+        plural(st.objects_skipped, "object"),
+        human_bytes(st.bytes_skipped)
     ));
     println!("{line}");
     Ok(())
 }
 
-pub fn pull(repo: &Repo, a: TargetArgs, progress: &dyn Progress) -> Result<()> {
-    let cfg = match repo.resolve_dot(a.dot.as_deref()) {
-        Err(RepoError::NoSuchDot(name)) => usage!(
-            "dot {name} does not exist here; to fetch it, run dot clone {} {name}",
-            a.remote.as_deref().unwrap_or("REMOTE")
-        ),
-        r => r?,
-    };
-    let r = repo.pull(&cfg, &a.target(), progress)?;
+pub fn pull(s: &Session, a: PullArgs, progress: &dyn Progress) -> Result<()> {
+    let (dot, target) = a.target.split();
+    let r = reply!(
+        s.call(Request::Pull { dot, target }, progress)?,
+        Response::Pull
+    );
+    if a.json {
+        return super::print_json(&r);
+    }
     if r.up_to_date {
         println!(
             "branch {} of dot {} is up to date with {} ({})",
@@ -237,15 +278,18 @@ pub fn pull(repo: &Repo, a: TargetArgs, progress: &dyn Progress) -> Result<()> {
     Ok(())
 }
 
-pub fn clone(repo: &Repo, a: CloneArgs, progress: &dyn Progress) -> Result<()> {
-    let r = repo.clone_dot(
-        &a.remote,
-        &a.dot,
-        a.local_name.as_deref(),
-        a.branch.as_deref(),
-        a.allow_special_files,
-        progress,
-    )?;
+pub fn clone(s: &Session, a: CloneArgs, progress: &dyn Progress) -> Result<()> {
+    let request = Request::Clone {
+        remote: a.remote,
+        remote_dot: a.dot,
+        local_name: a.local_name,
+        branch: a.branch,
+        allow_special_files: a.allow_special_files,
+    };
+    let r = reply!(s.call(request, progress)?, Response::Clone);
+    if a.json {
+        return super::print_json(&r);
+    }
     println!(
         "cloned {} {} {} into dot {} at {}; {}",
         r.from.remote,

@@ -3,7 +3,9 @@
 use anyhow::Result;
 use clap::Args;
 use dot::progress::Progress;
-use dot::repo::Repo;
+use dot::serve::api::{Request, Response};
+
+use super::{reply, Session};
 
 #[derive(Args)]
 pub struct ResetArgs {
@@ -13,23 +15,29 @@ pub struct ResetArgs {
     /// HEAD, HEAD^, HEAD~N, a branch or a commit id prefix.
     #[arg(value_name = "REF")]
     refspec: String,
+    #[arg(long)]
+    json: bool,
     /// The dot (default: the current dot).
     dot: Option<String>,
 }
 
-pub fn run(repo: &Repo, a: ResetArgs, progress: &dyn Progress) -> Result<()> {
+pub fn run(s: &Session, a: ResetArgs, progress: &dyn Progress) -> Result<()> {
     if !a.hard {
         usage!("dot reset discards uncommitted changes in the working directory; say so with dot reset --hard {}", a.refspec);
     }
-    let cfg = repo.resolve_dot(a.dot.as_deref())?;
-    progress.start("resetting", 0);
-    let id = repo.reset_hard(&cfg, &a.refspec, progress);
-    progress.finish();
+    let request = Request::Reset {
+        dot: a.dot,
+        refspec: a.refspec,
+    };
+    let r = reply!(s.call(request, progress)?, Response::Reset);
+    if a.json {
+        return super::print_json(&r);
+    }
     println!(
         "HEAD of {} (branch {}) is now {}",
-        cfg.name,
-        cfg.head,
-        id?.short()
+        r.dot,
+        r.branch,
+        r.commit.short()
     );
     Ok(())
 }

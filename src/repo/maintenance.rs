@@ -13,7 +13,7 @@ use crate::store::{Entry, GcStats, Kind, Space};
 use crate::tree::commit::Top;
 use crate::tree::verify::{Contents, Verifier};
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct FsckReport {
     /// Stored objects read and checked.
     pub objects_checked: usize,

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::chunker::{ChunkParams, Chunker};
+use crate::env::ClientEnv;
 use crate::id::{CommitId, Id};
 use crate::progress::Progress;
 use crate::store::{Batch, Space, Store};
@@ -89,7 +90,7 @@ impl DotConfig {
 }
 
 /// How a working state differs from its branch's last commit.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Status {
     pub changes: Vec<Changed>,
     /// Bytes of chunk data a commit would add to the store.
@@ -98,7 +99,7 @@ pub struct Status {
     pub size: u64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DotSummary {
     pub name: String,
     pub branch: String,
@@ -108,7 +109,7 @@ pub struct DotSummary {
     pub status: Status,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BranchInfo {
     pub name: String,
     pub commit: Option<CommitId>,
@@ -595,6 +596,7 @@ impl Repo {
         cfg: &DotConfig,
         message: &str,
         metadata: BTreeMap<String, String>,
+        env: &ClientEnv,
         progress: &dyn Progress,
     ) -> Result<CommitId> {
         let parent = self.branch_commit(&cfg.name, &cfg.head)?;
@@ -610,7 +612,7 @@ impl Repo {
             }
             root.insert(sub.clone(), scanned.top);
         }
-        let (author, email) = self.author()?;
+        let (author, email) = self.author(env)?;
         let (time, tz_minutes) = now_and_tz();
         let commit = Commit {
             root: write_root(&self.store, &root)?,
@@ -628,20 +630,24 @@ impl Repo {
         Ok(id)
     }
 
-    fn author(&self) -> Result<(String, String)> {
+    /// Who commits: `user.name` and `user.email`, else the caller's
+    /// DOT_AUTHOR_NAME, DOT_AUTHOR_EMAIL and USER.
+    fn author(&self, env: &ClientEnv) -> Result<(String, String)> {
         let name = match self.config_get("user.name")? {
             Some(n) => n,
-            None => std::env::var("DOT_AUTHOR_NAME")
-                .or_else(|_| std::env::var("USER"))
-                .ok()
-                .filter(|n| !n.is_empty())
+            None => env
+                .get("DOT_AUTHOR_NAME")
+                .or_else(|| env.get("USER"))
+                .map(str::to_string)
                 .or_else(login_name)
                 .unwrap_or_else(|| "unknown".into()),
         };
         let email = match self.config_get("user.email")? {
             Some(e) => e,
-            None => std::env::var("DOT_AUTHOR_EMAIL")
-                .unwrap_or_else(|_| format!("{name}@{}", hostname())),
+            None => env
+                .get("DOT_AUTHOR_EMAIL")
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("{name}@{}", hostname())),
         };
         Ok((name, email))
     }

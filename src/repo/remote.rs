@@ -9,13 +9,13 @@
 use std::collections::HashSet;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use super::journal::Origin;
 use super::names::{check_branch, check_dot, check_remote};
 use super::{ref_key, DotConfig, Repo, RepoError, Result};
+use crate::env::ClientEnv;
 use crate::id::CommitId;
 use crate::progress::Progress;
 use crate::store::{Batch, Space};
@@ -84,6 +84,19 @@ pub struct Target<'a> {
     pub branch: Option<&'a str>,
 }
 
+/// What `dot clone` makes: the remote dot's branch (default master) as a
+/// new local dot (default: the remote name).
+#[derive(Clone, Copy, Debug)]
+pub struct CloneOptions<'a> {
+    pub remote: &'a str,
+    pub remote_dot: &'a str,
+    pub local_name: Option<&'a str>,
+    pub branch: Option<&'a str>,
+    /// Let device nodes, setuid/setgid files and security.* attributes in.
+    pub allow_special_files: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PushReport {
     pub to: Upstream,
     pub commit: CommitId,
@@ -91,6 +104,7 @@ pub struct PushReport {
     pub stats: PushStats,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PullReport {
     pub from: Upstream,
     /// The local dot, which differs from `from.dot` after a clone with
@@ -110,7 +124,7 @@ fn upstream_key(dot: &str, branch: &str) -> Vec<u8> {
     format!("upstream/{dot}\0{branch}").into_bytes()
 }
 
-/// Checks a remote URL and makes a plain relative path absolute.
+/// Checks a remote URL.
 fn normalize_url(url: &str) -> Result<String> {
     let usage = |why: &str| RepoError::Usage(format!("bad remote URL {url:?}: {why}"));
     if let Some((scheme, rest)) = url.split_once("://") {
@@ -136,17 +150,11 @@ fn normalize_url(url: &str) -> Result<String> {
             )),
         }
     } else {
-        let p = Path::new(url);
-        let abs = if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            std::env::current_dir()
-                .map_err(|e| usage(&format!("cannot resolve a relative path: {e}")))?
-                .join(p)
-        };
-        abs.to_str()
-            .map(str::to_string)
-            .ok_or_else(|| usage("the path is not UTF-8"))
+        if !url.starts_with('/') {
+            // The caller resolves relative paths against its own directory.
+            return Err(usage("a directory remote needs an absolute path"));
+        }
+        Ok(url.to_string())
     }
 }
 
@@ -164,6 +172,7 @@ impl Repo {
         endpoint: Option<&str>,
         region: Option<&str>,
         single_writer: bool,
+        env: &ClientEnv,
     ) -> Result<std::result::Result<CreateCheck, RepoError>> {
         check_remote(name)?;
         if self.remote_config(name).is_ok() {
@@ -196,7 +205,7 @@ impl Repo {
         // A directory that does not exist yet is made by the first push,
         // which checks it then.
         Ok(self
-            .open_remote(name, false)
+            .open_remote(name, false, env)
             .and_then(|r| self.record_check(&mut cfg, &r)))
     }
 
@@ -283,13 +292,18 @@ impl Repo {
 
     /// Connects to a remote. `create` makes a directory remote's directory
     /// (push); pull and clone want it to exist.
-    fn open_remote(&self, name: &str, create: bool) -> Result<Remote> {
+    fn open_remote(&self, name: &str, create: bool, env: &ClientEnv) -> Result<Remote> {
         let cfg = self.remote_config(name)?;
-        let creds = self.credentials(name)?;
+        let creds = self.credentials(name, env)?;
+        let region = cfg
+            .region
+            .as_deref()
+            .or_else(|| env.get("AWS_REGION"))
+            .or_else(|| env.get("AWS_DEFAULT_REGION"));
         let loc = Location {
             url: cfg.url.clone(),
             endpoint: cfg.endpoint.clone(),
-            region: cfg.region.clone(),
+            region: region.map(str::to_string),
         };
         let backend = ObjectBackend::open(&loc, &creds, create).map_err(|error| {
             sync::SyncError::Backend {
@@ -303,10 +317,10 @@ impl Repo {
         })
     }
 
-    /// Credentials of a remote: the environment's, overridden by the
-    /// remote's section of the credentials file.
-    fn credentials(&self, remote: &str) -> Result<Credentials> {
-        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    /// Credentials of a remote: the caller's environment's, overridden by
+    /// the remote's section of the credentials file.
+    fn credentials(&self, remote: &str, client: &ClientEnv) -> Result<Credentials> {
+        let env = |k: &str| client.get(k).map(str::to_string);
         let mut c = Credentials {
             access_key_id: env("AWS_ACCESS_KEY_ID"),
             secret_access_key: env("AWS_SECRET_ACCESS_KEY"),
@@ -464,6 +478,7 @@ impl Repo {
         cfg: &DotConfig,
         target: &Target,
         force: bool,
+        env: &ClientEnv,
         progress: &dyn Progress,
     ) -> Result<PushReport> {
         let (branch, to) = self.resolve_target(cfg, target, "push")?;
@@ -474,7 +489,7 @@ impl Repo {
                 cfg.name
             ))
         })?;
-        let r = self.open_remote(&to.remote, true)?;
+        let r = self.open_remote(&to.remote, true, env)?;
         let current = r.read_ref(&to.dot, &to.branch)?;
         let mut report = PushReport {
             to: to.clone(),
@@ -495,8 +510,8 @@ impl Repo {
         if !report.up_to_date {
             self.require_exclusive_creates(&to.remote, &r)?;
             let known = Known::refresh(&self.store, &r)?;
-            let pack = std::env::var("DOT_PUSH_PACK_BYTES")
-                .ok()
+            let pack = env
+                .get("DOT_PUSH_PACK_BYTES")
                 .and_then(|v| v.parse().ok())
                 .filter(|&n: &usize| n > 0 && n <= 1 << 30)
                 .unwrap_or(PUSH_PACK_BYTES);
@@ -539,6 +554,7 @@ impl Repo {
         &self,
         cfg: &DotConfig,
         target: &Target,
+        env: &ClientEnv,
         progress: &dyn Progress,
     ) -> Result<PullReport> {
         let (branch, from) = self.resolve_target(cfg, target, "pull")?;
@@ -548,7 +564,7 @@ impl Repo {
             Err(RepoError::NoSuchBranch { .. }) => None,
             Err(e) => return Err(e),
         };
-        let r = self.open_remote(&from.remote, false)?;
+        let r = self.open_remote(&from.remote, false, env)?;
         let want = self.remote_head(&r, &from)?;
         let mut report = PullReport {
             from: from.clone(),
@@ -606,13 +622,17 @@ impl Repo {
     /// the objects it fetched (which gc reclaims).
     pub fn clone_dot(
         &self,
-        remote: &str,
-        remote_dot: &str,
-        local_name: Option<&str>,
-        branch: Option<&str>,
-        allow_special_files: bool,
+        what: &CloneOptions,
+        env: &ClientEnv,
         progress: &dyn Progress,
     ) -> Result<PullReport> {
+        let CloneOptions {
+            remote,
+            remote_dot,
+            local_name,
+            branch,
+            allow_special_files,
+        } = *what;
         check_dot(remote_dot)?;
         let name = local_name.unwrap_or(remote_dot);
         check_dot(name)?;
@@ -628,7 +648,7 @@ impl Repo {
             dot: remote_dot.to_string(),
             branch: branch.to_string(),
         };
-        let r = self.open_remote(remote, false)?;
+        let r = self.open_remote(remote, false, env)?;
         let want = self.remote_head(&r, &from)?;
         let cfg = DotConfig {
             name: name.to_string(),

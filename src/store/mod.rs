@@ -100,7 +100,7 @@ pub struct Store {
 }
 
 /// Counts from a garbage collection.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub struct GcStats {
     pub objects_removed: u64,
     pub bytes_freed: u64,

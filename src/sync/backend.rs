@@ -72,7 +72,9 @@ pub struct Credentials {
     pub bearer_token: Option<String>,
 }
 
-/// Where a remote is and how to reach it (no secrets).
+/// Where a remote is and how to reach it (no secrets). The region is the
+/// remote's, else the caller's AWS_REGION or AWS_DEFAULT_REGION, else
+/// us-east-1.
 #[derive(Clone, Debug)]
 pub struct Location {
     pub url: String,
@@ -134,19 +136,14 @@ impl ObjectBackend {
                 .endpoint
                 .as_deref()
                 .is_some_and(|e| e.starts_with("http:"));
-            let mut b = AmazonS3Builder::from_env()
+            let mut b = AmazonS3Builder::new()
                 .with_bucket_name(bucket)
                 .with_client_options(client_options().with_allow_http(plain_http))
                 .with_retry(retry());
             if let Some(e) = &loc.endpoint {
                 b = b.with_endpoint(e);
             }
-            let region = loc
-                .region
-                .clone()
-                .or_else(|| std::env::var("AWS_REGION").ok())
-                .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
-                .unwrap_or_else(|| "us-east-1".into());
+            let region = loc.region.clone().unwrap_or_else(|| "us-east-1".into());
             b = b.with_region(region);
             match (&creds.access_key_id, &creds.secret_access_key) {
                 (Some(k), Some(s)) => b = b.with_access_key_id(k).with_secret_access_key(s),

@@ -29,7 +29,7 @@ const MAX_SPAN: u64 = 16 << 20;
 /// about this many bytes, so an interrupted pull keeps what it received.
 const SEAL_EVERY: u64 = 32 << 20;
 
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub struct FetchStats {
     pub objects_received: u64,
     /// Bytes read from the remote, pack gaps included.

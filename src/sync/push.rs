@@ -28,7 +28,7 @@ use crate::tree::{links, Link};
 /// Parallel uploads; each holds one pack in memory.
 const UPLOADERS: usize = 4;
 
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub struct PushStats {
     pub objects_sent: u64,
     /// Pack bytes uploaded.

@@ -7,10 +7,13 @@ use super::dir::{read_dir, Content, DirEntry, EntryKind, MAX_DEPTH};
 use super::{Objects, Result};
 use crate::id::TreeId;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Change {
+    #[serde(rename = "A")]
     Added,
+    #[serde(rename = "M")]
     Modified,
+    #[serde(rename = "D")]
     Deleted,
 }
 
@@ -24,7 +27,7 @@ impl Change {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Changed {
     /// Path relative to the tree's top, `/`-separated; directories end in `/`.
     pub path: String,

@@ -1,0 +1,55 @@
+//! The environment a command runs in, as a value: the variables dot reads
+//! (author, credentials, regions, tuning), captured by the process the
+//! user started. In-process the library reads them from here; through the
+//! daemon the client sends them with each request, so a command behaves
+//! the same wherever it runs, and the library never reads its own
+//! process's environment.
+
+use std::collections::BTreeMap;
+
+/// Variables dot reads: the author, S3 and HTTP credentials and region,
+/// the credentials file, and the push pack size.
+const NAMES: &[&str] = &[
+    "USER",
+    "DOT_AUTHOR_NAME",
+    "DOT_AUTHOR_EMAIL",
+    "DOT_CREDENTIALS",
+    "DOT_PUSH_PACK_BYTES",
+    "DOT_HTTP_USER",
+    "DOT_HTTP_PASSWORD",
+    "DOT_HTTP_TOKEN",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+];
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ClientEnv(BTreeMap<String, String>);
+
+impl ClientEnv {
+    /// This process's values of the variables dot reads.
+    pub fn capture() -> ClientEnv {
+        ClientEnv(
+            NAMES
+                .iter()
+                .filter_map(|n| Some((n.to_string(), std::env::var(n).ok()?)))
+                .collect(),
+        )
+    }
+
+    /// A variable's value; an empty one counts as unset.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+
+    /// For tests: a value set.
+    pub fn with(mut self, name: &str, value: &str) -> ClientEnv {
+        self.0.insert(name.to_string(), value.to_string());
+        self
+    }
+}

@@ -1,0 +1,323 @@
+//! Carrying out a request on the store: the one place that turns a
+//! `Request` into calls on the library and its results into a `Response`,
+//! the same for a command run in-process and one served by the daemon.
+//!
+//! Concurrency (docs/design.md, "Serving"): requests that change a dot hold
+//! that dot's lock, so operations on one dot are serialized and none is
+//! lost; requests that write objects (or rely on objects no ref names yet)
+//! share a gate that gc takes alone, so gc never deletes what a running
+//! commit, pull or reset needs. Reads take neither and answer at once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use super::api::*;
+use crate::progress::Progress;
+use crate::repo::names::parse_spec;
+use crate::repo::remote::{CloneOptions, Target};
+use crate::repo::{Repo, RepoError, Result};
+
+pub struct Executor {
+    repo: Repo,
+    dots: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    gate: RwLock<()>,
+}
+
+impl Executor {
+    pub fn new(repo: Repo) -> Executor {
+        Executor {
+            repo,
+            dots: Mutex::new(HashMap::new()),
+            gate: RwLock::new(()),
+        }
+    }
+
+    pub fn repo(&self) -> &Repo {
+        &self.repo
+    }
+
+    fn dot_lock(&self, dot: &str) -> Arc<Mutex<()>> {
+        self.dots
+            .lock()
+            .expect("dot locks")
+            .entry(dot.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Carries out one request, holding the locks it needs.
+    pub fn execute(&self, call: &Call, progress: &dyn Progress) -> Result<Response> {
+        let req = &call.request;
+        let _gc = matches!(req, Request::Gc).then(|| self.gate.write().expect("gc gate"));
+        let _writes = req
+            .writes_objects()
+            .then(|| self.gate.read().expect("gc gate"));
+        let lock = match req.dot_written() {
+            None => None,
+            Some(Some(spec)) => Some(self.dot_lock(&parse_spec(spec)?.0)),
+            Some(None) => self.repo.current()?.map(|dot| self.dot_lock(&dot)),
+        };
+        let _dot = lock.as_ref().map(|l| l.lock().expect("dot lock"));
+        self.run(call, progress)
+    }
+
+    fn run(&self, call: &Call, progress: &dyn Progress) -> Result<Response> {
+        let repo = &self.repo;
+        let env = &call.env;
+        let dot = |spec: &Option<String>| repo.resolve_dot(spec.as_deref());
+        Ok(match &call.request {
+            Request::Init {
+                spec,
+                path,
+                chunking,
+            } => {
+                let (dot, subdot) = repo.init(spec, path.as_deref(), *chunking)?;
+                let branch = repo.dot(&dot)?.head;
+                Response::Init(InitReport {
+                    dot,
+                    subdot,
+                    branch,
+                })
+            }
+            Request::Path { spec } => Response::Path(repo.path(spec.as_deref())?),
+            Request::Commit {
+                dot: d,
+                message,
+                metadata,
+            } => {
+                let cfg = dot(d)?;
+                progress.start("committing", 0);
+                let commit = repo.commit(&cfg, message, metadata.clone(), env, progress);
+                progress.finish();
+                Response::Commit(CommitReport {
+                    dot: cfg.name,
+                    branch: cfg.head,
+                    commit: commit?,
+                })
+            }
+            Request::Diff { dot: d } => {
+                let cfg = dot(d)?;
+                progress.start("scanning", 0);
+                let st = repo.status(&cfg, progress);
+                progress.finish();
+                let st = st?;
+                Response::Diff(DiffReport::new(
+                    &cfg.name,
+                    &cfg.head,
+                    st.changes,
+                    st.new_bytes,
+                ))
+            }
+            Request::Status { dot: d } => {
+                let cfg = dot(d)?;
+                progress.start("scanning", 0);
+                let st = repo.status(&cfg, progress);
+                progress.finish();
+                let st = st?;
+                let diff = DiffReport::new(&cfg.name, &cfg.head, st.changes, st.new_bytes);
+                Response::Status(StatusReport {
+                    head: repo.branch_commit(&cfg.name, &cfg.head)?,
+                    upstream: repo.upstream(&cfg.name, &cfg.head)?,
+                    working_state: "plain".into(),
+                    subdots: cfg
+                        .subdots
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.path.clone()))
+                        .collect(),
+                    size: st.size,
+                    clean: diff.clean,
+                    added: diff.added,
+                    modified: diff.modified,
+                    deleted: diff.deleted,
+                    new_bytes: diff.new_bytes,
+                    allow_special_files: cfg.allow_special_files,
+                    dot: cfg.name,
+                    branch: cfg.head,
+                })
+            }
+            Request::Reset { dot: d, refspec } => {
+                let cfg = dot(d)?;
+                progress.start("resetting", 0);
+                let commit = repo.reset_hard(&cfg, refspec, progress);
+                progress.finish();
+                Response::Reset(ResetReport {
+                    commit: commit?,
+                    dot: cfg.name,
+                    branch: cfg.head,
+                })
+            }
+            Request::Log { dot: d } => {
+                let cfg = dot(d)?;
+                Response::Log(
+                    repo.log(&cfg)?
+                        .into_iter()
+                        .map(|(commit, c)| LogEntry {
+                            commit,
+                            parents: c.parents,
+                            author: c.author,
+                            email: c.email,
+                            time: c.time,
+                            tz_minutes: c.tz_minutes,
+                            message: c.message,
+                            metadata: c.metadata,
+                        })
+                        .collect(),
+                )
+            }
+            Request::Checkout {
+                dot: d,
+                branch,
+                create,
+            } => {
+                let cfg = dot(d)?;
+                progress.start("checking out", 0);
+                let r = repo.checkout(&cfg, branch, *create, progress);
+                progress.finish();
+                r?;
+                Response::Checkout(CheckoutReport {
+                    dot: cfg.name,
+                    branch: branch.clone(),
+                    created: *create,
+                })
+            }
+            Request::Branches { dot: d } => Response::Branches(repo.branches(&dot(d)?)?),
+            Request::DeleteBranch { dot: d, branch } => {
+                let cfg = dot(d)?;
+                repo.delete_branch(&cfg, branch)?;
+                Response::BranchDeleted {
+                    dot: cfg.name,
+                    branch: branch.clone(),
+                }
+            }
+            Request::List => {
+                progress.start("scanning", 0);
+                let dots = repo.list(progress);
+                progress.finish();
+                Response::List(
+                    dots?
+                        .into_iter()
+                        .map(|d| ListEntry {
+                            current: d.current,
+                            branch: d.branch,
+                            size: d.size,
+                            commits: d.commits,
+                            dirty: !d.status.changes.is_empty(),
+                            dirty_bytes: d.status.new_bytes,
+                            changes: d.status.changes.len(),
+                            name: d.name,
+                        })
+                        .collect(),
+                )
+            }
+            Request::Switch { dot: d } => {
+                repo.switch(d)?;
+                Response::Switched {
+                    dot: repo.resolve_dot(Some(d))?.name,
+                }
+            }
+            Request::Resolve { dot: d } => Response::Resolved { dot: dot(d)?.name },
+            Request::Remove { dot: d } => {
+                let cfg = repo.remove(d)?;
+                Response::Removed(RemoveReport {
+                    kept: cfg
+                        .subdots
+                        .values()
+                        .filter(|s| s.adopted)
+                        .map(|s| s.path.clone())
+                        .collect(),
+                    dot: cfg.name,
+                })
+            }
+            Request::Gc => Response::Gc(repo.gc()?),
+            Request::Fsck => Response::Fsck(repo.fsck()?),
+            Request::ConfigGet { key } => Response::Config(repo.config_get(key)?),
+            Request::ConfigSet { key, value } => {
+                repo.config_set(key, value)?;
+                Response::Done
+            }
+            Request::DotConfigGet { dot: d, key } => {
+                let cfg = repo.resolve_dot(Some(d))?;
+                Response::Config(Some(repo.dot_config_get(&cfg, key)?))
+            }
+            Request::DotConfigSet { dot: d, key, value } => {
+                let cfg = repo.resolve_dot(Some(d))?;
+                repo.dot_config_set(&cfg, key, value)?;
+                Response::Done
+            }
+            Request::RemoteAdd {
+                name,
+                url,
+                endpoint,
+                region,
+                single_writer,
+            } => {
+                let check = repo.remote_add(
+                    name,
+                    url,
+                    endpoint.as_deref(),
+                    region.as_deref(),
+                    *single_writer,
+                    env,
+                )?;
+                Response::RemoteAdded(RemoteAddReport {
+                    name: name.clone(),
+                    single_writer: *single_writer,
+                    check_error: check.as_ref().err().map(ToString::to_string),
+                    check: check.ok(),
+                })
+            }
+            Request::RemoteRemove { name } => {
+                repo.remote_remove(name)?;
+                Response::Done
+            }
+            Request::Remotes => Response::Remotes(repo.remotes()?),
+            Request::Push {
+                dot: d,
+                target,
+                force,
+            } => {
+                let cfg = dot(d)?;
+                Response::Push(repo.push(&cfg, &target.as_target(), *force, env, progress)?)
+            }
+            Request::Pull { dot: d, target } => {
+                let cfg = match dot(d) {
+                    Err(RepoError::NoSuchDot(name)) => {
+                        return Err(RepoError::NotFound(format!(
+                            "dot {name} does not exist here; to fetch it, run dot clone {} {name}",
+                            target.remote.as_deref().unwrap_or("REMOTE")
+                        )))
+                    }
+                    r => r?,
+                };
+                Response::Pull(repo.pull(&cfg, &target.as_target(), env, progress)?)
+            }
+            Request::Clone {
+                remote,
+                remote_dot,
+                local_name,
+                branch,
+                allow_special_files,
+            } => Response::Clone(repo.clone_dot(
+                &CloneOptions {
+                    remote,
+                    remote_dot,
+                    local_name: local_name.as_deref(),
+                    branch: branch.as_deref(),
+                    allow_special_files: *allow_special_files,
+                },
+                env,
+                progress,
+            )?),
+        })
+    }
+}
+
+impl TargetArgs {
+    fn as_target(&self) -> Target<'_> {
+        Target {
+            remote: self.remote.as_deref(),
+            remote_dot: self.remote_dot.as_deref(),
+            branch: self.branch.as_deref(),
+        }
+    }
+}
