@@ -16,9 +16,13 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("dot: {err:#}");
-            let code = err
-                .downcast_ref::<dot::repo::RepoError>()
-                .map_or(1, |e| e.kind().exit_code());
+            let kind = match err.downcast_ref::<dot::repo::RepoError>() {
+                Some(e) => Some(e.kind()),
+                None => err
+                    .downcast_ref::<dot::serve::api::ErrorReport>()
+                    .map(|e| e.kind),
+            };
+            let code = kind.map_or(1, |k| k.exit_code());
             ExitCode::from(code)
         }
     }

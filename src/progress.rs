@@ -8,6 +8,14 @@ pub trait Progress: Sync {
     fn start(&self, _what: &str, _total: u64) {}
     fn advance(&self, _n: u64) {}
     fn finish(&self) {}
+    /// A warning to show the user (such as an interrupted operation that
+    /// was finished).
+    fn note(&self, _text: &str) {}
+    /// Whether the operation should stop: the user interrupted it. Long
+    /// work checks this between steps that leave the store consistent.
+    fn cancelled(&self) -> bool {
+        false
+    }
 }
 
 /// Reports nothing.

@@ -23,8 +23,10 @@ impl Rng {
 }
 
 /// Runs `dot args`, killing it with SIGKILL after `after` unless it ends
-/// first. Returns whether it was killed.
+/// first. Returns whether it was killed. Through a daemon, the daemon is
+/// what is killed (the client with it), and a new one is started.
 fn run_and_kill(t: &Env, args: &[&str], after: Duration) -> bool {
+    let daemon = t.daemon.then(|| t.daemon_pid());
     let mut child = t
         .cmd(args)
         .stdout(Stdio::null())
@@ -37,8 +39,15 @@ fn run_and_kill(t: &Env, args: &[&str], after: Duration) -> bool {
             return false;
         }
         if start.elapsed() >= after {
-            child.kill().unwrap(); // SIGKILL
-            child.wait().unwrap();
+            if let Some(pid) = daemon {
+                // SAFETY: kill has no memory effects.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                child.wait().unwrap();
+                t.restart_daemon();
+            } else {
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+            }
             return true;
         }
         std::thread::sleep(Duration::from_micros(200));

@@ -10,6 +10,7 @@ macro_rules! usage {
 
 mod branch;
 mod commit;
+mod daemon;
 mod diff;
 mod init;
 mod list;
@@ -30,6 +31,7 @@ use dot::env::ClientEnv;
 use dot::progress::Progress;
 use dot::repo::Repo;
 use dot::serve::api::{Call, Request, Response};
+use dot::serve::client::Client;
 use dot::serve::exec::Executor;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -95,42 +97,46 @@ enum Command {
     Pull(remote::PullArgs),
     /// Make a new local dot from a remote one.
     Clone(remote::CloneArgs),
+    /// Run the daemon that owns this DOT_HOME's store and serves every dot
+    /// command (start, stop, status, run).
+    Daemon(daemon::DaemonArgs),
 }
 
-/// Where requests are carried out: in this process, on the store opened
-/// here.
-pub struct Session {
-    executor: Executor,
-    env: ClientEnv,
+/// Where requests are carried out: by the daemon serving DOT_HOME, or in
+/// this process on the store opened here.
+pub enum Session {
+    Daemon(Client, ClientEnv),
+    Local(Box<Executor>, ClientEnv),
 }
 
 impl Session {
     fn open(home: &Path) -> Result<Session> {
-        let repo = Repo::open(home)?;
-        for r in &repo.recovered {
-            match r {
-                Ok(dot) => eprintln!(
-                    "dot: finished an interrupted reset, checkout, pull or clone of dot {dot}"
-                ),
-                Err((dot, why)) => eprintln!(
-                    "dot: could not finish an interrupted reset, checkout, pull or clone of dot {dot}: {why}; {}",
-                    repo.unfinished_hint(dot)
-                ),
-            }
+        let env = ClientEnv::capture();
+        if let Some(client) = Client::find(home)? {
+            return Ok(Session::Daemon(client, env));
         }
-        Ok(Session {
-            executor: Executor::new(repo),
-            env: ClientEnv::capture(),
-        })
+        let repo = Repo::open(home)?;
+        Ok(Session::Local(Box::new(Executor::new(repo)), env))
     }
 
     /// Carries out one request.
     pub fn call(&self, request: Request, progress: &dyn Progress) -> Result<Response> {
-        let call = Call {
-            env: self.env.clone(),
-            request,
-        };
-        Ok(self.executor.execute(&call, progress)?)
+        match self {
+            Session::Local(executor, env) => {
+                let call = Call {
+                    env: env.clone(),
+                    request,
+                };
+                Ok(executor.execute(&call, progress)?)
+            }
+            Session::Daemon(client, env) => {
+                let call = Call {
+                    env: env.clone(),
+                    request,
+                };
+                Ok(client.call(&call, progress)?)
+            }
+        }
     }
 }
 
@@ -147,6 +153,9 @@ pub(crate) use reply;
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let home = dot_home()?;
+    if let Command::Daemon(a) = args.command {
+        return daemon::run(&home, a);
+    }
     let session = Session::open(&home)?;
     let progress = Bar::new(args.quiet);
     let s = &session;
@@ -182,6 +191,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Push(a) => remote::push(s, a, p).map(|_| ok),
         Command::Pull(a) => remote::pull(s, a, p).map(|_| ok),
         Command::Clone(a) => remote::clone(s, a, p).map(|_| ok),
+        Command::Daemon(_) => unreachable!("handled above"),
     }
 }
 
@@ -252,6 +262,12 @@ impl Progress for Bar {
     fn finish(&self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
+        }
+    }
+    fn note(&self, text: &str) {
+        match &self.bar {
+            Some(b) => b.suspend(|| eprintln!("dot: {text}")),
+            None => eprintln!("dot: {text}"),
         }
     }
 }

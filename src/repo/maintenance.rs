@@ -138,10 +138,8 @@ impl Repo {
             let why = match journal {
                 Err(e) => e.to_string(),
                 Ok(_) => self
-                    .recovered
-                    .iter()
-                    .find_map(|r| r.as_ref().err().filter(|(d, _)| *d == dot))
-                    .map_or("it is still pending".to_string(), |(_, why)| why.clone()),
+                    .unfinished_reason(&dot)
+                    .unwrap_or_else(|| "it is still pending".to_string()),
             };
             report.errors.push((
                 format!("dot {dot}"),

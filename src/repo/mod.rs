@@ -118,9 +118,9 @@ pub struct BranchInfo {
 
 pub struct Repo {
     store: Store,
-    /// Dots whose interrupted reset or checkout was finished on open.
-    /// Ok(dot) when it was finished, Err((dot, why)) when it could not be.
-    pub recovered: Vec<std::result::Result<String, (String, String)>>,
+    /// Why each unfinished journal could not be finished, by dot, as last
+    /// tried.
+    unfinished: std::sync::Mutex<BTreeMap<String, String>>,
 }
 
 fn ref_key(dot: &str, branch: &str) -> Vec<u8> {
@@ -152,8 +152,8 @@ pub fn human_bytes(n: u64) -> String {
 }
 
 impl Repo {
-    /// Opens the store at `home` and finishes any interrupted reset or
-    /// checkout.
+    /// Opens the store at `home`. Interrupted resets, checkouts, pulls and
+    /// clones are finished by `finish_journal`, which the caller runs.
     pub fn open(home: &Path) -> Result<Repo> {
         fs::create_dir_all(home).map_err(|e| {
             RepoError::io(
@@ -165,21 +165,54 @@ impl Repo {
             )
         })?;
         utf8_path(home)?;
-        let mut repo = Repo {
+        Ok(Repo {
             store: Store::open(home)?,
-            recovered: Vec::new(),
+            unfinished: Default::default(),
+        })
+    }
+
+    /// Dots with an interrupted reset, checkout, pull or clone.
+    pub fn pending_journals(&self) -> Result<Vec<String>> {
+        Ok(self.journals()?.into_iter().map(|(dot, _)| dot).collect())
+    }
+
+    /// Finishes `dot`'s interrupted operation, if it has one (the caller
+    /// holds the dot). Ok(false): there was none. A journal that cannot be
+    /// finished must not lock the user out of every command (dot rm, dot
+    /// fsck, another reset): its error says how to drop it, and fsck
+    /// reports it.
+    pub fn finish_journal(&self, dot: &str) -> Result<bool> {
+        let Some(bytes) = self.store.get_kv(Space::Meta, &journal_key(dot))? else {
+            return Ok(false);
         };
-        // A journal that cannot be finished must not lock the user out of
-        // every command (dot rm, dot fsck, another reset): report it, with
-        // how to drop it, and go on.
-        for (dot, journal) in repo.journals()? {
-            let done = journal.and_then(|j| repo.replay(&dot, &j, &crate::progress::Silent));
-            match done {
-                Ok(()) => repo.recovered.push(Ok(dot)),
-                Err(e) => repo.recovered.push(Err((dot, e.to_string()))),
+        let done = journal::Journal::decode(dot, &bytes)
+            .and_then(|j| self.replay(dot, &j, &crate::progress::Silent));
+        let mut unfinished = self.unfinished.lock().expect("unfinished");
+        match done {
+            Ok(()) => {
+                unfinished.remove(dot);
+                Ok(true)
+            }
+            Err(e) => {
+                unfinished.insert(dot.to_string(), e.to_string());
+                Err(RepoError::Unfinished {
+                    what: format!(
+                        "could not finish an interrupted reset, checkout, pull or clone of dot {dot}"
+                    ),
+                    source: Box::new(e),
+                    hint: self.unfinished_hint(dot),
+                })
             }
         }
-        Ok(repo)
+    }
+
+    /// Why `dot`'s journal could not be finished, as last tried.
+    pub(crate) fn unfinished_reason(&self, dot: &str) -> Option<String> {
+        self.unfinished
+            .lock()
+            .expect("unfinished")
+            .get(dot)
+            .cloned()
     }
 
     pub fn store(&self) -> &Store {

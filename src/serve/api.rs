@@ -351,3 +351,40 @@ pub enum Event {
     Ok(Box<Response>),
     Err(ErrorReport),
 }
+
+/// `dot daemon status`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    pub pid: u32,
+    pub version: String,
+    pub home: PathBuf,
+    pub socket: PathBuf,
+    pub uptime_seconds: u64,
+    pub requests_served: u64,
+    /// Requests being carried out now.
+    pub running: Vec<RunningRequest>,
+    pub stopping: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunningRequest {
+    pub op: String,
+    pub seconds: u64,
+}
+
+/// What `POST /v1/stop` asks.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct StopRequest {
+    /// Cancel running requests instead of letting them finish.
+    pub force: bool,
+}
+
+impl Request {
+    /// The request's name, as `dot daemon status` shows it.
+    pub fn op(&self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.get("op").and_then(|o| o.as_str()).map(str::to_string))
+            .unwrap_or_default()
+    }
+}

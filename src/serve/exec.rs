@@ -45,9 +45,33 @@ impl Executor {
             .clone()
     }
 
+    /// Finishes interrupted resets, checkouts, pulls and clones whose dot
+    /// no request holds, saying so through `progress`.
+    fn recover(&self, progress: &dyn Progress) -> Result<()> {
+        for dot in self.repo.pending_journals()? {
+            let lock = self.dot_lock(&dot);
+            let Ok(_held) = lock.try_lock() else {
+                continue; // Being carried out now.
+            };
+            match self.repo.finish_journal(&dot) {
+                Ok(true) => progress.note(&format!(
+                    "finished an interrupted reset, checkout, pull or clone of dot {dot}"
+                )),
+                Ok(false) => {}
+                Err(e) => progress.note(&e.to_string()),
+            }
+        }
+        Ok(())
+    }
+
     /// Carries out one request, holding the locks it needs.
     pub fn execute(&self, call: &Call, progress: &dyn Progress) -> Result<Response> {
         let req = &call.request;
+        // Journals need their targets alive: not while gc runs (and reads
+        // do not wait for gc).
+        if let Ok(_writes) = self.gate.try_read() {
+            self.recover(progress)?;
+        }
         let _gc = matches!(req, Request::Gc).then(|| self.gate.write().expect("gc gate"));
         let _writes = req
             .writes_objects()

@@ -4,4 +4,7 @@
 //! and prints it; nothing here prints.
 
 pub mod api;
+pub mod client;
 pub mod exec;
+pub mod http;
+pub mod server;

@@ -10,6 +10,22 @@ use std::process::{Command, Output, Stdio};
 pub struct Env {
     pub tmp: tempfile::TempDir,
     pub home: PathBuf,
+    /// Whether a daemon serves `home` (DOT_TEST_DAEMON=1: the whole suite
+    /// runs again through daemons, with the same assertions).
+    pub daemon: bool,
+}
+
+/// Whether this run of the suite goes through daemons.
+pub fn through_daemon() -> bool {
+    std::env::var("DOT_TEST_DAEMON").is_ok_and(|v| v == "1")
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if self.daemon {
+            let _ = self.cmd(&["daemon", "stop", "--force"]).output();
+        }
+    }
 }
 
 pub struct Run {
@@ -68,7 +84,44 @@ impl Env {
             .tempdir_in(scratch())
             .expect("tempdir");
         let home = tmp.path().join("home");
-        Env { tmp, home }
+        let mut env = Env {
+            tmp,
+            home,
+            daemon: false,
+        };
+        if through_daemon() {
+            env.start_daemon();
+        }
+        env
+    }
+
+    /// The pid of the daemon serving this home.
+    pub fn daemon_pid(&self) -> u32 {
+        let st = to_run(self.cmd(&["daemon", "status", "--json"]).output().unwrap()).ok();
+        st.json()["pid"].as_u64().unwrap() as u32
+    }
+
+    /// After the daemon was killed: waits until its socket is dead, then
+    /// starts a new one.
+    pub fn restart_daemon(&self) {
+        while self
+            .cmd(&["daemon", "status"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+        {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let r = to_run(self.cmd(&["daemon", "start"]).output().expect("run dot"));
+        assert_eq!(r.code, 0, "daemon start: {}", r.err);
+    }
+
+    /// Starts a daemon serving this home.
+    pub fn start_daemon(&mut self) {
+        let r = to_run(self.cmd(&["daemon", "start"]).output().expect("run dot"));
+        assert_eq!(r.code, 0, "daemon start: {}", r.err);
+        self.daemon = true;
     }
 
     pub fn cmd(&self, args: &[&str]) -> Command {

@@ -1,0 +1,439 @@
+//! The daemon: owns a DOT_HOME's store and serves every `dot` command over
+//! a unix socket in it (`daemon.sock`, mode 0600, never TCP), HTTP/1.1 with
+//! JSON bodies (docs/design.md, "Serving").
+//!
+//! Routes: `GET /v1/version`; `GET /v1/status`; `POST /v1/stop` with a
+//! `StopRequest`; `POST /v1/call` with a `Call`, answered with a chunked
+//! stream of `Event`s as JSON lines (progress, then the outcome), one call
+//! per connection. A call must carry `X-Dot-Version` equal to the daemon's.
+//! Only the owner of DOT_HOME and root are served. Each connection has a
+//! thread; a call's connection closing (the client was interrupted)
+//! cancels it.
+
+use std::collections::HashMap;
+use std::io::{BufReader, Read};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::api::*;
+use super::exec::Executor;
+use super::http;
+use crate::progress::Progress;
+use crate::repo::{ErrorKind, Repo, RepoError};
+
+/// The daemon's socket in a DOT_HOME.
+pub fn socket_path(home: &Path) -> PathBuf {
+    home.join("daemon.sock")
+}
+
+/// Set by SIGTERM and SIGINT: stop accepting, finish, exit.
+static SIGNALLED: AtomicBool = AtomicBool::new(false);
+
+/// What the daemon logs, as lines on stderr.
+pub type Log = dyn Fn(String) + Sync;
+
+struct Running {
+    op: String,
+    since: Instant,
+    cancel: Arc<AtomicBool>,
+}
+
+pub struct Server {
+    exec: Executor,
+    home: PathBuf,
+    socket: PathBuf,
+    owner: u32,
+    started: Instant,
+    served: AtomicU64,
+    next: AtomicU64,
+    running: Mutex<HashMap<u64, Running>>,
+    stopping: AtomicBool,
+}
+
+/// Serves `home` until stopped (`POST /v1/stop`, SIGTERM or SIGINT). The
+/// store is opened first (so the socket answers only once it can serve),
+/// then the socket is bound.
+pub fn serve(home: &Path, log: &Log) -> Result<(), RepoError> {
+    install_signal_handlers();
+    let repo = Repo::open(home)?;
+    let socket = socket_path(home);
+    let listener = bind(&socket)?;
+    let owner = std::fs::metadata(home)
+        .map_err(|e| RepoError::io(format!("cannot read {}", home.display()), e))?
+        .uid();
+    let server = Server {
+        exec: Executor::new(repo),
+        home: home.to_path_buf(),
+        socket: socket.clone(),
+        owner,
+        started: Instant::now(),
+        served: AtomicU64::new(0),
+        next: AtomicU64::new(0),
+        running: Mutex::new(HashMap::new()),
+        stopping: AtomicBool::new(false),
+    };
+    log(format!(
+        "dot {VERSION} serving {} on {} (pid {})",
+        home.display(),
+        socket.display(),
+        std::process::id()
+    ));
+    std::thread::scope(|s| {
+        // Stopping, the daemon keeps answering (status; calls are refused)
+        // until its running calls are done, then the socket goes.
+        loop {
+            if SIGNALLED.swap(false, Ordering::SeqCst) {
+                log("stopping on a signal".into());
+                server.stopping.store(true, Ordering::SeqCst);
+            }
+            if server.stopping.load(Ordering::SeqCst)
+                && server.running.lock().expect("running").is_empty()
+            {
+                break;
+            }
+            if !readable(&listener, 100) {
+                continue;
+            }
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    let server = &server;
+                    s.spawn(move || server.handle(stream, log));
+                }
+                Err(e) => log(format!("accept failed: {e}")),
+            }
+        }
+    });
+    drop(listener);
+    let _ = std::fs::remove_file(&socket);
+    log("stopped".into());
+    Ok(())
+}
+
+/// Binds the socket, owner-only. A socket file nobody answers on is the
+/// debris of a killed daemon and is replaced; one that answers is refused.
+fn bind(socket: &Path) -> Result<UnixListener, RepoError> {
+    if socket.exists() {
+        if UnixStream::connect(socket).is_ok() {
+            return Err(RepoError::Conflict(format!(
+                "a dot daemon already serves this DOT_HOME on {}; see dot daemon status",
+                socket.display()
+            )));
+        }
+        let _ = std::fs::remove_file(socket);
+    }
+    // SAFETY: umask only changes this process's file creation mask; the
+    // socket is created owner-only, then the mask is restored.
+    let old = unsafe { libc::umask(0o177) };
+    let bound = UnixListener::bind(socket);
+    // SAFETY: as above.
+    unsafe { libc::umask(old) };
+    let listener = bound.map_err(|e| {
+        RepoError::io(
+            format!(
+                "cannot listen on {} (a socket path must be under 108 bytes; set DOT_HOME to a shorter path if it is longer)",
+                socket.display()
+            ),
+            e,
+        )
+    })?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| RepoError::io(format!("cannot protect {}", socket.display()), e))?;
+    Ok(listener)
+}
+
+/// Whether a connection is waiting, within `ms` milliseconds.
+fn readable(listener: &UnixListener, ms: i32) -> bool {
+    let mut fds = libc::pollfd {
+        fd: listener.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, for the call's duration.
+    unsafe { libc::poll(&mut fds, 1, ms) > 0 }
+}
+
+/// The uid of the process at the other end of a connection.
+fn peer_uid(stream: &UnixStream) -> Option<u32> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` describe a buffer of the size SO_PEERCRED writes.
+    let r = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    (r == 0).then_some(cred.uid)
+}
+
+fn install_signal_handlers() {
+    extern "C" fn on_signal(_: libc::c_int) {
+        SIGNALLED.store(true, Ordering::SeqCst);
+    }
+    // SAFETY: the handler only stores to an atomic, which is
+    // async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+    }
+}
+
+fn json_response(stream: &mut UnixStream, status: u16, body: &impl serde::Serialize) {
+    let body = serde_json::to_vec(body).expect("reports serialize");
+    let _ = http::write_response(
+        stream,
+        status,
+        &[
+            ("Content-Type", "application/json"),
+            ("X-Dot-Version", VERSION),
+        ],
+        &body,
+    );
+}
+
+fn error_response(stream: &mut UnixStream, status: u16, kind: ErrorKind, message: String) {
+    json_response(stream, status, &ErrorReport { kind, message });
+}
+
+impl Server {
+    fn handle(&self, mut stream: UnixStream, log: &Log) {
+        let allowed = peer_uid(&stream).is_some_and(|u| u == self.owner || u == 0);
+        if !allowed {
+            error_response(
+                &mut stream,
+                403,
+                ErrorKind::Permission,
+                format!(
+                    "the dot daemon serving {} serves only its owner (uid {}) and root",
+                    self.home.display(),
+                    self.owner
+                ),
+            );
+            return;
+        }
+        let mut reader = BufReader::new(match stream.try_clone() {
+            Ok(s) => s,
+            Err(_) => return,
+        });
+        let (head, body) = match http::read_request(&mut reader) {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(e) => {
+                error_response(&mut stream, 400, ErrorKind::Usage, e.to_string());
+                return;
+            }
+        };
+        match (head.method.as_str(), head.path.as_str()) {
+            ("GET", "/v1/version") => json_response(
+                &mut stream,
+                200,
+                &serde_json::json!({"version": VERSION, "pid": std::process::id()}),
+            ),
+            ("GET", "/v1/status") => json_response(&mut stream, 200, &self.status()),
+            ("POST", "/v1/stop") => {
+                let stop: StopRequest = serde_json::from_slice(&body).unwrap_or_default();
+                self.stopping.store(true, Ordering::SeqCst);
+                if stop.force {
+                    for r in self.running.lock().expect("running").values() {
+                        r.cancel.store(true, Ordering::SeqCst);
+                    }
+                }
+                log(format!(
+                    "stopping{}",
+                    if stop.force {
+                        ", cancelling running requests"
+                    } else {
+                        ""
+                    }
+                ));
+                json_response(&mut stream, 200, &self.status());
+            }
+            ("POST", "/v1/call") => self.call(stream, reader, &head, &body, log),
+            _ => error_response(
+                &mut stream,
+                404,
+                ErrorKind::NotFound,
+                format!("no route {} {}", head.method, head.path),
+            ),
+        }
+    }
+
+    fn status(&self) -> DaemonStatus {
+        DaemonStatus {
+            pid: std::process::id(),
+            version: VERSION.into(),
+            home: self.home.clone(),
+            socket: self.socket.clone(),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            requests_served: self.served.load(Ordering::Relaxed),
+            running: self
+                .running
+                .lock()
+                .expect("running")
+                .values()
+                .map(|r| RunningRequest {
+                    op: r.op.clone(),
+                    seconds: r.since.elapsed().as_secs(),
+                })
+                .collect(),
+            stopping: self.stopping.load(Ordering::SeqCst),
+        }
+    }
+
+    fn call(
+        &self,
+        mut stream: UnixStream,
+        mut reader: BufReader<UnixStream>,
+        head: &http::Head,
+        body: &[u8],
+        log: &Log,
+    ) {
+        if head.header("x-dot-version") != Some(VERSION) {
+            let theirs = head.header("x-dot-version").unwrap_or("unknown");
+            return error_response(
+                &mut stream,
+                409,
+                ErrorKind::Usage,
+                format!(
+                    "this dot is version {theirs}, but the daemon serving {} is version {VERSION}; stop it with dot daemon stop and start the one you want with dot daemon start",
+                    self.home.display()
+                ),
+            );
+        }
+        let call: Call = match serde_json::from_slice(body) {
+            Ok(c) => c,
+            Err(e) => {
+                return error_response(&mut stream, 400, ErrorKind::Usage, format!("bad call: {e}"))
+            }
+        };
+        if self.stopping.load(Ordering::SeqCst) {
+            return error_response(
+                &mut stream,
+                503,
+                ErrorKind::Busy,
+                "the dot daemon is stopping; run the command again once it has (or start it again with dot daemon start)".into(),
+            );
+        }
+        let cancel = Arc::new(AtomicBool::new(false));
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.running.lock().expect("running").insert(
+            id,
+            Running {
+                op: call.request.op(),
+                since: Instant::now(),
+                cancel: cancel.clone(),
+            },
+        );
+        // The client sends nothing more: a read that returns means it went
+        // away (interrupted), which cancels the call.
+        let watcher = {
+            let cancel = cancel.clone();
+            std::thread::spawn(move || {
+                let mut b = [0u8; 1];
+                let _ = reader.read(&mut b);
+                cancel.store(true, Ordering::SeqCst);
+            })
+        };
+        let _ = http::start_chunked(
+            &mut stream,
+            200,
+            &[
+                ("Content-Type", "application/x-ndjson"),
+                ("X-Dot-Version", VERSION),
+            ],
+        );
+        let progress = Stream {
+            out: Mutex::new(stream.try_clone().expect("socket clone")),
+            pending: AtomicU64::new(0),
+            last: Mutex::new(Instant::now()),
+            cancel,
+        };
+        let outcome = match self.exec.execute(&call, &progress) {
+            Ok(r) => Event::Ok(Box::new(r)),
+            Err(e) => Event::Err(ErrorReport::from(&e)),
+        };
+        progress.flush();
+        progress.send(&outcome);
+        let _ = http::end_chunks(&mut stream);
+        let _ = stream.shutdown(std::net::Shutdown::Both);
+        let _ = watcher.join();
+        self.running.lock().expect("running").remove(&id);
+        self.served.fetch_add(1, Ordering::Relaxed);
+        if let Event::Err(e) = &outcome {
+            log(format!(
+                "{}: {:?}: {}",
+                call.request.op(),
+                e.kind,
+                e.message
+            ));
+        }
+    }
+}
+
+/// Progress sent to the client as events; advances are batched so that a
+/// chunk-per-call stream stays small.
+struct Stream {
+    out: Mutex<UnixStream>,
+    pending: AtomicU64,
+    last: Mutex<Instant>,
+    cancel: Arc<AtomicBool>,
+}
+
+impl Stream {
+    fn send(&self, e: &Event) {
+        let mut line = serde_json::to_vec(e).expect("events serialize");
+        line.push(b'\n');
+        let mut out = self.out.lock().expect("stream");
+        if http::write_chunk(&mut *out, &line).is_err() {
+            self.cancel.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn flush(&self) {
+        let n = self.pending.swap(0, Ordering::Relaxed);
+        if n > 0 {
+            self.send(&Event::Advance { n });
+        }
+    }
+}
+
+impl Progress for Stream {
+    fn start(&self, what: &str, total: u64) {
+        self.flush();
+        self.send(&Event::Start {
+            what: what.into(),
+            total,
+        });
+    }
+    fn advance(&self, n: u64) {
+        self.pending.fetch_add(n, Ordering::Relaxed);
+        let mut last = self.last.lock().expect("last");
+        if last.elapsed() >= Duration::from_millis(50) {
+            *last = Instant::now();
+            drop(last);
+            self.flush();
+        }
+    }
+    fn finish(&self) {
+        self.flush();
+        self.send(&Event::Finish);
+    }
+    fn note(&self, text: &str) {
+        self.send(&Event::Note { text: text.into() });
+    }
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+}
