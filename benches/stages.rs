@@ -75,7 +75,7 @@ fn compression(c: &mut Criterion) {
 
 fn index_lookups(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open(dir.path(), "test").unwrap();
     let ids: Vec<Id> = (0..100_000u64)
         .map(|i| {
             let bytes = i.to_le_bytes();
@@ -122,7 +122,7 @@ fn file_entry(i: usize, content: ContentRef) -> DirEntry {
 
 fn tree_build(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open(dir.path(), "test").unwrap();
     let leaves: Vec<Leaf> = (0..16_384u64)
         .map(|i| Leaf::Chunk(ChunkId(Id::of(&i.to_le_bytes())), 65_536))
         .collect();
@@ -147,7 +147,7 @@ fn tree_build(c: &mut Criterion) {
 
 fn tree_diff(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open(dir.path(), "test").unwrap();
     // 100 directories of 1000 files; 10 files changed in one directory.
     let mut a = Vec::new();
     let mut b = Vec::new();

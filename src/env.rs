@@ -23,6 +23,9 @@ const NAMES: &[&str] = &[
     "AWS_SESSION_TOKEN",
     "AWS_REGION",
     "AWS_DEFAULT_REGION",
+    // A test hook, honoured by debug builds only: pause a commit after its
+    // scan, so tests can act while it runs.
+    "DOT_TEST_COMMIT_PAUSE_MS",
 ];
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

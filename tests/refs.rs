@@ -10,7 +10,7 @@ use dot::repo::{Repo, RepoError};
 #[test]
 fn ambiguous_prefixes_are_refused_and_unique_ones_resolve() {
     let tmp = tempfile::tempdir().unwrap();
-    let repo = Repo::open(&tmp.path().join("home")).unwrap();
+    let repo = Repo::open(&tmp.path().join("home"), "test").unwrap();
     repo.init("amb", None, None).unwrap();
     let dir = repo.path(Some("amb")).unwrap();
     let mut by_prefix: HashMap<String, Vec<String>> = HashMap::new();

@@ -29,10 +29,13 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use dot::env::ClientEnv;
 use dot::progress::Progress;
-use dot::repo::Repo;
+use dot::repo::{Repo, RepoError};
 use dot::serve::api::{Call, Request, Response};
 use dot::serve::client::Client;
 use dot::serve::exec::Executor;
+use dot::store::StoreError;
+use dot::tree::TreeError;
+use dot::workspace::WorkspaceError;
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser)]
@@ -112,11 +115,29 @@ pub enum Session {
 impl Session {
     fn open(home: &Path) -> Result<Session> {
         let env = ClientEnv::capture();
-        if let Some(client) = Client::find(home)? {
-            return Ok(Session::Daemon(client, env));
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let who = format!("pid {} (dot {})", std::process::id(), args.join(" "));
+        let mut waiting = false;
+        // Another process holding the store is waited for; a daemon that
+        // starts meanwhile is used.
+        loop {
+            if let Some(client) = Client::find(home)? {
+                return Ok(Session::Daemon(client, env));
+            }
+            match Repo::open(home, &who) {
+                Ok(repo) => return Ok(Session::Local(Box::new(Executor::new(repo)), env)),
+                Err(RepoError::Workspace(WorkspaceError::Tree(TreeError::Store(
+                    StoreError::Locked { holder, .. },
+                )))) => {
+                    if !waiting {
+                        eprintln!("dot: waiting for {holder} to finish with the store");
+                        waiting = true;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
-        let repo = Repo::open(home)?;
-        Ok(Session::Local(Box::new(Executor::new(repo)), env))
     }
 
     /// Carries out one request.

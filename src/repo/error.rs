@@ -131,7 +131,7 @@ fn io_kind(e: &io::Error) -> ErrorKind {
 
 fn store_kind(e: &StoreError) -> ErrorKind {
     match e {
-        StoreError::Locked(_) => ErrorKind::Busy,
+        StoreError::Locked { .. } => ErrorKind::Busy,
         StoreError::Open { .. } => ErrorKind::Io,
         StoreError::Missing(_) | StoreError::Damaged { .. } | StoreError::Index(_) => {
             ErrorKind::Damaged

@@ -161,7 +161,7 @@ mod tests {
     #[test]
     fn fsck_checks_objects_no_branch_reaches() {
         let dir = tempfile::tempdir().unwrap();
-        let repo = Repo::open(dir.path()).unwrap();
+        let repo = Repo::open(dir.path(), "test").unwrap();
         // A directory node holding an entry named "..", stored as an older
         // dot or a damaged disk might have left it.
         let mut w = Writer::new();

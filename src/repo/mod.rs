@@ -152,9 +152,10 @@ pub fn human_bytes(n: u64) -> String {
 }
 
 impl Repo {
-    /// Opens the store at `home`. Interrupted resets, checkouts, pulls and
-    /// clones are finished by `finish_journal`, which the caller runs.
-    pub fn open(home: &Path) -> Result<Repo> {
+    /// Opens the store at `home`, as `who` (shown to other processes
+    /// that find the store in use). Interrupted resets, checkouts, pulls
+    /// and clones are finished by `finish_journal`, which the caller runs.
+    pub fn open(home: &Path, who: &str) -> Result<Repo> {
         fs::create_dir_all(home).map_err(|e| {
             RepoError::io(
                 format!(
@@ -166,7 +167,7 @@ impl Repo {
         })?;
         utf8_path(home)?;
         Ok(Repo {
-            store: Store::open(home)?,
+            store: Store::open(home, who)?,
             unfinished: Default::default(),
         })
     }
@@ -644,6 +645,14 @@ impl Repo {
                 batch.put(Space::Cache, k, v);
             }
             root.insert(sub.clone(), scanned.top);
+        }
+        if cfg!(debug_assertions) {
+            if let Some(ms) = env
+                .get("DOT_TEST_COMMIT_PAUSE_MS")
+                .and_then(|v| v.parse().ok())
+            {
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+            }
         }
         let (author, email) = self.author(env)?;
         let (time, tz_minutes) = now_and_tz();

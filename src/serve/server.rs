@@ -60,7 +60,24 @@ pub struct Server {
 /// then the socket is bound.
 pub fn serve(home: &Path, log: &Log) -> Result<(), RepoError> {
     install_signal_handlers();
-    let repo = Repo::open(home)?;
+    let who = format!("the dot daemon (pid {})", std::process::id());
+    let mut waiting = false;
+    let repo = loop {
+        match Repo::open(home, &who) {
+            Ok(repo) => break repo,
+            Err(e) if e.kind() == ErrorKind::Busy => {
+                if !waiting {
+                    log(format!("waiting for the store: {e}"));
+                    waiting = true;
+                }
+                if SIGNALLED.load(Ordering::SeqCst) {
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => return Err(e),
+        }
+    };
     let socket = socket_path(home);
     let listener = bind(&socket)?;
     let owner = std::fs::metadata(home)
@@ -210,6 +227,20 @@ fn error_response(stream: &mut UnixStream, status: u16, kind: ErrorKind, message
 impl Server {
     fn handle(&self, mut stream: UnixStream, log: &Log) {
         let allowed = peer_uid(&stream).is_some_and(|u| u == self.owner || u == 0);
+        let mut reader = BufReader::new(match stream.try_clone() {
+            Ok(s) => s,
+            Err(_) => return,
+        });
+        // The request is read whole (within limits) before any answer, so
+        // that the client is not cut off mid-write.
+        let (head, body) = match http::read_request(&mut reader) {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(e) => {
+                error_response(&mut stream, 400, ErrorKind::Usage, e.to_string());
+                return;
+            }
+        };
         if !allowed {
             error_response(
                 &mut stream,
@@ -223,18 +254,6 @@ impl Server {
             );
             return;
         }
-        let mut reader = BufReader::new(match stream.try_clone() {
-            Ok(s) => s,
-            Err(_) => return,
-        });
-        let (head, body) = match http::read_request(&mut reader) {
-            Ok(Some(r)) => r,
-            Ok(None) => return,
-            Err(e) => {
-                error_response(&mut stream, 400, ErrorKind::Usage, e.to_string());
-                return;
-            }
-        };
         match (head.method.as_str(), head.path.as_str()) {
             ("GET", "/v1/version") => json_response(
                 &mut stream,

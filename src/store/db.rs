@@ -142,7 +142,10 @@ impl Db {
             let msg = e.into_string();
             // RocksDB: "IO error: While lock file: <path>/LOCK: Resource temporarily unavailable"
             if msg.contains("While lock file") || msg.contains("lock hold by current process") {
-                StoreError::Locked(path.parent().unwrap_or(path).to_path_buf())
+                StoreError::Locked {
+                    home: path.parent().unwrap_or(path).to_path_buf(),
+                    holder: "another dot process".into(),
+                }
             } else {
                 StoreError::Open {
                     path: path.to_path_buf(),

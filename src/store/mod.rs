@@ -57,10 +57,8 @@ pub struct Entry {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error(
-        "the store at {0} is in use by another dot process; wait for it to finish and try again"
-    )]
-    Locked(PathBuf),
+    #[error("the store at {home} is in use by {holder}; wait for it to finish and try again")]
+    Locked { home: PathBuf, holder: String },
     #[error("cannot open the store at {path}: {msg}")]
     Open { path: PathBuf, msg: String },
     #[error("object {0} is missing from the store; run dot fsck")]
@@ -92,6 +90,8 @@ struct WriterState {
 }
 
 pub struct Store {
+    /// The home's lock, held while the store is open.
+    _lock: File,
     home: PathBuf,
     db: db::Db,
     writers: [Mutex<WriterState>; 2],
@@ -119,7 +119,11 @@ pub struct PackProblem {
 
 impl Store {
     /// Opens (creating if needed) the store under `home`.
-    pub fn open(home: &Path) -> Result<Store> {
+    /// Opens the store under `home`, taking its lock (`who` says who holds
+    /// it, for others to see). Fails at once, with the holder, when
+    /// another process holds it.
+    pub fn open(home: &Path, who: &str) -> Result<Store> {
+        let lock = lock_home(home, who)?;
         let packs = home.join("packs");
         fs::create_dir_all(&packs).map_err(io_err(format!("cannot create {}", packs.display())))?;
         let db = db::Db::open(&home.join("index"))?;
@@ -133,6 +137,7 @@ impl Store {
             }
         }
         Ok(Store {
+            _lock: lock,
             home: home.to_path_buf(),
             db,
             writers: Default::default(),
@@ -566,6 +571,40 @@ impl Store {
     }
 }
 
+/// Takes `home/lock` (flock, released when the process ends however it
+/// ends) and writes `who` into it.
+fn lock_home(home: &Path, who: &str) -> Result<File> {
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
+    fs::create_dir_all(home).map_err(io_err(format!("cannot create {}", home.display())))?;
+    let path = home.join("lock");
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io_err(format!("cannot open {}", path.display())))?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        let holder = holder.trim();
+        return Err(StoreError::Locked {
+            home: home.to_path_buf(),
+            holder: if holder.is_empty() {
+                "another dot process".into()
+            } else {
+                holder.to_string()
+            },
+        });
+    }
+    let _ = file.set_len(0);
+    let _ = file.rewind();
+    let _ = file.write_all(who.as_bytes());
+    Ok(file)
+}
+
 fn pack_seq(name: &std::ffi::OsStr) -> Option<u64> {
     let name = name.to_str()?;
     let hex = name.strip_suffix(".pack")?;
@@ -604,13 +643,13 @@ mod tests {
         let data = vec![7u8; 100_000];
         let id = Id::of(&data);
         {
-            let s = Store::open(dir.path()).unwrap();
+            let s = Store::open(dir.path(), "test").unwrap();
             assert!(s.put(Kind::Chunk, &id, &data).unwrap());
             assert!(!s.put(Kind::Chunk, &id, &data).unwrap());
             assert_eq!(s.get(&id).unwrap(), data);
             s.commit(Batch::default()).unwrap();
         }
-        let s = Store::open(dir.path()).unwrap();
+        let s = Store::open(dir.path(), "test").unwrap();
         assert_eq!(s.get(&id).unwrap(), data);
         assert!(s.verify_packs().unwrap().is_empty());
     }
@@ -618,17 +657,17 @@ mod tests {
     #[test]
     fn second_process_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let _s = Store::open(dir.path()).unwrap();
+        let _s = Store::open(dir.path(), "test").unwrap();
         assert!(matches!(
-            Store::open(dir.path()),
-            Err(StoreError::Locked(_))
+            Store::open(dir.path(), "test"),
+            Err(StoreError::Locked { .. })
         ));
     }
 
     #[test]
     fn damage_is_detected() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
+        let s = Store::open(dir.path(), "test").unwrap();
         let data = b"some object bytes".to_vec();
         let id = Id::of(&data);
         s.put(Kind::Meta, &id, &data).unwrap();
@@ -644,7 +683,7 @@ mod tests {
     #[test]
     fn gc_drops_dead_objects_and_keeps_live_ones() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
+        let s = Store::open(dir.path(), "test").unwrap();
         let keep = vec![1u8; 50_000];
         let drop = noise(50_000, 0x9e37_79b9_7f4a_7c15);
         let (k, d) = (Id::of(&keep), Id::of(&drop));
@@ -671,7 +710,7 @@ mod tests {
     #[test]
     fn gc_merges_small_packs() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
+        let s = Store::open(dir.path(), "test").unwrap();
         let mut ids = Vec::new();
         for i in 0..5u32 {
             let data = format!("object {i}").into_bytes();
@@ -701,7 +740,7 @@ mod tests {
     fn gc_keeps_big_packs_of_a_kind_without_small_ones() {
         // A data pack too big to merge, beside small metadata packs only.
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
+        let s = Store::open(dir.path(), "test").unwrap();
         let big = noise((PACK_TARGET / 8 + (1 << 20)) as usize, 7);
         for piece in big.chunks(1 << 20) {
             s.put(Kind::Chunk, &Id::of(piece), piece).unwrap();

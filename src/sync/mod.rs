@@ -354,7 +354,7 @@ mod tests {
     #[test]
     fn a_push_failing_midway_resumes_and_a_fetch_verifies() {
         let dir = tempfile::tempdir().unwrap();
-        let local = Store::open(&dir.path().join("a")).unwrap();
+        let local = Store::open(&dir.path().join("a"), "test").unwrap();
         let puts_left = Arc::new(AtomicUsize::new(3));
         let remote = Remote {
             name: "mem".into(),
@@ -402,7 +402,7 @@ mod tests {
         assert!(stats.bytes_skipped >= 100 * 40_000, "{stats:?}");
 
         // A fresh store fetches everything and can read it back.
-        let other = Store::open(&dir.path().join("b")).unwrap();
+        let other = Store::open(&dir.path().join("b"), "test").unwrap();
         let known = Known::refresh(&other, &remote).unwrap();
         let got = fetch(&other, &remote, &known, next, &HashSet::new(), &Silent).unwrap();
         assert_eq!(got.objects_received, count(next));
@@ -548,7 +548,7 @@ mod tests {
     #[test]
     fn a_tampered_object_is_named_and_not_stored() {
         let dir = tempfile::tempdir().unwrap();
-        let local = Store::open(&dir.path().join("a")).unwrap();
+        let local = Store::open(&dir.path().join("a"), "test").unwrap();
         let inner = ObjectBackend::memory();
         let head = commit(&local, 10, 2, None);
         let remote = Remote {
@@ -564,7 +564,7 @@ mod tests {
         bytes[100] ^= 1;
         remote.backend.put(&path, bytes).unwrap();
 
-        let other = Store::open(&dir.path().join("b")).unwrap();
+        let other = Store::open(&dir.path().join("b"), "test").unwrap();
         let known = Known::refresh(&other, &remote).unwrap();
         let err = fetch(&other, &remote, &known, head, &HashSet::new(), &Silent).unwrap_err();
         let msg = err.to_string();

@@ -552,7 +552,7 @@ mod tests {
     #[test]
     fn many_leaves_round_trip_and_read_at_any_offset() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path(), "test").unwrap();
         let mut leaves = Vec::new();
         let mut content = Vec::new();
         for i in 0..5000 {
@@ -591,7 +591,7 @@ mod tests {
     #[test]
     fn an_edit_rewrites_only_a_path() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path(), "test").unwrap();
         let leaves: Vec<Leaf> = (0..20_000).map(|i| chunk(i, &store).0).collect();
         let count_nodes = |root: &ContentRef| {
             let mut ids = std::collections::HashSet::new();
@@ -619,7 +619,7 @@ mod tests {
     #[test]
     fn small_contents_need_no_node() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path(), "test").unwrap();
         let (l, _) = chunk(1, &store);
         let Leaf::Chunk(id, _) = l else {
             unreachable!()
@@ -635,7 +635,7 @@ mod tests {
     #[test]
     fn golden_node_encoding() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path(), "test").unwrap();
         let a = ChunkId(Id::of(b"a"));
         let root = build(&store, &[Leaf::Chunk(a, 1), Leaf::Zero(4096)]);
         let ContentRef::Node(n) = root else {

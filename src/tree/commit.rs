@@ -212,7 +212,7 @@ mod tests {
     #[test]
     fn golden_root() {
         let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::Store::open(dir.path()).unwrap();
+        let store = crate::store::Store::open(dir.path(), "test").unwrap();
         let top = Top {
             tree: TreeId(Id::of(b"tree")),
             mode: 0o700,

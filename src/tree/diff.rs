@@ -229,7 +229,7 @@ mod tests {
     #[test]
     fn reports_added_modified_deleted() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
+        let s = Store::open(dir.path(), "test").unwrap();
         let sub_a = write_dir(&s, &[entry("x", Content::File(ContentRef::Empty), 1)]).unwrap();
         let sub_b = write_dir(&s, &[entry("x", Content::File(ContentRef::Empty), 2)]).unwrap();
         let a = write_dir(

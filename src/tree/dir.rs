@@ -502,7 +502,7 @@ mod tests {
     #[test]
     fn big_directories_split_and_round_trip() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path(), "test").unwrap();
         let entries: Vec<DirEntry> = (0..30_000).map(|i| file(&format!("f{i:06}"), i)).collect();
         let t = write_dir(&store, &entries).unwrap();
         assert!(read_dir_nodes(&store, &t).unwrap().1.len() > 10);
@@ -512,7 +512,7 @@ mod tests {
     #[test]
     fn golden_dir_encoding() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path(), "test").unwrap();
         let mut link = file("l", 0);
         link.kind = EntryKind::Symlink;
         link.mode = 0o777;

@@ -551,7 +551,7 @@ mod tests {
             grow in 0usize..3,
         ) {
             let dir = tempfile::tempdir().unwrap();
-            let good = Store::open(&dir.path().join("good")).unwrap();
+            let good = Store::open(&dir.path().join("good"), "test").unwrap();
             let mut objects = sample(&good);
             let k = which.index(objects.len());
             let old_id = Id::of(&objects[k].1);
@@ -572,7 +572,7 @@ mod tests {
                 }
                 renamed.push((before, Id::of(raw)));
             }
-            let bad = Store::open(&dir.path().join("bad")).unwrap();
+            let bad = Store::open(&dir.path().join("bad"), "test").unwrap();
             for (kind, raw) in &objects {
                 let _ = bad.put(*kind, &Id::of(raw), raw);
             }
@@ -607,7 +607,7 @@ mod tests {
     #[test]
     fn the_sample_verifies_whole() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path(), "test").unwrap();
         let objects = sample(&store);
         let head = CommitId(Id::of(&objects.last().unwrap().1));
         let mut v = Verifier::new(&store, Contents::Read, false);
@@ -619,7 +619,7 @@ mod tests {
     #[test]
     fn depth_is_bounded_without_recursion() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path(), "test").unwrap();
         let mut t = write_dir(&store, &[]).unwrap();
         for depth in 1..=MAX_DEPTH + 5 {
             t = write_dir(&store, &[entry("d", EntryKind::Dir, 0, Content::Dir(t))]).unwrap();

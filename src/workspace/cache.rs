@@ -167,7 +167,7 @@ mod tests {
     #[test]
     fn racy_entries_are_not_trusted() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path(), "test").unwrap();
         let cache = StatCache::new(&store, b"d\0s\0".to_vec());
         let now = now_ns();
         let old = Stat {

@@ -78,21 +78,28 @@ pub fn dot_bin() -> PathBuf {
 }
 
 impl Env {
+    /// A fresh home, served by a daemon when the suite runs through
+    /// daemons.
     pub fn new() -> Env {
+        let mut env = Env::plain();
+        if through_daemon() {
+            env.start_daemon();
+        }
+        env
+    }
+
+    /// A fresh home that no daemon serves, whatever the run.
+    pub fn plain() -> Env {
         let tmp = tempfile::Builder::new()
             .prefix("dot-test")
             .tempdir_in(scratch())
             .expect("tempdir");
         let home = tmp.path().join("home");
-        let mut env = Env {
+        Env {
             tmp,
             home,
             daemon: false,
-        };
-        if through_daemon() {
-            env.start_daemon();
         }
-        env
     }
 
     /// The pid of the daemon serving this home.
