@@ -40,8 +40,16 @@ fn install_signal_handlers() {
             libc::_exit(1);
         }
     }
+    extern "C" fn on_sigint(_: libc::c_int) {
+        // The operation stops cleanly at its next safe point; a second
+        // Ctrl-C kills the process.
+        cli::INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+        // SAFETY: signal is async-signal-safe.
+        unsafe { libc::signal(libc::SIGINT, libc::SIG_DFL) };
+    }
     // SAFETY: installing handlers at startup, before any threads exist.
     unsafe {
+        libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
         // Exit quietly when the reader of our output goes away (dot log | head).
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         libc::signal(libc::SIGBUS, on_sigbus as *const () as libc::sighandler_t);

@@ -290,3 +290,39 @@ fn only_the_owner_and_root_are_served() {
     assert_eq!(r.code, 9, "{}", r.err);
     t.dot(&["list"]).ok();
 }
+
+/// Interrupts a paused commit with Ctrl-C: it stops cleanly, exit 130.
+fn ctrl_c_cancels(t: &Env) {
+    big_dot(t, "c", 16);
+    let commit = spawn_paused(t, &["commit", "-m", "never", "c"], 3000);
+    if t.daemon {
+        wait_running(t, "commit");
+    } else {
+        while !std::fs::read_to_string(t.home.join("lock"))
+            .unwrap_or_default()
+            .contains("commit")
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    // SAFETY: kill has no memory effects.
+    unsafe { libc::kill(commit.id() as i32, libc::SIGINT) };
+    let r = finish(commit);
+    assert_eq!(r.code, 130, "{}", r.err);
+    assert!(r.err.contains("cancelled"), "{}", r.err);
+    assert_eq!(t.commits("c"), 0, "nothing was committed");
+    t.fsck_ok();
+    t.dot(&["commit", "-m", "after", "c"]).ok();
+}
+
+#[test]
+fn ctrl_c_cancels_cleanly_through_the_daemon() {
+    let t = daemon_env();
+    ctrl_c_cancels(&t);
+    t.dot(&["daemon", "status"]).ok();
+}
+
+#[test]
+fn ctrl_c_cancels_cleanly_in_process() {
+    ctrl_c_cancels(&Env::plain());
+}

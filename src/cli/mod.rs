@@ -256,7 +256,13 @@ impl Bar {
     }
 }
 
+/// Set by the first Ctrl-C: long work stops at its next safe point.
+pub static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 impl Progress for Bar {
+    fn cancelled(&self) -> bool {
+        INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed)
+    }
     fn start(&self, what: &str, total: u64) {
         if let Some(b) = &self.bar {
             b.set_draw_target(indicatif::ProgressDrawTarget::stderr());

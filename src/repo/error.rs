@@ -166,6 +166,7 @@ impl RepoError {
                 }
                 WorkspaceError::Changed { .. } => ErrorKind::Conflict,
                 WorkspaceError::TooDeep { .. } => ErrorKind::Refused,
+                WorkspaceError::Cancelled => ErrorKind::Cancelled,
             },
             RepoError::Usage(_) => ErrorKind::Usage,
             RepoError::NoSuchDot(_)
@@ -184,6 +185,7 @@ impl RepoError {
                     BackendError::Unreachable(_) | BackendError::Other(_) => ErrorKind::Remote,
                 },
                 SyncError::Damaged { .. } | SyncError::Incomplete { .. } => ErrorKind::Damaged,
+                SyncError::Cancelled => ErrorKind::Cancelled,
                 SyncError::Store(e) => store_kind(e),
                 SyncError::Tree(e) => tree_kind(e),
             },

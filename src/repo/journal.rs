@@ -289,6 +289,11 @@ impl Repo {
         mut b: Batch,
         progress: &dyn Progress,
     ) -> Result<()> {
+        // The last moment to stop: once the journal is written, the
+        // operation is finished, by this run or the next command.
+        if progress.cancelled() {
+            return Err(crate::workspace::WorkspaceError::Cancelled.into());
+        }
         b.put(Space::Meta, journal_key(&cfg.name), journal.encode());
         self.store.commit(b)?;
         self.replay(&cfg.name, &journal, progress)

@@ -31,6 +31,7 @@ use crate::tree::diff::{diff, Changed};
 use crate::tree::DryRun;
 use crate::workspace::cache::StatCache;
 use crate::workspace::scan::Scanner;
+use crate::workspace::WorkspaceError;
 pub use maintenance::FsckReport;
 pub use names::DEFAULT_SUBDOT;
 use names::{check_branch, check_dot, check_subdot, parse_spec};
@@ -653,6 +654,9 @@ impl Repo {
             {
                 std::thread::sleep(std::time::Duration::from_millis(ms));
             }
+        }
+        if progress.cancelled() {
+            return Err(WorkspaceError::Cancelled.into());
         }
         let (author, email) = self.author(env)?;
         let (time, tz_minutes) = now_and_tz();

@@ -526,6 +526,9 @@ impl Repo {
                     to.branch, to.dot, to.remote
                 ))
             };
+            if progress.cancelled() {
+                return Err(sync::SyncError::Cancelled.into());
+            }
             match r.write_ref(&to.dot, &to.branch, current.map(|c| c.0), &value)? {
                 RefWrite::Written => {}
                 RefWrite::Lost => return Err(lost(", and nothing was overwritten")),

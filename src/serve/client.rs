@@ -102,6 +102,27 @@ impl Client {
             &body,
         )
         .map_err(|e| io_err(&self.socket, e))?;
+        // Interrupted, the client stops sending: the daemon sees the
+        // connection's end, cancels the call and reports that.
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let writer = s.try_clone().map_err(|e| io_err(&self.socket, e))?;
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    if progress.cancelled() {
+                        let _ = writer.shutdown(std::net::Shutdown::Write);
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+            });
+            let outcome = self.read_events(s, progress);
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            outcome
+        })
+    }
+
+    fn read_events(&self, s: UnixStream, progress: &dyn Progress) -> Result<Response> {
         let mut r = BufReader::new(s);
         let head = http::read_response_head(&mut r).map_err(|e| io_err(&self.socket, e))?;
         if head.status != 200 {

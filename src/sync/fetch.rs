@@ -111,6 +111,9 @@ pub fn fetch(
     chunks.sort_by_key(|(_, _, l)| (l.pack, l.slot.offset));
     let mut rest = &chunks[..];
     while !rest.is_empty() {
+        if progress.cancelled() {
+            return Err(SyncError::Cancelled);
+        }
         let mut bytes = 0;
         let n = rest
             .iter()

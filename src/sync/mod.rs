@@ -27,6 +27,9 @@ use crate::tree::TreeError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
+    /// The user interrupted the transfer; no ref moved.
+    #[error("cancelled; no branch or working directory was changed (what was sent or received stays, and the next run reuses it)")]
+    Cancelled,
     #[error("remote {remote}: {error}")]
     Backend { remote: String, error: BackendError },
     #[error("{what} on remote {remote} is damaged ({why}); no branch or working directory was changed; push it again from a good copy")]

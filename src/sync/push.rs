@@ -263,6 +263,9 @@ fn upload(
                 if failed.load(Ordering::Relaxed) {
                     break;
                 }
+                if progress.cancelled() {
+                    return Err(super::SyncError::Cancelled);
+                }
                 let stored = store.read_stored(entry.pack, &entry.slot)?;
                 let intact = pack::decode_stored(entry.slot.codec, entry.slot.raw_len, &stored)
                     .is_ok_and(|raw| Id::of(&raw) == *id);

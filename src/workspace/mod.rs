@@ -35,6 +35,9 @@ pub enum WorkspaceError {
         crate::tree::dir::MAX_DEPTH
     )]
     TooDeep { path: PathBuf },
+    /// The user interrupted the operation; nothing it did is recorded.
+    #[error("cancelled; nothing was changed")]
+    Cancelled,
 }
 
 impl From<StoreError> for WorkspaceError {

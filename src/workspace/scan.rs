@@ -109,6 +109,9 @@ impl<'a> Scanner<'a> {
 
     fn scan_dir(&self, abs: &Path, rel: &[u8], depth: usize) -> Result<crate::id::TreeId> {
         super::check_depth(depth, abs)?;
+        if self.progress.cancelled() {
+            return Err(WorkspaceError::Cancelled);
+        }
         let mut names = Vec::new();
         for entry in fs::read_dir(abs).map_err(read_err(abs))? {
             names.push(entry.map_err(read_err(abs))?.file_name());
@@ -192,6 +195,9 @@ impl<'a> Scanner<'a> {
     }
 
     fn file_content(&self, path: &Path, rel: &[u8], st: &Stat) -> Result<ContentRef> {
+        if self.progress.cancelled() {
+            return Err(WorkspaceError::Cancelled);
+        }
         self.files.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(st.size, Ordering::Relaxed);
         if let Some(content) = self.cache.lookup(rel, st)? {
