@@ -29,17 +29,6 @@ fn main() -> ExitCode {
 }
 
 fn install_signal_handlers() {
-    extern "C" fn on_sigbus(_: libc::c_int) {
-        // A file mapped for reading was truncated under us. Only
-        // async-signal-safe calls here: write(2) and _exit(2). The store is
-        // as a kill at this instant would leave it: consistent.
-        const MSG: &[u8] = b"dot: a file shrank while it was being read; stop the program writing to the volume (a plain directory cannot be snapshotted while a database runs) and try again\n";
-        // SAFETY: write and _exit are async-signal-safe.
-        unsafe {
-            libc::write(2, MSG.as_ptr().cast(), MSG.len());
-            libc::_exit(1);
-        }
-    }
     extern "C" fn on_sigint(_: libc::c_int) {
         // The operation stops cleanly at its next safe point; a second
         // Ctrl-C kills the process.
@@ -52,6 +41,5 @@ fn install_signal_handlers() {
         libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
         // Exit quietly when the reader of our output goes away (dot log | head).
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        libc::signal(libc::SIGBUS, on_sigbus as *const () as libc::sighandler_t);
     }
 }

@@ -326,3 +326,36 @@ fn ctrl_c_cancels_cleanly_through_the_daemon() {
 fn ctrl_c_cancels_cleanly_in_process() {
     ctrl_c_cancels(&Env::plain());
 }
+
+#[test]
+fn a_file_truncated_under_a_commit_fails_the_commit_not_the_daemon() {
+    let t = daemon_env();
+    t.dot(&["init", "trunc"]).ok();
+    let f = t.path("trunc").join("shrinking");
+    write(&f, &noise(128 << 20, 9));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let cutter = {
+        let (stop, f) = (stop.clone(), f.clone());
+        std::thread::spawn(move || {
+            let file = std::fs::OpenOptions::new().write(true).open(&f).unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                file.set_len(1 << 20).unwrap();
+                std::thread::sleep(Duration::from_millis(2));
+                file.set_len(128 << 20).unwrap();
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    let r = t.dot(&["commit", "-m", "racy", "trunc"]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    cutter.join().unwrap();
+    let r = r.typed();
+    assert!(
+        r.err.contains("changed while it was being read"),
+        "{}",
+        r.err
+    );
+    t.dot(&["daemon", "status"]).ok();
+    assert_eq!(t.commits("trunc"), 0);
+    t.fsck_ok();
+}

@@ -204,6 +204,9 @@ fn install_signal_handlers() {
     unsafe {
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        // A client or a log reader that went away is an error to handle,
+        // not a reason to die.
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
 }
 

@@ -1,7 +1,7 @@
 //! Scanning a working directory into a tree.
 //!
 //! Directory entries are scanned in parallel; files whose stat data match the
-//! stat cache are not read; other files are mapped through a sliding mmap
+//! stat cache are not read; other files are read through a sliding 16 MiB
 //! window, chunked, and their chunks hashed, compressed and stored in
 //! parallel. Memory stays bounded by the window size times the number of
 //! threads, whatever the volume size.
@@ -9,12 +9,11 @@
 use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use memmap2::MmapOptions;
 use rayon::prelude::*;
 
 use super::cache::{Stat, StatCache};
@@ -29,7 +28,7 @@ use crate::tree::commit::Top;
 use crate::tree::dir::{write_dir, Content, DirEntry, EntryKind};
 use crate::tree::Objects;
 
-/// Bytes of a file mapped at once. Larger than the maximum chunk, so every
+/// Bytes of a file read at once. Larger than the maximum chunk, so every
 /// window yields at least one final cut.
 const WINDOW: u64 = 16 << 20;
 
@@ -234,38 +233,38 @@ impl<'a> Scanner<'a> {
 
     fn chunk_file(&self, file: &File, path: &Path, size: u64) -> Result<ContentRef> {
         let mut builder = ChunkTreeBuilder::new(self.objects);
+        let mut window = Vec::new();
         let mut start = 0u64;
         while start < size {
             let len = WINDOW.min(size - start);
             let eof = start + len == size;
-            // SAFETY: the map is read-only and dropped before we return. A
-            // concurrent truncation would fault (SIGBUS); main installs a
-            // handler that reports it as a file changing under the commit.
-            let map = unsafe { MmapOptions::new().offset(start).len(len as usize).map(file) }
-                .map_err(read_err(path))?;
-            #[cfg(unix)]
-            let _ = map.advise(memmap2::Advice::Sequential);
-            let cuts = self.chunker.cuts(&map, eof);
+            // A private copy of the window: a writer racing the commit may
+            // change the file between hashing and compressing, and the store
+            // must never hold bytes that do not match their id. A file that
+            // shrinks under the read is a change (the commit fails), never
+            // a fault, as a truncated mapping would be.
+            window.resize(len as usize, 0);
+            file.read_exact_at(&mut window, start).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    WorkspaceError::Changed {
+                        path: path.to_path_buf(),
+                    }
+                } else {
+                    read_err(path)(e)
+                }
+            })?;
+            let cuts = self.chunker.cuts(&window, eof);
             let leaves: Vec<Leaf> = cuts
                 .par_iter()
                 .map(|&(off, n)| {
-                    // A private copy: a writer racing the commit may change
-                    // the mapped bytes between hashing and compressing, and
-                    // the store must never hold bytes that do not match
-                    // their id. (The commit still fails on such a race.)
-                    // One buffer per thread, so the copy stays in cache.
-                    thread_local!(static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) });
                     self.progress.advance(n as u64);
-                    BUF.with_borrow_mut(|data| {
-                        data.clear();
-                        data.extend_from_slice(&map[off..off + n]);
-                        if is_zero(data) {
-                            return Ok(Leaf::Zero(n as u64));
-                        }
-                        let id = Id::of(data);
-                        self.objects.put(Kind::Chunk, &id, data)?;
-                        Ok(Leaf::Chunk(ChunkId(id), n as u32))
-                    })
+                    let data = &window[off..off + n];
+                    if is_zero(data) {
+                        return Ok(Leaf::Zero(n as u64));
+                    }
+                    let id = Id::of(data);
+                    self.objects.put(Kind::Chunk, &id, data)?;
+                    Ok(Leaf::Chunk(ChunkId(id), n as u32))
                 })
                 .collect::<crate::tree::Result<_>>()?;
             let consumed: u64 = leaves.iter().map(Leaf::len).sum();
@@ -279,9 +278,8 @@ impl<'a> Scanner<'a> {
 }
 
 fn is_zero(data: &[u8]) -> bool {
-    // SAFETY: every bit pattern is a valid u128.
-    let (head, body, tail) = unsafe { data.align_to::<u128>() };
-    head.iter().all(|b| *b == 0) && body.iter().all(|w| *w == 0) && tail.iter().all(|b| *b == 0)
+    let (words, rest) = data.as_chunks::<16>();
+    words.iter().all(|w| u128::from_ne_bytes(*w) == 0) && rest.iter().all(|b| *b == 0)
 }
 
 #[cfg(test)]
