@@ -104,20 +104,22 @@ impl Client {
         .map_err(|e| io_err(&self.socket, e))?;
         // Interrupted, the client stops sending: the daemon sees the
         // connection's end, cancels the call and reports that.
-        let done = std::sync::atomic::AtomicBool::new(false);
+        let (done, finished) = std::sync::mpsc::channel::<()>();
         let writer = s.try_clone().map_err(|e| io_err(&self.socket, e))?;
         std::thread::scope(|scope| {
-            scope.spawn(|| {
-                while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                    if progress.cancelled() {
-                        let _ = writer.shutdown(std::net::Shutdown::Write);
-                        return;
+            scope.spawn(move || loop {
+                match finished.recv_timeout(std::time::Duration::from_millis(20)) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        if progress.cancelled() {
+                            let _ = writer.shutdown(std::net::Shutdown::Write);
+                            return;
+                        }
                     }
-                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    _ => return,
                 }
             });
             let outcome = self.read_events(s, progress);
-            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            let _ = done.send(());
             outcome
         })
     }
