@@ -338,8 +338,9 @@ fn a_file_truncated_under_a_commit_fails_the_commit_not_the_daemon() {
         let (stop, f) = (stop.clone(), f.clone());
         std::thread::spawn(move || {
             let file = std::fs::OpenOptions::new().write(true).open(&f).unwrap();
+            // Never small enough to be read whole between two cuts.
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                file.set_len(1 << 20).unwrap();
+                file.set_len(96 << 20).unwrap();
                 std::thread::sleep(Duration::from_millis(2));
                 file.set_len(128 << 20).unwrap();
                 std::thread::sleep(Duration::from_millis(2));

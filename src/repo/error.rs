@@ -137,6 +137,7 @@ fn store_kind(e: &StoreError) -> ErrorKind {
             ErrorKind::Damaged
         }
         StoreError::Io { source, .. } => io_kind(source),
+        StoreError::Conflict(_) => ErrorKind::Conflict,
     }
 }
 

@@ -180,6 +180,7 @@ impl Repo {
         if create {
             let head = self.branch_commit(&cfg.name, &cfg.head)?;
             let mut b = Batch::default();
+            b.expect(Space::Refs, ref_key(&cfg.name, branch), None);
             b.put(
                 Space::Refs,
                 ref_key(&cfg.name, branch),

@@ -671,7 +671,13 @@ impl Repo {
             metadata,
         };
         let id = commit.write(&self.store)?;
-        batch.put(Space::Refs, ref_key(&cfg.name, &cfg.head), id.0 .0.to_vec());
+        let key = ref_key(&cfg.name, &cfg.head);
+        batch.expect(
+            Space::Refs,
+            key.clone(),
+            Some(parent.map(|p| p.0 .0.to_vec()).unwrap_or_default()),
+        );
+        batch.put(Space::Refs, key, id.0 .0.to_vec());
         self.store.commit(batch)?;
         Ok(id)
     }

@@ -562,6 +562,10 @@ impl Repo {
     ) -> Result<PullReport> {
         let (branch, from) = self.resolve_target(cfg, target, "pull")?;
         let branch = branch.as_str();
+        // The branch as it is now: it moves only from this value.
+        let old_value = self
+            .store
+            .get_kv(Space::Refs, &ref_key(&cfg.name, branch))?;
         let old = match self.branch_commit(&cfg.name, branch) {
             Ok(c) => c,
             Err(RepoError::NoSuchBranch { .. }) => None,
@@ -610,11 +614,9 @@ impl Repo {
             )?;
             self.run_with(cfg, journal, b, progress)?;
         } else {
-            b.put(
-                Space::Refs,
-                ref_key(&cfg.name, branch),
-                want.commit.0 .0.to_vec(),
-            );
+            let key = ref_key(&cfg.name, branch);
+            b.expect(Space::Refs, key.clone(), old_value);
+            b.put(Space::Refs, key, want.commit.0 .0.to_vec());
             self.store.commit(b)?;
         }
         Ok(report)

@@ -157,10 +157,11 @@ impl Request {
         }
     }
 
-    /// Whether a request may write objects or depend on objects no ref
-    /// names yet, so that gc must not run meanwhile.
-    pub fn writes_objects(&self) -> bool {
-        self.dot_written().is_some()
+    /// Whether a request writes objects, depends on objects no ref names
+    /// yet, or reads every stored object (fsck), so that gc must not run
+    /// meanwhile.
+    pub fn excludes_gc(&self) -> bool {
+        self.dot_written().is_some() || matches!(self, Request::Fsck)
     }
 }
 

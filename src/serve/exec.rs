@@ -74,7 +74,7 @@ impl Executor {
         }
         let _gc = matches!(req, Request::Gc).then(|| self.gate.write().expect("gc gate"));
         let _writes = req
-            .writes_objects()
+            .excludes_gc()
             .then(|| self.gate.read().expect("gc gate"));
         let lock = match req.dot_written() {
             None => None,

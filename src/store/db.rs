@@ -36,6 +36,9 @@ impl Space {
 }
 
 enum Op {
+    /// The key must hold this value (None: be absent) when the batch is
+    /// applied, or nothing is.
+    Expect(Space, Vec<u8>, Option<Vec<u8>>),
     Put(Space, Vec<u8>, Vec<u8>),
     Delete(Space, Vec<u8>),
     DeletePrefix(Space, Vec<u8>),
@@ -49,6 +52,12 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// Makes the batch conditional: `key` must hold `value` (None: be
+    /// absent), else `Db::write` applies nothing and reports a conflict.
+    /// This is how refs move by compare-and-swap.
+    pub fn expect(&mut self, space: Space, key: impl Into<Vec<u8>>, value: Option<Vec<u8>>) {
+        self.ops.push(Op::Expect(space, key.into(), value));
+    }
     pub fn put(&mut self, space: Space, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
         self.ops.push(Op::Put(space, key.into(), value.into()));
     }
@@ -82,6 +91,8 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 
 pub struct Db {
     db: DB,
+    /// Held from checking a batch's expectations to applying it.
+    writing: std::sync::Mutex<()>,
 }
 
 fn index_err(e: rocksdb::Error) -> StoreError {
@@ -153,7 +164,10 @@ impl Db {
                 }
             }
         })?;
-        Ok(Db { db })
+        Ok(Db {
+            db,
+            writing: std::sync::Mutex::new(()),
+        })
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -235,11 +249,20 @@ impl Db {
         Ok(())
     }
 
-    /// Applies a batch atomically and waits until it is durable.
+    /// Applies a batch atomically and waits until it is durable; a batch
+    /// whose expectations do not hold applies nothing.
     pub fn write(&self, batch: Batch) -> Result<()> {
+        let _writing = self.writing.lock().expect("db write lock");
         let mut wb = WriteBatch::default();
         for op in batch.ops {
             match op {
+                Op::Expect(s, k, v) => {
+                    if self.get(s, &k)? != v {
+                        return Err(StoreError::Conflict(
+                            String::from_utf8_lossy(&k).replace('\0', " "),
+                        ));
+                    }
+                }
                 Op::Put(s, k, v) => wb.put_cf(self.cf(s.cf()), k, v),
                 Op::Delete(s, k) => wb.delete_cf(self.cf(s.cf()), k),
                 Op::DeletePrefix(s, p) => match prefix_end(&p) {
@@ -299,6 +322,26 @@ mod tests {
             kind: Kind::Meta,
         };
         assert_eq!(decode_entry(&Id::of(b""), &encode_entry(&e)).unwrap(), e);
+    }
+
+    #[test]
+    fn expectations_make_a_batch_compare_and_swap() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let set = |old: Option<&[u8]>, new: &[u8]| {
+            let mut b = Batch::default();
+            b.expect(Space::Refs, b"r".to_vec(), old.map(<[u8]>::to_vec));
+            b.put(Space::Refs, b"r".to_vec(), new.to_vec());
+            db.write(b)
+        };
+        set(None, b"1").unwrap();
+        assert!(matches!(set(None, b"2"), Err(StoreError::Conflict(_))));
+        assert!(matches!(
+            set(Some(b"0"), b"2"),
+            Err(StoreError::Conflict(_))
+        ));
+        set(Some(b"1"), b"2").unwrap();
+        assert_eq!(db.get(Space::Refs, b"r").unwrap(), Some(b"2".to_vec()));
     }
 
     #[test]

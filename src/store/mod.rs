@@ -17,7 +17,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::id::Id;
 pub use db::{Batch, Space};
@@ -73,6 +73,9 @@ pub enum StoreError {
     },
     #[error("the store index is damaged: {0}; run dot fsck")]
     Index(String),
+    /// A conditional batch found another value than it expected.
+    #[error("{0} changed meanwhile; nothing was changed, run the command again")]
+    Conflict(String),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -82,11 +85,13 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> StoreError {
     move |source| StoreError::Io { context, source }
 }
 
+/// The open pack of one kind. Appends take `open`; lookups read only
+/// `pending`, so they never wait behind an append.
 #[derive(Default)]
-struct WriterState {
-    open: Option<(u64, PackWriter)>,
-    /// Objects in the open pack, not yet in the index.
-    pending: HashMap<Id, Slot>,
+struct Writer {
+    open: Mutex<Option<(u64, PackWriter)>>,
+    /// Objects in the open pack, not yet in the index, with their pack.
+    pending: RwLock<HashMap<Id, (u64, Slot)>>,
 }
 
 pub struct Store {
@@ -94,7 +99,7 @@ pub struct Store {
     _lock: File,
     home: PathBuf,
     db: db::Db,
-    writers: [Mutex<WriterState>; 2],
+    writers: [Writer; 2],
     next_pack: AtomicU64,
     readers: Mutex<HashMap<u64, Arc<File>>>,
 }
@@ -157,8 +162,7 @@ impl Store {
     /// Looks an object up in the open packs, then in the index.
     pub fn entry(&self, id: &Id) -> Result<Option<Entry>> {
         for (k, w) in self.writers.iter().enumerate() {
-            let w = w.lock().expect("writer lock");
-            if let (Some(slot), Some((seq, _))) = (w.pending.get(id), &w.open) {
+            if let Some((seq, slot)) = w.pending.read().expect("pending").get(id) {
                 return Ok(Some(Entry {
                     pack: *seq,
                     slot: *slot,
@@ -213,13 +217,16 @@ impl Store {
         stored: &[u8],
         repack: bool,
     ) -> Result<bool> {
-        let mut w = self.writers[kind as usize].lock().expect("writer lock");
+        let w = &self.writers[kind as usize];
+        let mut open = w.open.lock().expect("writer lock");
         // Sealing moves pending entries to the index under this lock, so
         // checking both here means an object is appended at most once.
-        if w.pending.contains_key(id) || (!repack && self.db.get_object(id)?.is_some()) {
+        if w.pending.read().expect("pending").contains_key(id)
+            || (!repack && self.db.get_object(id)?.is_some())
+        {
             return Ok(false);
         }
-        if w.open.is_none() {
+        if open.is_none() {
             let seq = self.next_pack.fetch_add(1, Ordering::SeqCst);
             let path = self.pack_path(seq);
             let file = OpenOptions::new()
@@ -230,9 +237,9 @@ impl Store {
                 .map_err(io_err(format!("cannot create pack {}", path.display())))?;
             let writer = PackWriter::create(file, kind as u8)
                 .map_err(io_err(format!("cannot write pack {}", path.display())))?;
-            w.open = Some((seq, writer));
+            *open = Some((seq, writer));
         }
-        let (seq, writer) = w.open.as_mut().expect("open pack");
+        let (seq, writer) = open.as_mut().expect("open pack");
         let seq = *seq;
         let slot = writer
             .append(id, codec, raw_len, stored)
@@ -241,9 +248,9 @@ impl Store {
                 self.pack_path(seq).display()
             )))?;
         let full = writer.is_full(PACK_TARGET);
-        w.pending.insert(*id, slot);
+        w.pending.write().expect("pending").insert(*id, (seq, slot));
         if full {
-            self.seal(kind, &mut w)?;
+            self.seal(kind, &mut open)?;
         }
         Ok(true)
     }
@@ -251,8 +258,8 @@ impl Store {
     /// Seals the open pack of `kind` and records its objects in the index.
     /// The entries name durable bytes, so recording them before any ref
     /// moves is safe: at worst they name objects nothing refers to.
-    fn seal(&self, kind: Kind, w: &mut WriterState) -> Result<()> {
-        let Some((seq, writer)) = w.open.take() else {
+    fn seal(&self, kind: Kind, open: &mut Option<(u64, PackWriter)>) -> Result<()> {
+        let Some((seq, writer)) = open.take() else {
             return Ok(());
         };
         writer.seal().map_err(io_err(format!(
@@ -260,29 +267,38 @@ impl Store {
             self.pack_path(seq).display()
         )))?;
         sync_dir(&self.home.join("packs"))?;
-        let entries: Vec<(Id, Entry)> = w
-            .pending
-            .drain()
-            .map(|(id, slot)| {
+        let pending = &self.writers[kind as usize].pending;
+        let entries: Vec<(Id, Entry)> = pending
+            .read()
+            .expect("pending")
+            .iter()
+            .map(|(id, (pack, slot))| {
                 (
-                    id,
+                    *id,
                     Entry {
-                        pack: seq,
-                        slot,
+                        pack: *pack,
+                        slot: *slot,
                         kind,
                     },
                 )
             })
             .collect();
-        self.db.put_objects(&entries)
+        // In the index before they leave `pending`: a lookup always finds
+        // them in one or the other.
+        self.db.put_objects(&entries)?;
+        pending.write().expect("pending").clear();
+        Ok(())
     }
 
     /// Seals every open pack so that all objects put so far are durable
     /// and indexed.
     pub fn flush(&self) -> Result<()> {
         for kind in [Kind::Chunk, Kind::Meta] {
-            let mut w = self.writers[kind as usize].lock().expect("writer lock");
-            self.seal(kind, &mut w)?;
+            let mut open = self.writers[kind as usize]
+                .open
+                .lock()
+                .expect("writer lock");
+            self.seal(kind, &mut open)?;
         }
         Ok(())
     }
@@ -297,7 +313,15 @@ impl Store {
     /// Reads an object and checks that its bytes hash to `id`.
     pub fn get(&self, id: &Id) -> Result<Vec<u8>> {
         let entry = self.entry(id)?.ok_or(StoreError::Missing(*id))?;
-        self.read_entry(id, &entry)
+        match self.read_entry(id, &entry) {
+            // A gc running meanwhile may have moved the object and deleted
+            // the pack it was in: look it up again.
+            Err(e) => match self.entry(id)? {
+                Some(again) if again != entry => self.read_entry(id, &again),
+                _ => Err(e),
+            },
+            ok => ok,
+        }
     }
 
     pub fn read_entry(&self, id: &Id, entry: &Entry) -> Result<Vec<u8>> {
@@ -485,7 +509,7 @@ impl Store {
     fn is_open_pack(&self, seq: u64) -> bool {
         self.writers
             .iter()
-            .any(|w| matches!(&w.lock().expect("writer lock").open, Some((s, _)) if *s == seq))
+            .any(|w| matches!(&*w.open.lock().expect("writer lock"), Some((s, _)) if *s == seq))
     }
 
     /// An object's bytes as stored (compressed or raw, per the slot's
@@ -733,6 +757,50 @@ mod tests {
         for (id, data) in &ids {
             assert_eq!(&s.get(id).unwrap(), data);
         }
+        assert!(s.verify_packs().unwrap().is_empty());
+    }
+
+    #[test]
+    fn reads_succeed_while_gc_moves_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), "test").unwrap();
+        let mut ids = Vec::new();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let put = |s: &Store, i: u32, ids: &mut Vec<Id>| {
+            let data = format!("object {i}").into_bytes();
+            let id = Id::of(&data);
+            s.put(Kind::Meta, &id, &data).unwrap();
+            s.flush().unwrap();
+            ids.push(id);
+        };
+        for i in 0..50 {
+            put(&s, i, &mut ids);
+        }
+        let ids = Mutex::new(ids);
+        std::thread::scope(|scope| {
+            for _ in 0..2 {
+                scope.spawn(|| {
+                    let mut n = 0usize;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let id = {
+                            let ids = ids.lock().unwrap();
+                            ids[n % ids.len()]
+                        };
+                        s.get(&id).expect("a read during gc");
+                        n += 7;
+                    }
+                });
+            }
+            // Each round adds small packs, and gc merges them all into a
+            // new one, deleting the old packs under the readers.
+            for round in 0..40 {
+                for i in 0..5 {
+                    put(&s, 1000 + round * 5 + i, &mut ids.lock().unwrap());
+                }
+                s.gc(&|_| true).unwrap();
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
         assert!(s.verify_packs().unwrap().is_empty());
     }
 
