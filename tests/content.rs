@@ -302,8 +302,9 @@ fn a_file_changing_during_commit_is_an_error_and_nothing_moves() {
 #[test]
 fn unreadable_files_and_directories_are_errors() {
     // Permission checks do not apply to root: run dot as an unprivileged
-    // user then, as users usually do.
-    let t = Env::new();
+    // user then, as users usually do (on its own, without a daemon: one
+    // started by root would serve only root).
+    let t = Env::plain();
     let as_user = |args: &[&str]| -> util::Run {
         let mut c = if util::is_root() {
             let mut c = std::process::Command::new("runuser");

@@ -43,6 +43,7 @@ enum Op {
     Delete(Space, Vec<u8>),
     DeletePrefix(Space, Vec<u8>),
     DeleteObject(Id),
+    PutObject(Id, Entry),
 }
 
 /// Changes applied atomically by `Store::commit` or `Store::write`.
@@ -70,6 +71,9 @@ impl Batch {
     }
     pub(super) fn delete_object(&mut self, id: &Id) {
         self.ops.push(Op::DeleteObject(*id));
+    }
+    pub(super) fn put_object(&mut self, id: &Id, e: &Entry) {
+        self.ops.push(Op::PutObject(*id, *e));
     }
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
@@ -187,13 +191,27 @@ impl Db {
         }
     }
 
-    pub fn put_objects(&self, entries: &[(Id, Entry)]) -> Result<()> {
+    /// Records index entries of durable (sealed) objects, and forgets an
+    /// open-pack key, in one unsynced write: a later synced write makes it
+    /// durable too.
+    pub fn put_objects(&self, entries: &[(Id, Entry)], forget: Option<&[u8]>) -> Result<()> {
         let mut wb = WriteBatch::default();
         let cf = self.cf(OBJECTS);
         for (id, e) in entries {
             wb.put_cf(cf, id.0, encode_entry(e));
         }
+        if let Some(key) = forget {
+            wb.delete_cf(self.cf(Space::Meta.cf()), key);
+        }
         self.db.write(wb).map_err(index_err)
+    }
+
+    /// An unsynced write of one meta key (made durable by the next synced
+    /// write, which the WAL orders after it).
+    pub fn put_meta_unsynced(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.db
+            .put_cf(self.cf(Space::Meta.cf()), key, value)
+            .map_err(index_err)
     }
 
     pub fn objects_with_prefix(&self, prefix: &[u8]) -> Result<Vec<(Id, Entry)>> {
@@ -279,6 +297,7 @@ impl Db {
                     }
                 },
                 Op::DeleteObject(id) => wb.delete_cf(self.cf(OBJECTS), id.0),
+                Op::PutObject(id, e) => wb.put_cf(self.cf(OBJECTS), id.0, encode_entry(&e)),
             }
         }
         let mut wo = WriteOptions::default();

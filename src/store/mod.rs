@@ -85,13 +85,41 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> StoreError {
     move |source| StoreError::Io { context, source }
 }
 
-/// The open pack of one kind. Appends take `open`; lookups read only
+/// The open packs of one kind. An append takes one free slot's lock (so
+/// concurrent operations write packs of their own); lookups read only
 /// `pending`, so they never wait behind an append.
-#[derive(Default)]
 struct Writer {
-    open: Mutex<Option<(u64, PackWriter)>>,
-    /// Objects in the open pack, not yet in the index, with their pack.
+    slots: Vec<Mutex<Option<(u64, PackWriter)>>>,
+    /// Objects in open packs, not yet in the index, with their pack.
     pending: RwLock<HashMap<Id, (u64, Slot)>>,
+}
+
+impl Default for Writer {
+    fn default() -> Self {
+        let n = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
+        Writer {
+            slots: (0..n).map(|_| Mutex::new(None)).collect(),
+            pending: RwLock::default(),
+        }
+    }
+}
+
+impl Writer {
+    /// A free slot, or (all busy) the first one, waited for.
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<(u64, PackWriter)>> {
+        for s in &self.slots {
+            if let Ok(g) = s.try_lock() {
+                return g;
+            }
+        }
+        self.slots[0].lock().expect("writer lock")
+    }
+}
+
+/// Meta keys naming packs that are open (unsealed) and may hold indexed
+/// objects: after a crash, `Store::open` seals them.
+fn open_pack_key(seq: u64) -> Vec<u8> {
+    format!("pack-open/{seq:016x}").into_bytes()
 }
 
 pub struct Store {
@@ -102,6 +130,8 @@ pub struct Store {
     writers: [Writer; 2],
     next_pack: AtomicU64,
     readers: Mutex<HashMap<u64, Arc<File>>>,
+    /// Cleared by tests to leave open packs behind as a kill would.
+    seal_on_drop: std::sync::atomic::AtomicBool,
 }
 
 /// Counts from a garbage collection.
@@ -141,14 +171,56 @@ impl Store {
                 max_seq = max_seq.max(seq);
             }
         }
-        Ok(Store {
+        let store = Store {
             _lock: lock,
             home: home.to_path_buf(),
             db,
             writers: Default::default(),
             next_pack: AtomicU64::new(max_seq + 1),
             readers: Mutex::new(HashMap::new()),
-        })
+            seal_on_drop: std::sync::atomic::AtomicBool::new(true),
+        };
+        store.recover_open_packs()?;
+        Ok(store)
+    }
+
+    /// Seals the packs a killed process left open (their indexed objects
+    /// were synced at a commit point; anything after is kept only if
+    /// whole), so that every pack on disk is sealed again.
+    fn recover_open_packs(&self) -> Result<()> {
+        let mut open = Vec::new();
+        self.db.scan(Space::Meta, b"pack-open/", |k, _| {
+            let seq = std::str::from_utf8(&k[b"pack-open/".len()..])
+                .ok()
+                .and_then(|h| u64::from_str_radix(h, 16).ok());
+            open.extend(seq.map(|s| (s, k.to_vec())));
+            Ok(true)
+        })?;
+        for (seq, key) in open {
+            let path = self.pack_path(seq);
+            if let Ok(file) = OpenOptions::new().read(true).write(true).open(&path) {
+                if pack::read_trailer(&file).is_err() {
+                    let trusted = |id: &Id, slot: &Slot| {
+                        self.db
+                            .get_object(id)
+                            .ok()
+                            .flatten()
+                            .is_some_and(|e| e.pack == seq && e.slot == *slot)
+                    };
+                    pack::recover(&file, &trusted).map_err(|e| StoreError::Io {
+                        context: format!("cannot recover pack {}", path.display()),
+                        source: match e {
+                            pack::PackError::Io(e) => e,
+                            other => io::Error::other(other.to_string()),
+                        },
+                    })?;
+                }
+            }
+            let mut b = Batch::default();
+            b.delete(Space::Meta, key);
+            self.db.write(b)?;
+        }
+        Ok(())
     }
 
     pub fn home(&self) -> &Path {
@@ -207,7 +279,9 @@ impl Store {
     }
 
     /// Appends an already-encoded object. `repack` is gc moving an indexed
-    /// object to a new pack; otherwise an object already stored is skipped.
+    /// object to a new pack; otherwise an object already stored is skipped
+    /// (two threads putting one new object at once may both append it: the
+    /// index names one copy, and gc drops the other).
     fn put_stored(
         &self,
         kind: Kind,
@@ -218,16 +292,18 @@ impl Store {
         repack: bool,
     ) -> Result<bool> {
         let w = &self.writers[kind as usize];
-        let mut open = w.open.lock().expect("writer lock");
-        // Sealing moves pending entries to the index under this lock, so
-        // checking both here means an object is appended at most once.
-        if w.pending.read().expect("pending").contains_key(id)
-            || (!repack && self.db.get_object(id)?.is_some())
+        if !repack
+            && (w.pending.read().expect("pending").contains_key(id)
+                || self.db.get_object(id)?.is_some())
         {
             return Ok(false);
         }
+        let mut open = w.slot();
         if open.is_none() {
             let seq = self.next_pack.fetch_add(1, Ordering::SeqCst);
+            // Recorded before the file exists, so no pack that may come to
+            // hold indexed objects escapes recovery.
+            self.db.put_meta_unsynced(&open_pack_key(seq), b"")?;
             let path = self.pack_path(seq);
             let file = OpenOptions::new()
                 .read(true)
@@ -255,7 +331,7 @@ impl Store {
         Ok(true)
     }
 
-    /// Seals the open pack of `kind` and records its objects in the index.
+    /// Seals an open pack and records its pending objects in the index.
     /// The entries name durable bytes, so recording them before any ref
     /// moves is safe: at worst they name objects nothing refers to.
     fn seal(&self, kind: Kind, open: &mut Option<(u64, PackWriter)>) -> Result<()> {
@@ -268,10 +344,27 @@ impl Store {
         )))?;
         sync_dir(&self.home.join("packs"))?;
         let pending = &self.writers[kind as usize].pending;
-        let entries: Vec<(Id, Entry)> = pending
+        let entries = self.pending_entries(kind, Some(seq));
+        // In the index before they leave `pending`: a lookup always finds
+        // them in one or the other.
+        self.db.put_objects(&entries, Some(&open_pack_key(seq)))?;
+        let mut p = pending.write().expect("pending");
+        for (id, e) in &entries {
+            if p.get(id).is_some_and(|(s, _)| *s == e.pack) {
+                p.remove(id);
+            }
+        }
+        Ok(())
+    }
+
+    /// The pending objects of `kind` (of one pack, or all), as index entries.
+    fn pending_entries(&self, kind: Kind, pack: Option<u64>) -> Vec<(Id, Entry)> {
+        self.writers[kind as usize]
+            .pending
             .read()
             .expect("pending")
             .iter()
+            .filter(|(_, (p, _))| pack.is_none_or(|want| *p == want))
             .map(|(id, (pack, slot))| {
                 (
                     *id,
@@ -282,32 +375,68 @@ impl Store {
                     },
                 )
             })
-            .collect();
-        // In the index before they leave `pending`: a lookup always finds
-        // them in one or the other.
-        self.db.put_objects(&entries)?;
-        pending.write().expect("pending").clear();
-        Ok(())
+            .collect()
     }
 
-    /// Seals every open pack so that all objects put so far are durable
-    /// and indexed.
-    pub fn flush(&self) -> Result<()> {
+    /// Seals every open pack (gc, and the end of the process).
+    pub fn seal_all(&self) -> Result<()> {
         for kind in [Kind::Chunk, Kind::Meta] {
-            let mut open = self.writers[kind as usize]
-                .open
-                .lock()
-                .expect("writer lock");
-            self.seal(kind, &mut open)?;
+            for slot in &self.writers[kind as usize].slots {
+                let mut open = slot.lock().expect("writer lock");
+                self.seal(kind, &mut open)?;
+            }
         }
         Ok(())
     }
 
-    /// The commit point: makes every object put so far durable, then applies
-    /// `batch` (ref moves, configuration) atomically and durably.
-    pub fn commit(&self, batch: Batch) -> Result<()> {
-        self.flush()?;
-        self.db.write(batch)
+    /// Makes every object put so far durable and indexed, without sealing
+    /// its pack: open packs fill up across commit points, so frequent
+    /// commits do not leave one small pack each.
+    pub fn flush(&self) -> Result<()> {
+        self.commit(Batch::default())
+    }
+
+    /// The commit point: makes every object put so far durable (the open
+    /// packs and their directory synced), then in one synced batch records
+    /// their index entries with `batch` (ref moves, configuration).
+    pub fn commit(&self, mut batch: Batch) -> Result<()> {
+        // Pending first, then the syncs: a sync covers every record
+        // appended before it, and so every object taken here.
+        let entries: Vec<(Id, Entry)> = [Kind::Chunk, Kind::Meta]
+            .into_iter()
+            .flat_map(|k| self.pending_entries(k, None))
+            .collect();
+        let packs: HashSet<u64> = entries.iter().map(|(_, e)| e.pack).collect();
+        for kind in [Kind::Chunk, Kind::Meta] {
+            for slot in &self.writers[kind as usize].slots {
+                let open = slot.lock().expect("writer lock");
+                if let Some((seq, writer)) = open.as_ref().filter(|(s, _)| packs.contains(s)) {
+                    writer.sync().map_err(io_err(format!(
+                        "cannot sync pack {}",
+                        self.pack_path(*seq).display()
+                    )))?;
+                }
+            }
+        }
+        if !packs.is_empty() {
+            sync_dir(&self.home.join("packs"))?;
+        }
+        for (id, e) in &entries {
+            batch.put_object(id, e);
+        }
+        self.db.write(batch)?;
+        for kind in [Kind::Chunk, Kind::Meta] {
+            let mut p = self.writers[kind as usize]
+                .pending
+                .write()
+                .expect("pending");
+            for (id, e) in entries.iter().filter(|(_, e)| e.kind == kind) {
+                if p.get(id).is_some_and(|(s, _)| *s == e.pack) {
+                    p.remove(id);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Reads an object and checks that its bytes hash to `id`.
@@ -415,7 +544,7 @@ impl Store {
     /// deleted. Crash-safe: new packs are sealed and indexed before one
     /// synced batch drops the dead entries, and old packs are deleted last.
     pub fn gc(&self, live: &dyn Fn(&Id) -> bool) -> Result<GcStats> {
-        self.flush()?;
+        self.seal_all()?;
         let mut stats = GcStats::default();
         let size_before = self.packs_size()?;
         // pack -> (live objects, dead ids)
@@ -465,7 +594,7 @@ impl Store {
                 stats.packs_rewritten += 1;
             }
         }
-        self.flush()?;
+        self.seal_all()?;
         let mut batch = Batch::default();
         for id in &dead_ids {
             batch.delete_object(id);
@@ -509,7 +638,8 @@ impl Store {
     fn is_open_pack(&self, seq: u64) -> bool {
         self.writers
             .iter()
-            .any(|w| matches!(&*w.open.lock().expect("writer lock"), Some((s, _)) if *s == seq))
+            .flat_map(|w| &w.slots)
+            .any(|s| matches!(&*s.lock().expect("writer lock"), Some((open, _)) if *open == seq))
     }
 
     /// An object's bytes as stored (compressed or raw, per the slot's
@@ -541,6 +671,10 @@ impl Store {
                 continue;
             };
             on_disk.insert(seq);
+            if self.is_open_pack(seq) {
+                // Being filled; sealed when full or at the end.
+                continue;
+            }
             let name = format!("{seq:016x}");
             let indexed = index.get(&seq);
             let trailer = File::open(entry.path())
@@ -629,6 +763,15 @@ fn lock_home(home: &Path, who: &str) -> Result<File> {
     Ok(file)
 }
 
+impl Drop for Store {
+    /// A clean end seals the open packs; after a kill, the next open does.
+    fn drop(&mut self) {
+        if self.seal_on_drop.load(Ordering::Relaxed) {
+            let _ = self.seal_all();
+        }
+    }
+}
+
 fn pack_seq(name: &std::ffi::OsStr) -> Option<u64> {
     let name = name.to_str()?;
     let hex = name.strip_suffix(".pack")?;
@@ -713,7 +856,7 @@ mod tests {
         let (k, d) = (Id::of(&keep), Id::of(&drop));
         s.put(Kind::Chunk, &k, &keep).unwrap();
         s.put(Kind::Chunk, &d, &drop).unwrap();
-        s.flush().unwrap();
+        s.seal_all().unwrap();
         let before = s.packs_size().unwrap();
         let stats = s.gc(&|id| *id == k).unwrap();
         assert_eq!(stats.objects_removed, 1);
@@ -740,7 +883,7 @@ mod tests {
             let data = format!("object {i}").into_bytes();
             let id = Id::of(&data);
             s.put(Kind::Meta, &id, &data).unwrap();
-            s.flush().unwrap();
+            s.seal_all().unwrap();
             ids.push((id, data));
         }
         let count = || fs::read_dir(dir.path().join("packs")).unwrap().count();
@@ -750,7 +893,7 @@ mod tests {
         // One small pack per kind: nothing to merge, so nothing is rewritten.
         let chunk = b"a chunk".to_vec();
         s.put(Kind::Chunk, &Id::of(&chunk), &chunk).unwrap();
-        s.flush().unwrap();
+        s.seal_all().unwrap();
         assert_eq!(count(), 2);
         assert_eq!(s.gc(&|_| true).unwrap().packs_rewritten, 0);
         assert_eq!(count(), 2);
@@ -758,6 +901,44 @@ mod tests {
             assert_eq!(&s.get(id).unwrap(), data);
         }
         assert!(s.verify_packs().unwrap().is_empty());
+    }
+
+    #[test]
+    fn commit_points_do_not_seal_packs_and_a_killed_process_is_recovered() {
+        let dir = tempfile::tempdir().unwrap();
+        let count = || fs::read_dir(dir.path().join("packs")).unwrap().count();
+        let mut ids = Vec::new();
+        {
+            let s = Store::open(dir.path(), "test").unwrap();
+            for i in 0..5u32 {
+                let data = format!("committed {i}").into_bytes();
+                ids.push(Id::of(&data));
+                s.put(Kind::Meta, &Id::of(&data), &data).unwrap();
+                s.commit(Batch::default()).unwrap();
+            }
+            assert_eq!(count(), 1, "five commit points, one open pack");
+            // Killed: nothing sealed, and a record torn mid-write.
+            s.seal_on_drop.store(false, Ordering::Relaxed);
+            let data = b"never committed".to_vec();
+            s.put(Kind::Meta, &Id::of(&data), &data).unwrap();
+        }
+        let pack = fs::read_dir(dir.path().join("packs"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let f = OpenOptions::new().append(true).open(&pack).unwrap();
+        use std::io::Write;
+        (&f).write_all(&[7u8; 30]).unwrap();
+        let s = Store::open(dir.path(), "test").unwrap();
+        for id in &ids {
+            assert!(s.get(id).is_ok());
+        }
+        assert!(s.verify_packs().unwrap().is_empty());
+        // Sealed, with every whole record in its trailer.
+        let (_, entries) = pack::read_trailer(&File::open(&pack).unwrap()).unwrap();
+        assert_eq!(entries.len(), 6);
     }
 
     #[test]
@@ -813,11 +994,11 @@ mod tests {
         for piece in big.chunks(1 << 20) {
             s.put(Kind::Chunk, &Id::of(piece), piece).unwrap();
         }
-        s.flush().unwrap();
+        s.seal_all().unwrap();
         for i in 0..2u32 {
             let m = format!("meta {i}").into_bytes();
             s.put(Kind::Meta, &Id::of(&m), &m).unwrap();
-            s.flush().unwrap();
+            s.seal_all().unwrap();
         }
         let stats = s.gc(&|_| true).unwrap();
         assert_eq!(

@@ -164,6 +164,11 @@ impl PackWriter {
         self.len >= target || self.entries.len() >= MAX_PACK_OBJECTS
     }
 
+    /// Makes the records appended so far durable.
+    pub fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
     /// Writes the trailer and footer and makes the pack durable.
     pub fn seal(self) -> io::Result<()> {
         self.file
@@ -342,6 +347,52 @@ pub fn read_trailer(file: &File) -> Result<(Kind, Vec<(Id, Slot)>), PackError> {
         }
     }
     Ok((kind, entries))
+}
+
+/// Seals a pack a killed process left open: keeps the records from the
+/// header on while they are whole (an object `trusted` names at its slot
+/// was synced before it was indexed and is kept as it is; any other must
+/// decode to its id), cuts the file after the last one kept, and writes the
+/// trailer and footer. Returns the objects kept.
+pub fn recover(
+    file: &File,
+    trusted: &dyn Fn(&Id, &Slot) -> bool,
+) -> Result<Vec<(Id, Slot)>, PackError> {
+    let size = file.metadata()?.len();
+    let mut header = [0u8; HEADER_LEN as usize];
+    file.read_exact_at(&mut header, 0)?;
+    let kind = decode_header(&header)?;
+    let mut entries = Vec::new();
+    let mut pos = HEADER_LEN;
+    while pos + RECORD_HEADER_LEN <= size && entries.len() < MAX_PACK_OBJECTS {
+        let mut rec = [0u8; RECORD_HEADER_LEN as usize];
+        file.read_exact_at(&mut rec, pos)?;
+        let id = Id::from_slice(&rec[..ID_LEN]).expect("id bytes");
+        let slot = Slot {
+            offset: pos + RECORD_HEADER_LEN,
+            stored_len: le_u32(&rec[33..37]),
+            raw_len: le_u32(&rec[37..41]),
+            codec: rec[32],
+        };
+        if slot.check(kind, size).is_err() {
+            break;
+        }
+        if !trusted(&id, &slot) {
+            let mut stored = vec![0u8; slot.stored_len as usize];
+            file.read_exact_at(&mut stored, slot.offset)?;
+            let whole = decode_stored(slot.codec, slot.raw_len, &stored)
+                .is_ok_and(|raw| Id::of(&raw) == id);
+            if !whole {
+                break;
+            }
+        }
+        entries.push((id, slot));
+        pos = slot.end();
+    }
+    file.set_len(pos)?;
+    file.write_all_at(&encode_tail(&entries, pos), pos)?;
+    file.sync_all()?;
+    Ok(entries)
 }
 
 /// Where the trailer of a pack of `size` bytes begins, from its footer.

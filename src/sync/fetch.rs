@@ -124,7 +124,9 @@ pub fn fetch(
             .count()
             .max(1);
         read(store, remote, &rest[..n], false, &mut stats, progress)?;
-        store.flush()?;
+        // Each batch is its own sealed pack (a pull is rare, its packs
+        // large): what arrived stays if the pull is interrupted.
+        store.seal_all()?;
         rest = &rest[n..];
     }
     progress.finish();
