@@ -383,8 +383,17 @@ fn a_push_killed_midway_resumes_without_sending_again() {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    if a.daemon {
+        // Through a daemon, the daemon is what dies mid-push.
+        let pid = a.daemon_pid();
+        // SAFETY: kill has no memory effects.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        child.wait().unwrap();
+        a.restart_daemon();
+    } else {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
     assert_eq!(s3_keys(&remote.url, "refs/"), 0, "no ref before the data");
     assert_eq!(s3_keys(&remote.url, "index/"), 0);
 
