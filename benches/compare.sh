@@ -29,6 +29,8 @@
 #   WORKDIR           scratch directory (default: mktemp -d under /var/tmp)
 #   PGBIN=/usr/lib/postgresql/15/bin   PGPORT=54329
 #   KEEP_WORKDIR=1    keep the scratch directory (for debugging)
+#   DAEMON=1          run dot's commands through a daemon (dot daemon start);
+#                     its peak memory (VmHWM) counts in dot's peak RSS
 #
 # Must run as root (it uses runuser to run PostgreSQL as user postgres).
 # PostgreSQL listens only on a unix socket inside the scratch directory.
@@ -43,6 +45,7 @@ DOT=${DOT:-$REPO_ROOT/target/release/dot}
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 PGPORT=${PGPORT:-54329}
 KEEP_WORKDIR=${KEEP_WORKDIR:-0}
+DAEMON=${DAEMON:-0}
 GNU_TIME=/usr/bin/time
 REPORT=$REPO_ROOT/benches/compare_report.py
 TOOLS=(dot restic borg casync)
@@ -88,6 +91,7 @@ RUN_DIRS=()
 cleanup() {
     local rc=$?
     set +e
+    [[ $DAEMON == 1 && -n ${DOT_HOME:-} ]] && "$DOT" daemon stop --force >/dev/null 2>&1
     if [[ $PG_RUNNING -eq 1 && -n $PGDATA ]]; then
         log "stopping PostgreSQL"
         (cd / && runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDATA" -m fast -w -t 120 stop >/dev/null 2>&1 \
@@ -246,6 +250,9 @@ one_run() {
     chmod 755 "$PGROOT"
 
     export DOT_HOME=$WORK/dothome
+    if [[ $DAEMON == 1 ]]; then
+        "$DOT" daemon start >/dev/null || die "dot daemon start failed"
+    fi
     export RESTIC_REPOSITORY=$WORK/restic-repo RESTIC_PASSWORD=bench RESTIC_CACHE_DIR=$WORK/restic-cache
     export BORG_REPO=$WORK/borg-repo BORG_BASE_DIR=$WORK/borg-base
     export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
@@ -343,6 +350,12 @@ one_run() {
         record dot pg_history_rows_after_reset "$rows"
     fi
 
+    if [[ $DAEMON == 1 ]]; then
+        local pid
+        pid=$("$DOT" daemon status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])')
+        record dot daemon_rss_kib "$(awk '/VmHWM/ { print $2 }' "/proc/$pid/status")"
+        "$DOT" daemon stop >/dev/null
+    fi
     if [[ $KEEP_WORKDIR != 1 ]]; then rm -rf "$WORK"; fi
 }
 
@@ -368,7 +381,7 @@ machine_info() {
     echo "  $(borg --version 2>&1)"
     echo "  casync $(casync --version 2>&1 | head -n 1)"
     echo "  $("$PGBIN/postgres" --version 2>&1)"
-    echo "config: SCALE=$SCALE TRANSACTIONS=$TRANSACTIONS RUNS=$RUNS WORKDIR=$WORKDIR"
+    echo "config: SCALE=$SCALE TRANSACTIONS=$TRANSACTIONS RUNS=$RUNS DAEMON=$DAEMON WORKDIR=$WORKDIR"
     echo "tool modes: dot defaults (DOT_HOME per run); restic default repository format and"
     echo "  compression, RESTIC_PASSWORD=bench, cache in the run dir; borg init -e none,"
     echo "  default compression (lz4) and files cache; casync default features and chunk size"
