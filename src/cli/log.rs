@@ -41,37 +41,15 @@ pub fn run(s: &Session, a: LogArgs, progress: &dyn Progress) -> Result<()> {
 
 /// `Sun Nov 22 18:40:50 2026 +0100`, git's default date format.
 fn format_date(time: i64, tz_minutes: i32) -> String {
-    let local = time + i64::from(tz_minutes) * 60;
-    let days = local.div_euclid(86_400);
-    let secs = local.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let sign = if tz_minutes < 0 { '-' } else { '+' };
-    let tz = tz_minutes.unsigned_abs();
-    format!(
-        "{} {} {} {:02}:{:02}:{:02} {} {sign}{:02}{:02}",
-        WEEKDAYS[days.rem_euclid(7) as usize],
-        MONTHS[(month - 1) as usize],
-        day,
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60,
-        year,
-        tz / 60,
-        tz % 60
-    )
+    let zone = chrono::FixedOffset::east_opt(tz_minutes.saturating_mul(60))
+        .unwrap_or_else(|| chrono::FixedOffset::east_opt(0).expect("UTC"));
+    match chrono::DateTime::from_timestamp(time, 0) {
+        Some(t) => t
+            .with_timezone(&zone)
+            .format("%a %b %-d %H:%M:%S %Y %z")
+            .to_string(),
+        None => format!("{time} (seconds since 1970)"),
+    }
 }
 
 #[cfg(test)]

@@ -796,7 +796,8 @@ fn utf8_path(p: &Path) -> Result<()> {
 /// The name of the effective user, from the password database.
 fn login_name() -> Option<String> {
     let mut buf = vec![0 as libc::c_char; 4096];
-    // SAFETY: getpwuid_r writes only into `pwd` and `buf`, whose sizes are given.
+    // SAFETY: getpwuid_r writes only into `pwd` and `buf`, whose sizes are
+    // given, and `pw_name` points into `buf` when it succeeds.
     unsafe {
         let mut pwd: libc::passwd = std::mem::zeroed();
         let mut out = std::ptr::null_mut();
@@ -818,22 +819,23 @@ fn login_name() -> Option<String> {
     }
 }
 
+/// This machine's name (uname's nodename).
 fn hostname() -> String {
-    fs::read_to_string("/etc/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".into())
+    let name = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    if name.is_empty() {
+        "localhost".into()
+    } else {
+        name
+    }
 }
 
 /// Now, in seconds since the epoch, and the local timezone offset.
 fn now_and_tz() -> (i64, i32) {
-    let now = crate::workspace::cache::now_ns() / 1_000_000_000;
-    let t = now as libc::time_t;
-    // SAFETY: localtime_r writes only into `tm`.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    let ok = unsafe { !libc::localtime_r(&t, &mut tm).is_null() };
-    (now, if ok { (tm.tm_gmtoff / 60) as i32 } else { 0 })
+    let now = chrono::Local::now();
+    (now.timestamp(), now.offset().local_minus_utc() / 60)
 }
 
 #[cfg(test)]

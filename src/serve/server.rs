@@ -12,7 +12,6 @@
 
 use std::collections::HashMap;
 use std::io::{BufReader, Read};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -143,12 +142,10 @@ fn bind(socket: &Path) -> Result<UnixListener, RepoError> {
         }
         let _ = std::fs::remove_file(socket);
     }
-    // SAFETY: umask only changes this process's file creation mask; the
-    // socket is created owner-only, then the mask is restored.
-    let old = unsafe { libc::umask(0o177) };
+    // Created owner-only, then the mask is restored.
+    let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o177));
     let bound = UnixListener::bind(socket);
-    // SAFETY: as above.
-    unsafe { libc::umask(old) };
+    rustix::process::umask(old);
     let listener = bound.map_err(|e| {
         RepoError::io(
             format!(
@@ -164,35 +161,30 @@ fn bind(socket: &Path) -> Result<UnixListener, RepoError> {
 }
 
 /// Whether a connection is waiting, within `ms` milliseconds.
-fn readable(listener: &UnixListener, ms: i32) -> bool {
-    let mut fds = libc::pollfd {
-        fd: listener.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
+fn readable(listener: &UnixListener, ms: i64) -> bool {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let mut fds = [PollFd::new(listener, PollFlags::IN)];
+    let wait = Timespec {
+        tv_sec: 0,
+        tv_nsec: ms * 1_000_000,
     };
-    // SAFETY: one valid pollfd, for the call's duration.
-    unsafe { libc::poll(&mut fds, 1, ms) > 0 }
+    poll(&mut fds, Some(&wait)).is_ok_and(|n| n > 0)
 }
 
 /// The uid of the process at the other end of a connection.
 fn peer_uid(stream: &UnixStream) -> Option<u32> {
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: `cred` and `len` describe a buffer of the size SO_PEERCRED writes.
-    let r = unsafe {
-        libc::getsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    (r == 0).then_some(cred.uid)
+    #[cfg(target_os = "linux")]
+    {
+        rustix::net::sockopt::socket_peercred(stream)
+            .ok()
+            .map(|c| c.uid.as_raw())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        // Elsewhere only the socket's mode (0600) keeps other users out.
+        let _ = stream;
+        Some(rustix::process::geteuid().as_raw())
+    }
 }
 
 fn install_signal_handlers() {

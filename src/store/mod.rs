@@ -733,7 +733,6 @@ impl Store {
 /// ends) and writes `who` into it.
 fn lock_home(home: &Path, who: &str) -> Result<File> {
     use std::io::{Read, Seek, Write};
-    use std::os::fd::AsRawFd;
     fs::create_dir_all(home).map_err(io_err(format!("cannot create {}", home.display())))?;
     let path = home.join("lock");
     let mut file = OpenOptions::new()
@@ -743,8 +742,7 @@ fn lock_home(home: &Path, who: &str) -> Result<File> {
         .truncate(false)
         .open(&path)
         .map_err(io_err(format!("cannot open {}", path.display())))?;
-    // SAFETY: flock on a descriptor this function owns.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+    if rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
         let mut holder = String::new();
         let _ = file.read_to_string(&mut holder);
         let holder = holder.trim();

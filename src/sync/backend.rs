@@ -399,6 +399,10 @@ impl Backend for ObjectBackend {
                     match r {
                         Ok(()) => Ok(true),
                         Err(e) if exists(&e) => Ok(false),
+                        // 423 Locked: another COPY to the same name holds
+                        // it right now, a race this create has lost.
+                        // object_store offers no status here, only text.
+                        Err(e) if error_chain(&e).contains("423 Locked") => Ok(false),
                         Err(e) => Err(map_err(path, e)),
                     }
                 })

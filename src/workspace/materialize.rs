@@ -196,12 +196,12 @@ impl<'a> Materializer<'a> {
                     remove(path)?;
                 }
                 if md.is_none() || md.is_some_and(|m| m.rdev() != rdev) {
-                    let bits = match e.kind {
-                        EntryKind::Fifo => libc::S_IFIFO,
-                        EntryKind::CharDevice => libc::S_IFCHR,
-                        _ => libc::S_IFBLK,
+                    let kind = match e.kind {
+                        EntryKind::Fifo => rustix::fs::FileType::Fifo,
+                        EntryKind::CharDevice => rustix::fs::FileType::CharacterDevice,
+                        _ => rustix::fs::FileType::BlockDevice,
                     };
-                    mknod(path, bits, e.mode, rdev).map_err(write_err(path))?;
+                    mknod(path, kind, e.mode, rdev).map_err(write_err(path))?;
                 }
                 self.set_attrs(path, e.mode, e.uid, e.gid, &e.xattrs)?;
             }
