@@ -59,9 +59,6 @@ impl Writer {
     pub fn len(&self) -> usize {
         self.buf.len()
     }
-    pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
-    }
 }
 
 pub struct Reader<'a> {

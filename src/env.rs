@@ -43,16 +43,10 @@ impl ClientEnv {
     }
 
     /// A variable's value; an empty one counts as unset.
-    pub fn get(&self, name: &str) -> Option<&str> {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.0
             .get(name)
             .map(String::as_str)
             .filter(|v| !v.is_empty())
-    }
-
-    /// For tests: a value set.
-    pub fn with(mut self, name: &str, value: &str) -> ClientEnv {
-        self.0.insert(name.to_string(), value.to_string());
-        self
     }
 }

@@ -19,11 +19,11 @@ impl Id {
         Id(*blake3::hash(bytes).as_bytes())
     }
 
-    pub fn from_slice(bytes: &[u8]) -> Option<Id> {
+    pub(crate) fn from_slice(bytes: &[u8]) -> Option<Id> {
         Some(Id(bytes.try_into().ok()?))
     }
 
-    pub fn to_hex(&self) -> String {
+    pub(crate) fn to_hex(self) -> String {
         let mut s = String::with_capacity(ID_LEN * 2);
         for b in self.0 {
             s.push_str(&format!("{b:02x}"));
@@ -32,11 +32,11 @@ impl Id {
     }
 
     /// The short form shown to users, like git's abbreviated ids.
-    pub fn short(&self) -> String {
+    pub(crate) fn short(&self) -> String {
         self.to_hex()[..12].to_string()
     }
 
-    pub fn from_hex(hex: &str) -> Option<Id> {
+    pub(crate) fn from_hex(hex: &str) -> Option<Id> {
         if hex.len() != ID_LEN * 2 {
             return None;
         }

@@ -9,7 +9,7 @@
 //! CLI calls). Only the binary (`src/main.rs`, `src/cli/`) prints.
 
 pub mod chunker;
-pub mod codec;
+pub(crate) mod codec;
 pub mod env;
 pub mod id;
 pub mod progress;
@@ -18,7 +18,7 @@ pub mod serve;
 pub mod store;
 pub mod sync;
 pub mod tree;
-pub mod workspace;
+pub(crate) mod workspace;
 
 /// Test support: the largest single allocation a closure makes on its
 /// thread, so property tests can prove decoders allocate within the

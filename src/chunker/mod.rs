@@ -28,7 +28,7 @@ impl Default for ChunkParams {
 impl ChunkParams {
     /// Checks the bounds fastcdc accepts, so a bad configuration is an error
     /// at `dot init` rather than a panic later.
-    pub fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         let ok = (v2020::MINIMUM_MIN as u32..=v2020::MINIMUM_MAX as u32).contains(&self.min)
             && (v2020::AVERAGE_MIN as u32..=v2020::AVERAGE_MAX as u32).contains(&self.avg)
             && (v2020::MAXIMUM_MIN as u32..=v2020::MAXIMUM_MAX as u32).contains(&self.max)
@@ -71,10 +71,6 @@ impl Chunker {
         }
     }
 
-    pub fn params(&self) -> ChunkParams {
-        self.params
-    }
-
     /// Length of the next chunk at the start of `data`, if it is final.
     ///
     /// `eof` says that `data` runs to the end of the input. Without it, a cut
@@ -82,7 +78,7 @@ impl Chunker {
     /// offer more bytes from the same start. This lets a large file be chunked
     /// through a window that slides over it, with the same cut points as a
     /// single pass over the whole file.
-    pub fn next_cut(&self, data: &[u8], eof: bool) -> Option<usize> {
+    pub(crate) fn next_cut(&self, data: &[u8], eof: bool) -> Option<usize> {
         if data.is_empty() {
             return None;
         }

@@ -29,13 +29,10 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use dot::env::ClientEnv;
 use dot::progress::Progress;
-use dot::repo::{Repo, RepoError};
+use dot::repo::Repo;
 use dot::serve::api::{Call, Request, Response};
 use dot::serve::client::Client;
 use dot::serve::exec::Executor;
-use dot::store::StoreError;
-use dot::tree::TreeError;
-use dot::workspace::WorkspaceError;
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser)]
@@ -124,19 +121,18 @@ impl Session {
             if let Some(client) = Client::find(home)? {
                 return Ok(Session::Daemon(client, env));
             }
-            match Repo::open(home, &who) {
+            let e = match Repo::open(home, &who) {
                 Ok(repo) => return Ok(Session::Local(Box::new(Executor::new(repo)), env)),
-                Err(RepoError::Workspace(WorkspaceError::Tree(TreeError::Store(
-                    StoreError::Locked { holder, .. },
-                )))) => {
-                    if !waiting {
-                        eprintln!("dot: waiting for {holder} to finish with the store");
-                        waiting = true;
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                }
-                Err(e) => return Err(e.into()),
+                Err(e) => e,
+            };
+            let Some(holder) = e.store_holder() else {
+                return Err(e.into());
+            };
+            if !waiting {
+                eprintln!("dot: waiting for {holder} to finish with the store");
+                waiting = true;
             }
+            std::thread::sleep(std::time::Duration::from_millis(50));
         }
     }
 

@@ -157,6 +157,17 @@ impl RepoError {
         }
     }
 
+    /// Who holds the store, when this error is that another process does.
+    pub fn store_holder(&self) -> Option<&str> {
+        match self {
+            RepoError::Workspace(WorkspaceError::Tree(TreeError::Store(StoreError::Locked {
+                holder,
+                ..
+            }))) => Some(holder),
+            _ => None,
+        }
+    }
+
     /// What kind of error this is.
     pub fn kind(&self) -> ErrorKind {
         match self {

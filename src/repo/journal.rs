@@ -36,13 +36,13 @@ pub(super) struct Journal {
 }
 
 impl Journal {
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("journal serializes")
     }
 
     /// Parses a journal and checks every name in it: the branch, the
     /// commit id and each subdot, which becomes a directory name.
-    pub fn decode(dot: &str, bytes: &[u8]) -> Result<Journal> {
+    pub(crate) fn decode(dot: &str, bytes: &[u8]) -> Result<Journal> {
         let bad = |why: String| RepoError::Config(format!("journal/{dot}"), why);
         let j: Journal = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
         check_branch(&j.branch).map_err(|e| bad(e.to_string()))?;
@@ -118,7 +118,7 @@ impl Repo {
     }
 
     /// How to get past an operation that could not be finished.
-    pub fn unfinished_hint(&self, dot: &str) -> String {
+    pub(crate) fn unfinished_hint(&self, dot: &str) -> String {
         let unborn = self
             .dot(dot)
             .and_then(|cfg| self.branch_commit(&cfg.name, &cfg.head))
@@ -132,7 +132,7 @@ impl Repo {
 
     /// `dot reset --hard REF`: moves the branch to REF and makes every
     /// working directory match it, discarding uncommitted changes.
-    pub fn reset_hard(
+    pub(crate) fn reset_hard(
         &self,
         cfg: &DotConfig,
         spec: &str,
@@ -149,7 +149,7 @@ impl Repo {
 
     /// `dot checkout [-b] BRANCH`: refused while there are uncommitted
     /// changes; with `create`, starts a new branch at the current commit.
-    pub fn checkout(
+    pub(crate) fn checkout(
         &self,
         cfg: &DotConfig,
         branch: &str,

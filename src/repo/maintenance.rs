@@ -64,7 +64,7 @@ impl Repo {
     }
 
     /// Frees the space of objects no branch of any dot reaches.
-    pub fn gc(&self) -> Result<GcStats> {
+    pub(crate) fn gc(&self) -> Result<GcStats> {
         if let Some((dot, Err(e))) = self.journals()?.into_iter().find(|(_, j)| j.is_err()) {
             return Err(RepoError::Usage(format!(
                 "gc stopped without deleting anything: the journal of dot {dot} is unreadable ({e}); run dot fsck"
@@ -85,7 +85,7 @@ impl Repo {
     /// metadata object's own format), then verifies everything every
     /// branch reaches across objects, every pack, and that no journal is
     /// left unfinished.
-    pub fn fsck(&self) -> Result<FsckReport> {
+    pub(crate) fn fsck(&self) -> Result<FsckReport> {
         let mut report = FsckReport::default();
         let mut entries: Vec<(Id, Entry)> = Vec::new();
         self.store.for_each_entry(|id, e| {
@@ -169,8 +169,8 @@ mod tests {
         w.bytes(b"..").u8(0).varint(0o644).varint(0).varint(0);
         w.ivarint(0).varint(0).u8(0).varint(0);
         let id = Id::of(&w.buf);
-        repo.store().put(Kind::Meta, &id, &w.buf).unwrap();
-        repo.store().flush().unwrap();
+        repo.store.put(Kind::Meta, &id, &w.buf).unwrap();
+        repo.store.flush().unwrap();
         let report = repo.fsck().unwrap();
         assert_eq!(report.objects_checked, 1);
         assert_eq!(report.objects_reachable, 0);

@@ -11,7 +11,7 @@
 mod error;
 mod journal;
 mod maintenance;
-pub mod names;
+pub(crate) mod names;
 pub mod remote;
 mod revision;
 
@@ -174,7 +174,7 @@ impl Repo {
     }
 
     /// Dots with an interrupted reset, checkout, pull or clone.
-    pub fn pending_journals(&self) -> Result<Vec<String>> {
+    pub(crate) fn pending_journals(&self) -> Result<Vec<String>> {
         Ok(self.journals()?.into_iter().map(|(dot, _)| dot).collect())
     }
 
@@ -183,7 +183,7 @@ impl Repo {
     /// finished must not lock the user out of every command (dot rm, dot
     /// fsck, another reset): its error says how to drop it, and fsck
     /// reports it.
-    pub fn finish_journal(&self, dot: &str) -> Result<bool> {
+    pub(crate) fn finish_journal(&self, dot: &str) -> Result<bool> {
         let Some(bytes) = self.store.get_kv(Space::Meta, &journal_key(dot))? else {
             return Ok(false);
         };
@@ -217,17 +217,13 @@ impl Repo {
             .cloned()
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
     fn home(&self) -> &Path {
         self.store.home()
     }
 
     // ---- configuration ----
 
-    pub fn dot(&self, name: &str) -> Result<DotConfig> {
+    pub(crate) fn dot(&self, name: &str) -> Result<DotConfig> {
         check_dot(name)?;
         match self.store.get_kv(Space::Meta, &dot_key(name))? {
             Some(v) => DotConfig::decode(&format!("dot/{name}"), &v),
@@ -243,7 +239,7 @@ impl Repo {
         );
     }
 
-    pub fn current(&self) -> Result<Option<String>> {
+    pub(crate) fn current(&self) -> Result<Option<String>> {
         Ok(self
             .store
             .get_kv(Space::Meta, b"current")?
@@ -252,7 +248,7 @@ impl Repo {
 
     /// The dot named by `spec` (a `dot` or `dot.subdot`; the subdot is
     /// ignored), or the current dot.
-    pub fn resolve_dot(&self, spec: Option<&str>) -> Result<DotConfig> {
+    pub(crate) fn resolve_dot(&self, spec: Option<&str>) -> Result<DotConfig> {
         match spec {
             Some(s) => self.dot(&parse_spec(s)?.0),
             None => match self.current()? {
@@ -262,7 +258,7 @@ impl Repo {
         }
     }
 
-    pub fn dots(&self) -> Result<Vec<DotConfig>> {
+    pub(crate) fn dots(&self) -> Result<Vec<DotConfig>> {
         let mut raw = Vec::new();
         self.store.scan_kv(Space::Meta, b"dot/", |k, v| {
             raw.push((String::from_utf8_lossy(k).into_owned(), v.to_vec()));
@@ -271,7 +267,7 @@ impl Repo {
         raw.iter().map(|(k, v)| DotConfig::decode(k, v)).collect()
     }
 
-    pub fn config_get(&self, key: &str) -> Result<Option<String>> {
+    pub(crate) fn config_get(&self, key: &str) -> Result<Option<String>> {
         Ok(self
             .store
             .get_kv(Space::Meta, format!("config/{key}").as_bytes())?
@@ -279,14 +275,14 @@ impl Repo {
     }
 
     /// A setting of one dot: `allowSpecialFiles` (true or false).
-    pub fn dot_config_get(&self, cfg: &DotConfig, key: &str) -> Result<String> {
+    pub(crate) fn dot_config_get(&self, cfg: &DotConfig, key: &str) -> Result<String> {
         match key {
             DOT_SETTING_SPECIAL => Ok(cfg.allow_special_files.to_string()),
             _ => Err(unknown_dot_setting(key)),
         }
     }
 
-    pub fn dot_config_set(&self, cfg: &DotConfig, key: &str, value: &str) -> Result<()> {
+    pub(crate) fn dot_config_set(&self, cfg: &DotConfig, key: &str, value: &str) -> Result<()> {
         let mut cfg = cfg.clone();
         match key {
             DOT_SETTING_SPECIAL => {
@@ -301,7 +297,7 @@ impl Repo {
         Ok(self.store.write(b)?)
     }
 
-    pub fn config_set(&self, key: &str, value: &str) -> Result<()> {
+    pub(crate) fn config_set(&self, key: &str, value: &str) -> Result<()> {
         if !matches!(key, "user.name" | "user.email") {
             return Err(RepoError::Usage(format!(
                 "unknown setting {key:?}; known settings: user.name, user.email"
@@ -319,7 +315,7 @@ impl Repo {
     // ---- refs ----
 
     /// The commit a branch points at; Ok(None) for a branch without commits.
-    pub fn branch_commit(&self, dot: &str, branch: &str) -> Result<Option<CommitId>> {
+    pub(crate) fn branch_commit(&self, dot: &str, branch: &str) -> Result<Option<CommitId>> {
         match self.store.get_kv(Space::Refs, &ref_key(dot, branch))? {
             None => Err(RepoError::NoSuchBranch {
                 dot: dot.into(),
@@ -334,7 +330,7 @@ impl Repo {
         }
     }
 
-    pub fn branches(&self, cfg: &DotConfig) -> Result<Vec<BranchInfo>> {
+    pub(crate) fn branches(&self, cfg: &DotConfig) -> Result<Vec<BranchInfo>> {
         let prefix = format!("{}\0", cfg.name).into_bytes();
         let mut out = Vec::new();
         self.store.scan_kv(Space::Refs, &prefix, |k, v| {
@@ -353,7 +349,7 @@ impl Repo {
 
     /// `dot init NAME[.SUBDOT] [--path DIR]`: creates a dot (or adds a
     /// subdot to an existing one) and makes it current.
-    pub fn init(
+    pub(crate) fn init(
         &self,
         spec: &str,
         path: Option<&Path>,
@@ -451,7 +447,7 @@ impl Repo {
     }
 
     /// The working directory of `spec` (`dot` with one subdot, or `dot.subdot`).
-    pub fn path(&self, spec: Option<&str>) -> Result<PathBuf> {
+    pub(crate) fn path(&self, spec: Option<&str>) -> Result<PathBuf> {
         let (cfg, sub) = match spec {
             Some(s) => {
                 let (dot, sub) = parse_spec(s)?;
@@ -484,7 +480,7 @@ impl Repo {
             })
     }
 
-    pub fn switch(&self, name: &str) -> Result<()> {
+    pub(crate) fn switch(&self, name: &str) -> Result<()> {
         let cfg = self.resolve_dot(Some(name))?;
         let mut b = Batch::default();
         b.put(Space::Meta, b"current".to_vec(), cfg.name.into_bytes());
@@ -493,7 +489,7 @@ impl Repo {
 
     /// Deletes a dot: its configuration, branches and cache atomically, then
     /// the working directories dot created. `dot gc` frees its data.
-    pub fn remove(&self, name: &str) -> Result<DotConfig> {
+    pub(crate) fn remove(&self, name: &str) -> Result<DotConfig> {
         let (dot, sub) = parse_spec(name)?;
         if let Some(sub) = sub {
             return Err(RepoError::Usage(format!(
@@ -560,7 +556,7 @@ impl Repo {
 
     /// Compares each subdot's working directory with the branch's last
     /// commit, without writing anything.
-    pub fn status(&self, cfg: &DotConfig, progress: &dyn Progress) -> Result<Status> {
+    pub(crate) fn status(&self, cfg: &DotConfig, progress: &dyn Progress) -> Result<Status> {
         let head = self.head_root(cfg)?.map(|(_, r)| r).unwrap_or_default();
         let dry = DryRun::new(&self.store);
         let chunker = Chunker::new(cfg.chunking);
@@ -626,7 +622,7 @@ impl Repo {
     }
 
     /// Commits every subdot of the dot at once and moves its branch.
-    pub fn commit(
+    pub(crate) fn commit(
         &self,
         cfg: &DotConfig,
         message: &str,
@@ -705,7 +701,7 @@ impl Repo {
     }
 
     /// The branch's commits, newest first.
-    pub fn log(&self, cfg: &DotConfig) -> Result<Vec<(CommitId, Commit)>> {
+    pub(crate) fn log(&self, cfg: &DotConfig) -> Result<Vec<(CommitId, Commit)>> {
         let mut out = Vec::new();
         let mut next = self.branch_commit(&cfg.name, &cfg.head)?;
         while let Some(id) = next {
@@ -716,7 +712,7 @@ impl Repo {
         Ok(out)
     }
 
-    pub fn delete_branch(&self, cfg: &DotConfig, branch: &str) -> Result<()> {
+    pub(crate) fn delete_branch(&self, cfg: &DotConfig, branch: &str) -> Result<()> {
         if branch == cfg.head {
             return Err(RepoError::Usage(format!(
                 "cannot delete branch {branch}: it is the current branch of dot {}; dot checkout another branch first",
@@ -729,7 +725,7 @@ impl Repo {
         Ok(self.store.write(b)?)
     }
 
-    pub fn list(&self, progress: &dyn Progress) -> Result<Vec<DotSummary>> {
+    pub(crate) fn list(&self, progress: &dyn Progress) -> Result<Vec<DotSummary>> {
         let current = self.current()?;
         let mut out = Vec::new();
         for cfg in self.dots()? {

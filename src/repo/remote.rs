@@ -55,7 +55,7 @@ pub struct Checked {
 
 impl RemoteConfig {
     /// What exclusive creates rest on for this kind of storage.
-    pub fn create_feature(&self) -> &'static str {
+    pub(crate) fn create_feature(&self) -> &'static str {
         if self.url.starts_with("s3://") {
             "conditional PUT (If-None-Match: *)"
         } else if self.url.starts_with("http") {
@@ -165,7 +165,7 @@ impl Repo {
     /// keeps conditional creates exclusive (`Remote::check_create`). The
     /// check's answer, or why it could not be made (the push checks again
     /// before it writes a ref), is returned.
-    pub fn remote_add(
+    pub(crate) fn remote_add(
         &self,
         name: &str,
         url: &str,
@@ -252,7 +252,7 @@ impl Repo {
 
     /// Removes a remote, what this store remembers of its contents, and
     /// the upstreams that named it.
-    pub fn remote_remove(&self, name: &str) -> Result<()> {
+    pub(crate) fn remote_remove(&self, name: &str) -> Result<()> {
         self.remote_config(name)?;
         let mut b = Batch::default();
         b.delete(Space::Meta, remote_key(name));
@@ -266,7 +266,7 @@ impl Repo {
         Ok(self.store.write(b)?)
     }
 
-    pub fn remotes(&self) -> Result<Vec<RemoteConfig>> {
+    pub(crate) fn remotes(&self) -> Result<Vec<RemoteConfig>> {
         let mut raw = Vec::new();
         self.store.scan_kv(Space::Meta, b"remote/", |k, v| {
             raw.push((String::from_utf8_lossy(k).into_owned(), v.to_vec()));
@@ -345,45 +345,12 @@ impl Repo {
         }
         let text = fs::read_to_string(&path)
             .map_err(|e| RepoError::io(format!("cannot read {shown}"), e))?;
-        let mut section = String::new();
-        for (n, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            if let Some(s) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-                section = s.trim().to_string();
-                continue;
-            }
-            let Some((k, v)) = line.split_once('=') else {
-                return Err(RepoError::Usage(format!(
-                    "{shown} line {}: expected [remote] or key = value",
-                    n + 1
-                )));
-            };
-            if section != remote {
-                continue;
-            }
-            let v = Some(v.trim().to_string());
-            match k.trim() {
-                "aws_access_key_id" => c.access_key_id = v,
-                "aws_secret_access_key" => c.secret_access_key = v,
-                "aws_session_token" => c.session_token = v,
-                "username" => c.username = v,
-                "password" => c.password = v,
-                "bearer_token" => c.bearer_token = v,
-                other => {
-                    return Err(RepoError::Usage(format!(
-                        "{shown} line {}: unknown key {other:?}; known keys: aws_access_key_id, aws_secret_access_key, aws_session_token, username, password, bearer_token",
-                        n + 1
-                    )))
-                }
-            }
-        }
+        apply_credentials_file(&text, remote, &mut c)
+            .map_err(|e| RepoError::Usage(format!("{shown}: {e}")))?;
         Ok(c)
     }
 
-    pub fn upstream(&self, dot: &str, branch: &str) -> Result<Option<Upstream>> {
+    pub(crate) fn upstream(&self, dot: &str, branch: &str) -> Result<Option<Upstream>> {
         match self.store.get_kv(Space::Meta, &upstream_key(dot, branch))? {
             Some(v) => Ok(Some(serde_json::from_slice(&v).map_err(|e| {
                 RepoError::Config(format!("upstream of {dot} {branch}"), e.to_string())
@@ -473,7 +440,7 @@ impl Repo {
     /// `dot push`: sends a branch and everything it needs that the remote
     /// lacks, then moves the remote branch if that is a fast-forward (or
     /// `force`). Remembers the target as the branch's upstream.
-    pub fn push(
+    pub(crate) fn push(
         &self,
         cfg: &DotConfig,
         target: &Target,
@@ -553,7 +520,7 @@ impl Repo {
     /// to it, updating the working directories when it is the current
     /// branch. Refused when that would lose local commits or uncommitted
     /// changes.
-    pub fn pull(
+    pub(crate) fn pull(
         &self,
         cfg: &DotConfig,
         target: &Target,
@@ -625,7 +592,7 @@ impl Repo {
     /// `dot clone`: a new local dot from a remote branch, with its working
     /// directories materialized. A clone that fails leaves no trace but
     /// the objects it fetched (which gc reclaims).
-    pub fn clone_dot(
+    pub(crate) fn clone_dot(
         &self,
         what: &CloneOptions,
         env: &ClientEnv,
@@ -752,5 +719,84 @@ impl Repo {
             &format!("commit {}", want.short()),
         )?;
         Ok(stats)
+    }
+}
+
+/// Applies the `[remote]` section of a credentials file (INI, as AWS's own
+/// credentials file) to `c`. Values are taken literally: no quotes, escapes
+/// or inline comments, so any password can be written as it is.
+fn apply_credentials_file(
+    text: &str,
+    remote: &str,
+    c: &mut Credentials,
+) -> std::result::Result<(), String> {
+    let options = ini::ParseOption {
+        enabled_quote: false,
+        enabled_escape: false,
+        ..Default::default()
+    };
+    let file = ini::Ini::load_from_str_opt(text, options).map_err(|e| {
+        format!(
+            "line {}: {}; expected [remote] or key = value",
+            e.line + 1,
+            e.msg
+        )
+    })?;
+    let Some(section) = file.section(Some(remote)) else {
+        return Ok(());
+    };
+    for (key, value) in section.iter() {
+        let slot = match key {
+            "aws_access_key_id" => &mut c.access_key_id,
+            "aws_secret_access_key" => &mut c.secret_access_key,
+            "aws_session_token" => &mut c.session_token,
+            "username" => &mut c.username,
+            "password" => &mut c.password,
+            "bearer_token" => &mut c.bearer_token,
+            other => {
+                return Err(format!(
+                    "unknown key {other:?} in [{remote}]; known keys: aws_access_key_id, aws_secret_access_key, aws_session_token, username, password, bearer_token"
+                ))
+            }
+        };
+        *slot = Some(value.to_string());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn credentials_file_values_are_literal_and_sections_separate() {
+        let text = "# comment\n[other]\npassword = wrong\n\n[backup]\nusername = ann\npassword = a#b;c\\d\"e' f\naws_access_key_id=AKID\n";
+        let mut c = Credentials::default();
+        apply_credentials_file(text, "backup", &mut c).unwrap();
+        assert_eq!(c.username.as_deref(), Some("ann"));
+        assert_eq!(c.password.as_deref(), Some("a#b;c\\d\"e' f"));
+        assert_eq!(c.access_key_id.as_deref(), Some("AKID"));
+        let mut none = Credentials::default();
+        apply_credentials_file(text, "absent", &mut none).unwrap();
+        assert!(none.password.is_none());
+    }
+
+    #[test]
+    fn credentials_file_errors_name_the_line_or_key() {
+        let mut c = Credentials::default();
+        let e = apply_credentials_file("[r]\npasword = x\n", "r", &mut c).unwrap_err();
+        assert!(e.contains("unknown key \"pasword\""), "{e}");
+        let e = apply_credentials_file("[r\nusername = x\n", "r", &mut c).unwrap_err();
+        assert!(e.starts_with("line "), "{e}");
+    }
+
+    proptest! {
+        #[test]
+        fn credentials_file_parser_takes_any_text(text in "\\PC*", bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut c = Credentials::default();
+            let _ = apply_credentials_file(&text, "r", &mut c);
+            let _ = apply_credentials_file(&String::from_utf8_lossy(&bytes), "r", &mut c);
+        }
     }
 }

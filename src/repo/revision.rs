@@ -9,15 +9,10 @@ use crate::tree::commit::Commit;
 
 impl Repo {
     /// Resolves `HEAD`, `HEAD^`, `HEAD~N`, a branch (with the same
-    /// suffixes) or a unique commit id prefix.
-    pub fn resolve(&self, cfg: &DotConfig, spec: &str) -> Result<CommitId> {
-        Ok(self.resolve_with_origin(cfg, spec)?.0)
-    }
-
-    /// `resolve`, and whether the commit was verified where it came from:
-    /// HEAD and branches (and their ancestors) were; a commit id prefix
-    /// may name a commit no branch reaches, such as one a refused pull
-    /// left behind.
+    /// suffixes) or a unique commit id prefix, and tells whether the commit
+    /// was verified where it came from: HEAD and branches (and their
+    /// ancestors) were; a commit id prefix may name a commit no branch
+    /// reaches, such as one a refused pull left behind.
     pub(super) fn resolve_with_origin(
         &self,
         cfg: &DotConfig,
@@ -124,4 +119,75 @@ fn parse_steps(spec: &str, digits: &str) -> Result<u32> {
             "cannot parse the ref {spec:?}: {digits} is too large"
         ))
     })
+}
+
+/// Ambiguous id prefixes are refused with the candidates named. Through
+/// the library, because finding two commits that share a 4-digit prefix
+/// takes a few hundred commits.
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashMap};
+
+    use super::*;
+    use crate::progress::Silent;
+
+    #[test]
+    fn ambiguous_prefixes_are_refused_and_unique_ones_resolve() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = Repo::open(&tmp.path().join("home"), "test").unwrap();
+        repo.init("amb", None, None).unwrap();
+        let dir = repo.path(Some("amb")).unwrap();
+        let mut by_prefix: HashMap<String, Vec<String>> = HashMap::new();
+        let clash = loop {
+            let cfg = repo.dot("amb").unwrap();
+            std::fs::write(dir.join("n"), by_prefix.len().to_string()).unwrap();
+            let id = repo
+                .commit(
+                    &cfg,
+                    "c",
+                    BTreeMap::new(),
+                    &crate::env::ClientEnv::default(),
+                    &Silent,
+                )
+                .unwrap()
+                .to_string();
+            let ids = by_prefix.entry(id[..4].to_string()).or_default();
+            ids.push(id);
+            if ids.len() == 2 {
+                break ids.clone();
+            }
+            assert!(by_prefix.len() < 5000, "no 4-digit clash in 5000 commits");
+        };
+        let cfg = repo.dot("amb").unwrap();
+        match repo.resolve_with_origin(&cfg, &clash[0][..4]).map(|r| r.0) {
+            Err(RepoError::Usage(msg)) => {
+                assert!(
+                    msg.contains("ambiguous")
+                        && msg.contains(&clash[0][..12])
+                        && msg.contains(&clash[1][..12]),
+                    "{msg}"
+                );
+            }
+            other => panic!("expected an ambiguity error, got {other:?}"),
+        }
+        for id in &clash {
+            let n = (4..64)
+                .find(|&n| id[..n] != clash[0][..n] || id[..n] != clash[1][..n])
+                .unwrap();
+            assert_eq!(
+                repo.resolve_with_origin(&cfg, &id[..n + 1])
+                    .unwrap()
+                    .0
+                    .to_string(),
+                *id
+            );
+            assert_eq!(
+                repo.resolve_with_origin(&cfg, &id.to_uppercase())
+                    .unwrap()
+                    .0
+                    .to_string(),
+                *id
+            );
+        }
+    }
 }

@@ -137,7 +137,7 @@ pub enum Request {
 
 impl Request {
     /// The dot a request changes (and so must have to itself), if any.
-    pub fn dot_written(&self) -> Option<Option<&str>> {
+    pub(crate) fn dot_written(&self) -> Option<Option<&str>> {
         use Request::*;
         match self {
             Commit { dot, .. }
@@ -160,7 +160,7 @@ impl Request {
     /// Whether a request writes objects, depends on objects no ref names
     /// yet, or reads every stored object (fsck), so that gc must not run
     /// meanwhile.
-    pub fn excludes_gc(&self) -> bool {
+    pub(crate) fn excludes_gc(&self) -> bool {
         self.dot_written().is_some() || matches!(self, Request::Fsck)
     }
 }
@@ -221,7 +221,12 @@ pub struct DiffReport {
 }
 
 impl DiffReport {
-    pub fn new(dot: &str, branch: &str, changes: Vec<Changed>, new_bytes: u64) -> DiffReport {
+    pub(crate) fn new(
+        dot: &str,
+        branch: &str,
+        changes: Vec<Changed>,
+        new_bytes: u64,
+    ) -> DiffReport {
         let count = |c: Change| changes.iter().filter(|x| x.change == c).count();
         DiffReport {
             dot: dot.to_string(),
@@ -382,7 +387,7 @@ pub struct StopRequest {
 
 impl Request {
     /// The request's name, as `dot daemon status` shows it.
-    pub fn op(&self) -> String {
+    pub(crate) fn op(&self) -> String {
         serde_json::to_value(self)
             .ok()
             .and_then(|v| v.get("op").and_then(|o| o.as_str()).map(str::to_string))

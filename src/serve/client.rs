@@ -46,10 +46,6 @@ impl Client {
         }
     }
 
-    pub fn socket(&self) -> &Path {
-        &self.socket
-    }
-
     fn connect(&self) -> Result<UnixStream> {
         UnixStream::connect(&self.socket).map_err(|e| io_err(&self.socket, e))
     }

@@ -32,10 +32,6 @@ impl Executor {
         }
     }
 
-    pub fn repo(&self) -> &Repo {
-        &self.repo
-    }
-
     fn dot_lock(&self, dot: &str) -> Arc<Mutex<()>> {
         self.dots
             .lock()

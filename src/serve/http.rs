@@ -37,7 +37,7 @@ pub struct Head {
 
 impl Head {
     /// A header's value (names compare case-insensitively).
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -107,7 +107,7 @@ fn headers_of(parsed: &[httparse::Header]) -> Result<Vec<(String, String)>, Http
 
 /// Reads one request: its head and body. None when the client closed the
 /// connection between requests.
-pub fn read_request(r: &mut impl BufRead) -> Result<Option<(Head, Vec<u8>)>, HttpError> {
+pub(crate) fn read_request(r: &mut impl BufRead) -> Result<Option<(Head, Vec<u8>)>, HttpError> {
     let Some(bytes) = read_head_bytes(r)? else {
         return Ok(None);
     };
@@ -130,7 +130,7 @@ pub fn read_request(r: &mut impl BufRead) -> Result<Option<(Head, Vec<u8>)>, Htt
 
 /// Reads a response head (the body is read with `read_body` or streamed
 /// with `ChunkedReader`).
-pub fn read_response_head(r: &mut impl BufRead) -> Result<Head, HttpError> {
+pub(crate) fn read_response_head(r: &mut impl BufRead) -> Result<Head, HttpError> {
     let bytes = read_head_bytes(r)?.ok_or_else(|| malformed("no response"))?;
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
@@ -149,7 +149,11 @@ pub fn read_response_head(r: &mut impl BufRead) -> Result<Head, HttpError> {
 
 /// Reads a whole body, chunked or of Content-Length bytes (a request
 /// without either has none), at most `MAX_BODY`.
-pub fn read_body(r: &mut impl BufRead, head: &Head, request: bool) -> Result<Vec<u8>, HttpError> {
+pub(crate) fn read_body(
+    r: &mut impl BufRead,
+    head: &Head,
+    request: bool,
+) -> Result<Vec<u8>, HttpError> {
     if head.chunked() {
         let mut body = Vec::new();
         let mut chunks = ChunkedReader::new(r);
@@ -188,12 +192,12 @@ pub struct ChunkedReader<'a, R> {
 }
 
 impl<'a, R: BufRead> ChunkedReader<'a, R> {
-    pub fn new(r: &'a mut R) -> Self {
+    pub(crate) fn new(r: &'a mut R) -> Self {
         ChunkedReader { r, done: false }
     }
 
     /// The next chunk's bytes; None after the last.
-    pub fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, HttpError> {
+    pub(crate) fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, HttpError> {
         if self.done {
             return Ok(None);
         }
@@ -243,7 +247,7 @@ fn reason(status: u16) -> &'static str {
 }
 
 /// Writes a whole response with a body of known length.
-pub fn write_response(
+pub(crate) fn write_response(
     w: &mut impl Write,
     status: u16,
     headers: &[(&str, &str)],
@@ -260,7 +264,7 @@ pub fn write_response(
 }
 
 /// Writes a request with a body of known length.
-pub fn write_request(
+pub(crate) fn write_request(
     w: &mut impl Write,
     method: &str,
     path: &str,
@@ -279,7 +283,11 @@ pub fn write_request(
 
 /// Starts a chunked response; write chunks with `write_chunk` and end with
 /// `end_chunks`.
-pub fn start_chunked(w: &mut impl Write, status: u16, headers: &[(&str, &str)]) -> io::Result<()> {
+pub(crate) fn start_chunked(
+    w: &mut impl Write,
+    status: u16,
+    headers: &[(&str, &str)],
+) -> io::Result<()> {
     let mut out = format!("HTTP/1.1 {status} {}\r\n", reason(status));
     for (n, v) in headers {
         out.push_str(&format!("{n}: {v}\r\n"));
@@ -289,7 +297,7 @@ pub fn start_chunked(w: &mut impl Write, status: u16, headers: &[(&str, &str)]) 
     w.flush()
 }
 
-pub fn write_chunk(w: &mut impl Write, bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn write_chunk(w: &mut impl Write, bytes: &[u8]) -> io::Result<()> {
     if bytes.is_empty() {
         return Ok(());
     }
@@ -299,7 +307,7 @@ pub fn write_chunk(w: &mut impl Write, bytes: &[u8]) -> io::Result<()> {
     w.flush()
 }
 
-pub fn end_chunks(w: &mut impl Write) -> io::Result<()> {
+pub(crate) fn end_chunks(w: &mut impl Write) -> io::Result<()> {
     w.write_all(b"0\r\n\r\n")?;
     w.flush()
 }

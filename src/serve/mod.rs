@@ -6,5 +6,5 @@
 pub mod api;
 pub mod client;
 pub mod exec;
-pub mod http;
+pub(crate) mod http;
 pub mod server;

@@ -26,7 +26,7 @@ use crate::progress::Progress;
 use crate::repo::{ErrorKind, Repo, RepoError};
 
 /// The daemon's socket in a DOT_HOME.
-pub fn socket_path(home: &Path) -> PathBuf {
+pub(crate) fn socket_path(home: &Path) -> PathBuf {
     home.join("daemon.sock")
 }
 

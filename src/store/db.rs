@@ -56,17 +56,17 @@ impl Batch {
     /// Makes the batch conditional: `key` must hold `value` (None: be
     /// absent), else `Db::write` applies nothing and reports a conflict.
     /// This is how refs move by compare-and-swap.
-    pub fn expect(&mut self, space: Space, key: impl Into<Vec<u8>>, value: Option<Vec<u8>>) {
+    pub(crate) fn expect(&mut self, space: Space, key: impl Into<Vec<u8>>, value: Option<Vec<u8>>) {
         self.ops.push(Op::Expect(space, key.into(), value));
     }
-    pub fn put(&mut self, space: Space, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+    pub(crate) fn put(&mut self, space: Space, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
         self.ops.push(Op::Put(space, key.into(), value.into()));
     }
-    pub fn delete(&mut self, space: Space, key: impl Into<Vec<u8>>) {
+    pub(crate) fn delete(&mut self, space: Space, key: impl Into<Vec<u8>>) {
         self.ops.push(Op::Delete(space, key.into()));
     }
     /// Deletes every key that starts with `prefix`.
-    pub fn delete_prefix(&mut self, space: Space, prefix: impl Into<Vec<u8>>) {
+    pub(crate) fn delete_prefix(&mut self, space: Space, prefix: impl Into<Vec<u8>>) {
         self.ops.push(Op::DeletePrefix(space, prefix.into()));
     }
     pub(super) fn delete_object(&mut self, id: &Id) {
@@ -74,9 +74,6 @@ impl Batch {
     }
     pub(super) fn put_object(&mut self, id: &Id, e: &Entry) {
         self.ops.push(Op::PutObject(*id, *e));
-    }
-    pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
     }
 }
 
@@ -137,7 +134,7 @@ fn decode_entry(id: &Id, v: &[u8]) -> Result<Entry> {
 }
 
 impl Db {
-    pub fn open(path: &Path) -> Result<Db> {
+    pub(crate) fn open(path: &Path) -> Result<Db> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -180,7 +177,7 @@ impl Db {
             .expect("column families are created at open")
     }
 
-    pub fn get_object(&self, id: &Id) -> Result<Option<Entry>> {
+    pub(crate) fn get_object(&self, id: &Id) -> Result<Option<Entry>> {
         match self
             .db
             .get_pinned_cf(self.cf(OBJECTS), id.0)
@@ -194,7 +191,7 @@ impl Db {
     /// Records index entries of durable (sealed) objects, and forgets an
     /// open-pack key, in one unsynced write: a later synced write makes it
     /// durable too.
-    pub fn put_objects(&self, entries: &[(Id, Entry)], forget: Option<&[u8]>) -> Result<()> {
+    pub(crate) fn put_objects(&self, entries: &[(Id, Entry)], forget: Option<&[u8]>) -> Result<()> {
         let mut wb = WriteBatch::default();
         let cf = self.cf(OBJECTS);
         for (id, e) in entries {
@@ -208,13 +205,13 @@ impl Db {
 
     /// An unsynced write of one meta key (made durable by the next synced
     /// write, which the WAL orders after it).
-    pub fn put_meta_unsynced(&self, key: &[u8], value: &[u8]) -> Result<()> {
+    pub(crate) fn put_meta_unsynced(&self, key: &[u8], value: &[u8]) -> Result<()> {
         self.db
             .put_cf(self.cf(Space::Meta.cf()), key, value)
             .map_err(index_err)
     }
 
-    pub fn objects_with_prefix(&self, prefix: &[u8]) -> Result<Vec<(Id, Entry)>> {
+    pub(crate) fn objects_with_prefix(&self, prefix: &[u8]) -> Result<Vec<(Id, Entry)>> {
         let mut out = Vec::new();
         self.scan_cf(OBJECTS, prefix, |k, v| {
             let id = Id::from_slice(k)
@@ -227,7 +224,10 @@ impl Db {
 
     /// Every index entry in id order; a malformed one is passed as an error
     /// so that fsck can report it and go on.
-    pub fn for_each_entry(&self, mut f: impl FnMut(Id, Result<Entry>) -> Result<()>) -> Result<()> {
+    pub(crate) fn for_each_entry(
+        &self,
+        mut f: impl FnMut(Id, Result<Entry>) -> Result<()>,
+    ) -> Result<()> {
         self.scan_cf(OBJECTS, &[], |k, v| {
             let id = Id::from_slice(k)
                 .ok_or_else(|| StoreError::Index("malformed object key".into()))?;
@@ -236,11 +236,11 @@ impl Db {
         })
     }
 
-    pub fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    pub(crate) fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.db.get_cf(self.cf(space.cf()), key).map_err(index_err)
     }
 
-    pub fn scan(
+    pub(crate) fn scan(
         &self,
         space: Space,
         prefix: &[u8],
@@ -269,7 +269,7 @@ impl Db {
 
     /// Applies a batch atomically and waits until it is durable; a batch
     /// whose expectations do not hold applies nothing.
-    pub fn write(&self, batch: Batch) -> Result<()> {
+    pub(crate) fn write(&self, batch: Batch) -> Result<()> {
         let _writing = self.writing.lock().expect("db write lock");
         let mut wb = WriteBatch::default();
         for op in batch.ops {

@@ -9,7 +9,7 @@
 //! of trees, dots or the command line, and no RocksDB type leaves this module.
 
 mod db;
-pub mod pack;
+pub(crate) mod pack;
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -38,7 +38,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub fn from_u8(v: u8) -> Option<Kind> {
+    pub(crate) fn from_u8(v: u8) -> Option<Kind> {
         match v {
             0 => Some(Kind::Chunk),
             1 => Some(Kind::Meta),
@@ -223,7 +223,7 @@ impl Store {
         Ok(())
     }
 
-    pub fn home(&self) -> &Path {
+    pub(crate) fn home(&self) -> &Path {
         &self.home
     }
 
@@ -232,7 +232,7 @@ impl Store {
     }
 
     /// Looks an object up in the open packs, then in the index.
-    pub fn entry(&self, id: &Id) -> Result<Option<Entry>> {
+    pub(crate) fn entry(&self, id: &Id) -> Result<Option<Entry>> {
         for (k, w) in self.writers.iter().enumerate() {
             if let Some((seq, slot)) = w.pending.read().expect("pending").get(id) {
                 return Ok(Some(Entry {
@@ -379,7 +379,7 @@ impl Store {
     }
 
     /// Seals every open pack (gc, and the end of the process).
-    pub fn seal_all(&self) -> Result<()> {
+    pub(crate) fn seal_all(&self) -> Result<()> {
         for kind in [Kind::Chunk, Kind::Meta] {
             for slot in &self.writers[kind as usize].slots {
                 let mut open = slot.lock().expect("writer lock");
@@ -399,7 +399,7 @@ impl Store {
     /// The commit point: makes every object put so far durable (the open
     /// packs and their directory synced), then in one synced batch records
     /// their index entries with `batch` (ref moves, configuration).
-    pub fn commit(&self, mut batch: Batch) -> Result<()> {
+    pub(crate) fn commit(&self, mut batch: Batch) -> Result<()> {
         // Pending first, then the syncs: a sync covers every record
         // appended before it, and so every object taken here.
         let entries: Vec<(Id, Entry)> = [Kind::Chunk, Kind::Meta]
@@ -440,7 +440,7 @@ impl Store {
     }
 
     /// Reads an object and checks that its bytes hash to `id`.
-    pub fn get(&self, id: &Id) -> Result<Vec<u8>> {
+    pub(crate) fn get(&self, id: &Id) -> Result<Vec<u8>> {
         let entry = self.entry(id)?.ok_or(StoreError::Missing(*id))?;
         match self.read_entry(id, &entry) {
             // A gc running meanwhile may have moved the object and deleted
@@ -453,7 +453,7 @@ impl Store {
         }
     }
 
-    pub fn read_entry(&self, id: &Id, entry: &Entry) -> Result<Vec<u8>> {
+    pub(crate) fn read_entry(&self, id: &Id, entry: &Entry) -> Result<Vec<u8>> {
         let damaged = |why: String| StoreError::Damaged {
             id: *id,
             pack: format!("{:016x}", entry.pack),
@@ -476,7 +476,7 @@ impl Store {
 
     /// Stores an object received in stored form. The caller has decoded it
     /// and checked that it hashes to `id`.
-    pub fn put_verified(
+    pub(crate) fn put_verified(
         &self,
         kind: Kind,
         id: &Id,
@@ -502,28 +502,31 @@ impl Store {
     }
 
     /// Ids that begin with the given bytes (for resolving short ids).
-    pub fn ids_with_prefix(&self, prefix: &[u8]) -> Result<Vec<(Id, Entry)>> {
+    pub(crate) fn ids_with_prefix(&self, prefix: &[u8]) -> Result<Vec<(Id, Entry)>> {
         self.db.objects_with_prefix(prefix)
     }
 
     /// Every indexed object; a malformed index entry is an error.
-    pub fn for_each_object(&self, mut f: impl FnMut(Id, Entry) -> Result<()>) -> Result<()> {
+    pub(crate) fn for_each_object(&self, mut f: impl FnMut(Id, Entry) -> Result<()>) -> Result<()> {
         self.db.for_each_entry(|id, e| f(id, e?))
     }
 
     /// Every index entry, a malformed one passed as its error (fsck).
-    pub fn for_each_entry(&self, f: impl FnMut(Id, Result<Entry>) -> Result<()>) -> Result<()> {
+    pub(crate) fn for_each_entry(
+        &self,
+        f: impl FnMut(Id, Result<Entry>) -> Result<()>,
+    ) -> Result<()> {
         self.db.for_each_entry(f)
     }
 
     // Key-value spaces for refs, configuration and the stat cache.
 
-    pub fn get_kv(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    pub(crate) fn get_kv(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.db.get(space, key)
     }
 
     /// Calls `f` for each key with `prefix`, in key order, until it returns false.
-    pub fn scan_kv(
+    pub(crate) fn scan_kv(
         &self,
         space: Space,
         prefix: &[u8],
@@ -534,7 +537,7 @@ impl Store {
 
     /// Writes a batch of key-value changes without sealing packs. Only for
     /// changes that refer to no new objects.
-    pub fn write(&self, batch: Batch) -> Result<()> {
+    pub(crate) fn write(&self, batch: Batch) -> Result<()> {
         self.db.write(batch)
     }
 
@@ -543,7 +546,7 @@ impl Store {
     /// packs no index entry names (debris of interrupted commands) are
     /// deleted. Crash-safe: new packs are sealed and indexed before one
     /// synced batch drops the dead entries, and old packs are deleted last.
-    pub fn gc(&self, live: &dyn Fn(&Id) -> bool) -> Result<GcStats> {
+    pub(crate) fn gc(&self, live: &dyn Fn(&Id) -> bool) -> Result<GcStats> {
         self.seal_all()?;
         let mut stats = GcStats::default();
         let size_before = self.packs_size()?;
@@ -625,7 +628,7 @@ impl Store {
     }
 
     /// Total bytes of pack files.
-    pub fn packs_size(&self) -> Result<u64> {
+    pub(crate) fn packs_size(&self) -> Result<u64> {
         let packs = self.home.join("packs");
         let mut total = 0;
         for entry in fs::read_dir(&packs).map_err(io_err("cannot read the pack directory"))? {
@@ -644,7 +647,7 @@ impl Store {
 
     /// An object's bytes as stored (compressed or raw, per the slot's
     /// codec), unchecked.
-    pub fn read_stored(&self, seq: u64, slot: &Slot) -> Result<Vec<u8>> {
+    pub(crate) fn read_stored(&self, seq: u64, slot: &Slot) -> Result<Vec<u8>> {
         let file = self
             .reader(seq)
             .map_err(io_err(format!("cannot open pack {seq:016x}")))?;
@@ -656,7 +659,7 @@ impl Store {
 
     /// Checks every pack's structure and that every index entry names a
     /// record its pack's trailer lists.
-    pub fn verify_packs(&self) -> Result<Vec<PackProblem>> {
+    pub(crate) fn verify_packs(&self) -> Result<Vec<PackProblem>> {
         let mut problems = Vec::new();
         let mut index: HashMap<u64, Vec<(Id, Entry)>> = HashMap::new();
         self.for_each_object(|id, e| {

@@ -50,7 +50,7 @@ pub const CODEC_RAW: u8 = 0;
 pub const CODEC_ZSTD: u8 = 1;
 
 /// The largest raw object of a kind.
-pub fn max_raw_len(kind: Kind) -> u32 {
+pub(crate) fn max_raw_len(kind: Kind) -> u32 {
     match kind {
         Kind::Chunk => MAX_CHUNK,
         Kind::Meta => MAX_META,
@@ -71,7 +71,7 @@ pub struct Slot {
 }
 
 impl Slot {
-    pub fn encode(&self, out: &mut Vec<u8>) {
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.offset.to_le_bytes());
         out.extend_from_slice(&self.stored_len.to_le_bytes());
         out.extend_from_slice(&self.raw_len.to_le_bytes());
@@ -80,7 +80,7 @@ impl Slot {
 
     /// Decodes the `SLOT_LEN` bytes at the start of `b` (unchecked: call
     /// `check` before using it).
-    pub fn decode(b: &[u8]) -> Result<Slot, DecodeError> {
+    pub(crate) fn decode(b: &[u8]) -> Result<Slot, DecodeError> {
         let b = b.get(..SLOT_LEN).ok_or(DecodeError::Truncated(b.len()))?;
         Ok(Slot {
             offset: le_u64(&b[..8]),
@@ -96,7 +96,7 @@ impl Slot {
     /// and bytes that begin after the first record header and end by
     /// `end` (the pack's trailer, or `MAX_PACK_BYTES`), with checked
     /// arithmetic.
-    pub fn check(&self, kind: Kind, end: u64) -> Result<(), DecodeError> {
+    pub(crate) fn check(&self, kind: Kind, end: u64) -> Result<(), DecodeError> {
         let max = max_raw_len(kind);
         if self.raw_len == 0 || self.raw_len > max {
             return Err(invalid(format!(
@@ -128,7 +128,7 @@ impl Slot {
     }
 
     /// Where the stored bytes end (only for checked slots).
-    pub fn end(&self) -> u64 {
+    pub(crate) fn end(&self) -> u64 {
         self.offset + u64::from(self.stored_len)
     }
 }
@@ -142,7 +142,7 @@ pub struct PackWriter {
 }
 
 impl PackWriter {
-    pub fn create(file: File, kind: u8) -> io::Result<PackWriter> {
+    pub(crate) fn create(file: File, kind: u8) -> io::Result<PackWriter> {
         file.write_all_at(&encode_header(kind), 0)?;
         Ok(PackWriter {
             file,
@@ -151,7 +151,13 @@ impl PackWriter {
         })
     }
 
-    pub fn append(&mut self, id: &Id, codec: u8, raw_len: u32, stored: &[u8]) -> io::Result<Slot> {
+    pub(crate) fn append(
+        &mut self,
+        id: &Id,
+        codec: u8,
+        raw_len: u32,
+        stored: &[u8],
+    ) -> io::Result<Slot> {
         let (rec, slot) = encode_record(self.len, id, codec, raw_len, stored)?;
         self.file.write_all_at(&rec, self.len)?;
         self.len += rec.len() as u64;
@@ -160,17 +166,17 @@ impl PackWriter {
     }
 
     /// Whether the pack has reached `target` bytes or the object limit.
-    pub fn is_full(&self, target: u64) -> bool {
+    pub(crate) fn is_full(&self, target: u64) -> bool {
         self.len >= target || self.entries.len() >= MAX_PACK_OBJECTS
     }
 
     /// Makes the records appended so far durable.
-    pub fn sync(&self) -> io::Result<()> {
+    pub(crate) fn sync(&self) -> io::Result<()> {
         self.file.sync_data()
     }
 
     /// Writes the trailer and footer and makes the pack durable.
-    pub fn seal(self) -> io::Result<()> {
+    pub(crate) fn seal(self) -> io::Result<()> {
         self.file
             .write_all_at(&encode_tail(&self.entries, self.len), self.len)?;
         self.file.sync_all()
@@ -185,14 +191,20 @@ pub struct PackBuf {
 }
 
 impl PackBuf {
-    pub fn new(kind: u8) -> PackBuf {
+    pub(crate) fn new(kind: u8) -> PackBuf {
         PackBuf {
             bytes: encode_header(kind).to_vec(),
             entries: Vec::new(),
         }
     }
 
-    pub fn append(&mut self, id: &Id, codec: u8, raw_len: u32, stored: &[u8]) -> io::Result<Slot> {
+    pub(crate) fn append(
+        &mut self,
+        id: &Id,
+        codec: u8,
+        raw_len: u32,
+        stored: &[u8],
+    ) -> io::Result<Slot> {
         let (rec, slot) = encode_record(self.bytes.len() as u64, id, codec, raw_len, stored)?;
         self.bytes.extend_from_slice(&rec);
         self.entries.push((*id, slot));
@@ -200,12 +212,12 @@ impl PackBuf {
     }
 
     /// Whether the pack has reached `target` bytes or the object limit.
-    pub fn is_full(&self, target: usize) -> bool {
+    pub(crate) fn is_full(&self, target: usize) -> bool {
         self.bytes.len() >= target || self.entries.len() >= MAX_PACK_OBJECTS
     }
 
     /// Appends the trailer and footer.
-    pub fn seal(mut self) -> (Vec<u8>, Vec<(Id, Slot)>) {
+    pub(crate) fn seal(mut self) -> (Vec<u8>, Vec<(Id, Slot)>) {
         let tail = encode_tail(&self.entries, self.bytes.len() as u64);
         self.bytes.extend_from_slice(&tail);
         (self.bytes, self.entries)
@@ -258,7 +270,11 @@ fn encode_tail(entries: &[(Id, Slot)], len: u64) -> Vec<u8> {
 /// Recovers an object's raw bytes from its stored form (borrowed when
 /// stored raw). Nothing larger than the biggest object of any kind is
 /// allocated, whatever `raw_len` claims. The caller checks the id.
-pub fn decode_stored(codec: u8, raw_len: u32, stored: &[u8]) -> Result<Cow<'_, [u8]>, DecodeError> {
+pub(crate) fn decode_stored(
+    codec: u8,
+    raw_len: u32,
+    stored: &[u8],
+) -> Result<Cow<'_, [u8]>, DecodeError> {
     if raw_len > MAX_CHUNK {
         return Err(invalid(format!("raw length {raw_len} is over the limit")));
     }
@@ -303,7 +319,7 @@ pub enum PackError {
 }
 
 /// The kind a pack header names, after checking magic and version.
-pub fn decode_header(header: &[u8]) -> Result<Kind, DecodeError> {
+pub(crate) fn decode_header(header: &[u8]) -> Result<Kind, DecodeError> {
     if header.len() < HEADER_LEN as usize || &header[..8] != MAGIC {
         return Err(invalid("bad magic"));
     }
@@ -317,7 +333,7 @@ pub fn decode_header(header: &[u8]) -> Result<Kind, DecodeError> {
 /// Reads and checks a sealed pack's header, footer and trailer, and that
 /// every trailer entry matches the record header in front of its bytes.
 /// Returns the pack's kind and its objects.
-pub fn read_trailer(file: &File) -> Result<(Kind, Vec<(Id, Slot)>), PackError> {
+pub(crate) fn read_trailer(file: &File) -> Result<(Kind, Vec<(Id, Slot)>), PackError> {
     let size = file.metadata()?.len();
     if size < HEADER_LEN + FOOTER_LEN {
         return Err(invalid("too short to be a sealed pack").into());
@@ -354,7 +370,7 @@ pub fn read_trailer(file: &File) -> Result<(Kind, Vec<(Id, Slot)>), PackError> {
 /// was synced before it was indexed and is kept as it is; any other must
 /// decode to its id), cuts the file after the last one kept, and writes the
 /// trailer and footer. Returns the objects kept.
-pub fn recover(
+pub(crate) fn recover(
     file: &File,
     trusted: &dyn Fn(&Id, &Slot) -> bool,
 ) -> Result<Vec<(Id, Slot)>, PackError> {
@@ -398,7 +414,7 @@ pub fn recover(
 /// Where the trailer of a pack of `size` bytes begins, from its footer.
 /// A trailer longer than `MAX_PACK_OBJECTS` entries is refused before it
 /// is read.
-pub fn footer_trailer_offset(footer: &[u8], size: u64) -> Result<u64, DecodeError> {
+pub(crate) fn footer_trailer_offset(footer: &[u8], size: u64) -> Result<u64, DecodeError> {
     if footer.len() != FOOTER_LEN as usize || &footer[40..] != END_MAGIC {
         return Err(invalid("no trailer: the pack was never sealed"));
     }
@@ -416,7 +432,7 @@ pub fn footer_trailer_offset(footer: &[u8], size: u64) -> Result<u64, DecodeErro
 
 /// Checks a trailer against its footer's checksum and decodes its entries,
 /// each checked (`Slot::check`) to lie before `trailer_at`.
-pub fn decode_trailer(
+pub(crate) fn decode_trailer(
     kind: Kind,
     footer: &[u8],
     trailer: &[u8],

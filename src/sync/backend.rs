@@ -13,7 +13,6 @@ use futures::TryStreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::http::HttpBuilder;
 use object_store::local::LocalFileSystem;
-use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{
     BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
@@ -124,7 +123,7 @@ fn retry() -> RetryConfig {
 impl ObjectBackend {
     /// Opens the storage a location names. `file://` paths and plain
     /// paths must exist unless `create` is set.
-    pub fn open(loc: &Location, creds: &Credentials, create: bool) -> Result<ObjectBackend> {
+    pub(crate) fn open(loc: &Location, creds: &Credentials, create: bool) -> Result<ObjectBackend> {
         let url = loc.url.as_str();
         let bad = |why: &str| BackendError::Other(format!("bad remote URL {url}: {why}"));
         if let Some(rest) = url.strip_prefix("s3://") {
@@ -233,8 +232,14 @@ impl ObjectBackend {
     }
 
     /// An empty in-memory remote, for tests.
-    pub fn memory() -> ObjectBackend {
-        ObjectBackend::new(InMemory::new(), "", CreateBy::PutIfAbsent).expect("tokio runtime")
+    #[cfg(test)]
+    pub(crate) fn memory() -> ObjectBackend {
+        ObjectBackend::new(
+            object_store::memory::InMemory::new(),
+            "",
+            CreateBy::PutIfAbsent,
+        )
+        .expect("tokio runtime")
     }
 
     fn path(&self, p: &str) -> Path {

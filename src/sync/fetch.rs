@@ -44,7 +44,7 @@ pub struct FetchStats {
 /// Makes the local store hold everything `want` needs. `complete` tells
 /// which commits the store is known to hold in full (those reachable from
 /// local branches); the walk does not enter them.
-pub fn fetch(
+pub(crate) fn fetch(
     store: &Store,
     remote: &Remote,
     known: &Known,

@@ -20,13 +20,13 @@ pub struct Known<'a> {
     prefix: Vec<u8>,
 }
 
-pub fn cache_prefix(remote: &str) -> Vec<u8> {
+pub(crate) fn cache_prefix(remote: &str) -> Vec<u8> {
     format!("+remote\0{remote}\0").into_bytes()
 }
 
 impl<'a> Known<'a> {
     /// Brings the cache up to date with the remote's index files.
-    pub fn refresh(store: &'a Store, remote: &Remote) -> Result<Known<'a>> {
+    pub(crate) fn refresh(store: &'a Store, remote: &Remote) -> Result<Known<'a>> {
         let known = Known {
             store,
             remote: remote.name.clone(),
@@ -89,7 +89,7 @@ impl<'a> Known<'a> {
 
     /// Adds one index file's objects (an index file this process wrote, or
     /// one checked against its name).
-    pub fn record(&self, id: &Id, bytes: &[u8]) -> Result<()> {
+    pub(crate) fn record(&self, id: &Id, bytes: &[u8]) -> Result<()> {
         let (packs, objects) =
             layout::decode_index(bytes).map_err(|why| self.damaged(id, why.to_string()))?;
         let mut b = Batch::default();
@@ -104,14 +104,14 @@ impl<'a> Known<'a> {
     }
 
     /// Where the remote holds an object, if it does.
-    pub fn get(&self, id: &Id) -> Result<Option<Located>> {
+    pub(crate) fn get(&self, id: &Id) -> Result<Option<Located>> {
         Ok(self
             .store
             .get_kv(Space::Cache, &self.key(b'o', &id.0))?
             .and_then(|v| Located::decode(&v)))
     }
 
-    pub fn has_pack(&self, id: &Id) -> Result<bool> {
+    pub(crate) fn has_pack(&self, id: &Id) -> Result<bool> {
         Ok(self
             .store
             .get_kv(Space::Cache, &self.key(b'p', &id.0))?

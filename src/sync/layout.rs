@@ -30,16 +30,16 @@ pub const MAX_INDEX_BYTES: u64 =
 /// No ref object is larger.
 pub const MAX_REF_BYTES: u64 = 4096;
 
-pub fn pack_path(id: &Id) -> String {
+pub(crate) fn pack_path(id: &Id) -> String {
     format!("packs/{}.pack", id.to_hex())
 }
 
-pub fn index_path(id: &Id) -> String {
+pub(crate) fn index_path(id: &Id) -> String {
     format!("index/{}.idx", id.to_hex())
 }
 
 /// The id a `packs/` or `index/` path names, if it is one.
-pub fn named_id(path: &str, dir: &str, ext: &str) -> Option<Id> {
+pub(crate) fn named_id(path: &str, dir: &str, ext: &str) -> Option<Id> {
     let name = path
         .strip_prefix(dir)?
         .strip_prefix('/')?
@@ -47,17 +47,17 @@ pub fn named_id(path: &str, dir: &str, ext: &str) -> Option<Id> {
     Id::from_hex(name).filter(|_| name.len() == 2 * ID_LEN)
 }
 
-pub fn ref_dir(dot: &str, branch: &str) -> String {
+pub(crate) fn ref_dir(dot: &str, branch: &str) -> String {
     format!("refs/{}/{branch}/", dot.replace('/', "+"))
 }
 
-pub fn ref_path(dot: &str, branch: &str, generation: u64) -> String {
+pub(crate) fn ref_path(dot: &str, branch: &str, generation: u64) -> String {
     format!("{}{generation:020}", ref_dir(dot, branch))
 }
 
 /// The generation a ref object's name says: exactly 20 ASCII digits that
 /// fit in a u64.
-pub fn generation(name: &str) -> Option<u64> {
+pub(crate) fn generation(name: &str) -> Option<u64> {
     (name.len() == 20 && name.bytes().all(|b| b.is_ascii_digit()))
         .then(|| name.parse().ok())
         .flatten()
@@ -73,7 +73,7 @@ pub struct RemoteRef {
 }
 
 impl RemoteRef {
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let c = &self.chunking;
         format!(
             "{REF_HEADER}\ncommit {}\nchunking {} {} {}\n",
@@ -86,7 +86,7 @@ impl RemoteRef {
     }
 
     /// Decodes a ref; only the exact bytes `encode` gives are accepted.
-    pub fn decode(bytes: &[u8]) -> Option<RemoteRef> {
+    pub(crate) fn decode(bytes: &[u8]) -> Option<RemoteRef> {
         let r = Self::parse(bytes)?;
         (r.encode() == bytes).then_some(r)
     }
@@ -124,7 +124,7 @@ pub struct Located {
 impl Located {
     pub const LEN: usize = ID_LEN + SLOT_LEN + 1;
 
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(Self::LEN);
         v.extend_from_slice(&self.pack.0);
         self.slot.encode(&mut v);
@@ -133,7 +133,7 @@ impl Located {
     }
 
     /// Decodes and checks (`Slot::check`) a location.
-    pub fn decode(b: &[u8]) -> Option<Located> {
+    pub(crate) fn decode(b: &[u8]) -> Option<Located> {
         if b.len() != Self::LEN {
             return None;
         }
@@ -155,7 +155,7 @@ impl Located {
 /// object count u32 | per object, sorted by id:
 ///   id [32] | pack number u32 | offset u64 | stored_len u32 | raw_len u32 | codec u8 | kind u8
 /// ```
-pub fn encode_index(objects: &mut [(Id, Located)]) -> Vec<u8> {
+pub(crate) fn encode_index(objects: &mut [(Id, Located)]) -> Vec<u8> {
     objects.sort_by_key(|(id, _)| *id);
     let mut packs: Vec<Id> = objects.iter().map(|(_, l)| l.pack).collect();
     packs.sort();
@@ -185,7 +185,7 @@ pub type Index = (Vec<Id>, Vec<(Id, Located)>);
 /// it: at most `MAX_INDEX_OBJECTS` packs and objects, packs and objects
 /// sorted and unique, every object in a listed pack, every slot within
 /// the format's limits (`Slot::check`).
-pub fn decode_index(b: &[u8]) -> Result<Index, DecodeError> {
+pub(crate) fn decode_index(b: &[u8]) -> Result<Index, DecodeError> {
     let invalid = |why: String| DecodeError::Invalid(why);
     let u32_at = |at: usize| -> Result<usize, DecodeError> {
         at.checked_add(4)

@@ -9,17 +9,19 @@
 //! the remote head and reads only objects the local store lacks, in
 //! coalesced ranged reads, checking every id before storing anything.
 
-pub mod backend;
+pub(crate) mod backend;
 mod fetch;
-pub mod known;
-pub mod layout;
+pub(crate) mod known;
+pub(crate) mod layout;
 mod push;
 
 pub use backend::{Backend, BackendError, Credentials, Location, ObjectBackend};
-pub use fetch::{fetch, FetchStats};
+pub(crate) use fetch::fetch;
+pub use fetch::FetchStats;
 pub use known::Known;
 pub use layout::RemoteRef;
-pub use push::{push_objects, PushStats};
+pub(crate) use push::push_objects;
+pub use push::PushStats;
 
 use crate::id::Id;
 use crate::store::StoreError;
@@ -93,7 +95,7 @@ pub struct Remote {
 }
 
 impl Remote {
-    pub fn err(&self) -> impl Fn(BackendError) -> SyncError + '_ {
+    pub(crate) fn err(&self) -> impl Fn(BackendError) -> SyncError + '_ {
         move |error| SyncError::Backend {
             remote: self.name.clone(),
             error,
@@ -101,7 +103,7 @@ impl Remote {
     }
 
     /// The newest value of a branch on the remote, with its generation.
-    pub fn read_ref(&self, dot: &str, branch: &str) -> Result<Option<(u64, RemoteRef)>> {
+    pub(crate) fn read_ref(&self, dot: &str, branch: &str) -> Result<Option<(u64, RemoteRef)>> {
         // A reader can race a pusher pruning old generations: list again.
         for _ in 0..3 {
             let Some(generation) = self.generations(dot, branch)?.into_iter().max() else {
@@ -147,7 +149,7 @@ impl Remote {
     /// generation if absent, then checks that it holds `value` and that no
     /// newer generation exists (a pusher that read long ago can find an
     /// old, pruned generation free). Only then is the value the branch's.
-    pub fn write_ref(
+    pub(crate) fn write_ref(
         &self,
         dot: &str,
         branch: &str,
@@ -197,7 +199,7 @@ impl Remote {
     /// racing pushes rest on: creates a probe object, then creates it
     /// again with other bytes, which must be refused and leave the first
     /// bytes in place. The probe is removed.
-    pub fn check_create(&self) -> Result<CreateCheck> {
+    pub(crate) fn check_create(&self) -> Result<CreateCheck> {
         let path = format!("probe/{}", backend::random_hex());
         let (first, second) = (b"dot probe 1".to_vec(), b"dot probe 2".to_vec());
         let answer = (|| {

@@ -45,7 +45,7 @@ pub struct PushStats {
 
 /// Makes the remote hold everything `head` needs. `pack_target` is the
 /// size at which a pack is sealed and sent.
-pub fn push_objects(
+pub(crate) fn push_objects(
     store: &Store,
     remote: &Remote,
     known: &Known,

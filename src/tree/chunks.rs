@@ -31,14 +31,11 @@ pub enum Leaf {
 }
 
 impl Leaf {
-    pub fn len(&self) -> u64 {
+    pub(crate) fn len(&self) -> u64 {
         match self {
             Leaf::Chunk(_, n) => u64::from(*n),
             Leaf::Zero(n) => *n,
         }
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -54,7 +51,7 @@ pub enum ContentRef {
 }
 
 impl ContentRef {
-    pub fn encode(&self, w: &mut Writer) {
+    pub(crate) fn encode(&self, w: &mut Writer) {
         match self {
             ContentRef::Empty => {
                 w.u8(0);
@@ -71,7 +68,9 @@ impl ContentRef {
         }
     }
 
-    pub fn decode(r: &mut Reader) -> std::result::Result<ContentRef, crate::codec::DecodeError> {
+    pub(crate) fn decode(
+        r: &mut Reader,
+    ) -> std::result::Result<ContentRef, crate::codec::DecodeError> {
         Ok(match r.u8()? {
             0 => ContentRef::Empty,
             1 => ContentRef::Chunk(ChunkId(r.id()?)),
@@ -88,7 +87,7 @@ impl ContentRef {
     /// Whether a file entry of `size` bytes may point at this: nothing for
     /// 0 bytes, one chunk of at most `MAX_CHUNK` bytes, a zero run or a
     /// node for anything else.
-    pub fn check_size(&self, size: u64) -> std::result::Result<(), String> {
+    pub(crate) fn check_size(&self, size: u64) -> std::result::Result<(), String> {
         let ok = match self {
             ContentRef::Empty => size == 0,
             ContentRef::Chunk(_) => (1..=u64::from(MAX_CHUNK)).contains(&size),
@@ -104,7 +103,7 @@ impl ContentRef {
     }
 
     /// The single object this reference names, if any.
-    pub fn object(&self) -> Option<Id> {
+    pub(crate) fn object(&self) -> Option<Id> {
         match self {
             ContentRef::Chunk(c) => Some(c.0),
             ContentRef::Node(n) => Some(n.0),
@@ -262,7 +261,7 @@ impl Node {
     /// `MAX_FANOUT` children; chunk leaves of 1 to `MAX_CHUNK` bytes, zero
     /// runs and inner children of at least one byte; lengths whose sum
     /// fits in a u64; no trailing bytes.
-    pub fn decode(id: &NodeId, bytes: &[u8]) -> Result<Node> {
+    pub(crate) fn decode(id: &NodeId, bytes: &[u8]) -> Result<Node> {
         let mut r = open_object(&id.0, bytes, KIND_CHUNK_NODE)?;
         let de = decode_err(&id.0);
         let bad = |what: String| super::corrupt(&id.0, what);
@@ -325,7 +324,7 @@ pub(super) fn read_node(
 }
 
 /// A chunk's bytes, checked to be as long as the reference says.
-pub fn chunk_bytes(objects: &dyn Objects, id: &ChunkId, len: u64) -> Result<Vec<u8>> {
+pub(crate) fn chunk_bytes(objects: &dyn Objects, id: &ChunkId, len: u64) -> Result<Vec<u8>> {
     let data = objects.get(&id.0)?;
     if data.len() as u64 != len {
         return Err(super::corrupt(
@@ -338,7 +337,7 @@ pub fn chunk_bytes(objects: &dyn Objects, id: &ChunkId, len: u64) -> Result<Vec<
 
 /// Visits the leaves of `content` in order, one level-0 node at a time, as
 /// `(offset of the first leaf, leaves)`. Checks that lengths add up to `size`.
-pub fn for_each_leaf_group<E: From<super::TreeError>>(
+pub(crate) fn for_each_leaf_group<E: From<super::TreeError>>(
     objects: &dyn Objects,
     content: &ContentRef,
     size: u64,
@@ -407,9 +406,10 @@ fn visit<E: From<super::TreeError>>(
     Ok(node.total)
 }
 
+#[cfg(test)]
 /// Reads up to `buf.len()` bytes at `offset` of a file's content, descending
 /// only the path to that offset. Returns the number of bytes read.
-pub fn read_at(
+pub(crate) fn read_at(
     objects: &dyn Objects,
     content: &ContentRef,
     size: u64,
@@ -443,6 +443,7 @@ pub fn read_at(
     }
 }
 
+#[cfg(test)]
 /// Reads from the one leaf that holds `offset`; returns bytes read (> 0).
 fn read_node_at(
     objects: &dyn Objects,
@@ -477,8 +478,9 @@ fn read_node_at(
     Err(super::corrupt(&id.0, "offset beyond the node's content"))
 }
 
+#[cfg(test)]
 /// Every object a content reference reaches (for gc and fsck).
-pub fn for_each_object(
+pub(crate) fn for_each_object(
     objects: &dyn Objects,
     content: &ContentRef,
     f: &mut dyn FnMut(Id, Kind) -> Result<bool>,
@@ -490,6 +492,7 @@ pub fn for_each_object(
     }
 }
 
+#[cfg(test)]
 fn walk_nodes(
     objects: &dyn Objects,
     id: &NodeId,

@@ -32,13 +32,13 @@ pub type Root = BTreeMap<String, Top>;
 /// The one naming rule of dots (per `/`-separated part), subdots, branches
 /// and remotes: 1 to 64 ASCII letters, digits, `_` and `-`. A subdot name
 /// becomes a directory name, so a root that breaks it is damaged.
-pub fn valid_name(s: &str) -> bool {
+pub(crate) fn valid_name(s: &str) -> bool {
     (1..=64).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-pub fn write_root(objects: &dyn Objects, root: &Root) -> Result<RootId> {
+pub(crate) fn write_root(objects: &dyn Objects, root: &Root) -> Result<RootId> {
     let mut w = Writer::new();
     w.raw(&header(KIND_ROOT)).varint(root.len() as u64);
     for (name, top) in root {
@@ -52,13 +52,13 @@ pub fn write_root(objects: &dyn Objects, root: &Root) -> Result<RootId> {
     Ok(RootId(objects.put_meta(&w.buf)?))
 }
 
-pub fn read_root(objects: &dyn Objects, id: &RootId) -> Result<Root> {
+pub(crate) fn read_root(objects: &dyn Objects, id: &RootId) -> Result<Root> {
     decode_root(id, &objects.get(&id.0)?)
 }
 
 /// Decodes a root and checks it: subdot names that follow `valid_name`,
 /// strictly sorted; top modes of permission bits only.
-pub fn decode_root(id: &RootId, bytes: &[u8]) -> Result<Root> {
+pub(crate) fn decode_root(id: &RootId, bytes: &[u8]) -> Result<Root> {
     let mut r = open_object(&id.0, bytes, KIND_ROOT)?;
     let de = decode_err(&id.0);
     let mut root = Root::new();
@@ -109,7 +109,7 @@ pub struct Commit {
 }
 
 impl Commit {
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
         w.raw(&header(KIND_COMMIT)).id(&self.root.0);
         w.varint(self.parents.len() as u64);
@@ -128,16 +128,16 @@ impl Commit {
         w.buf
     }
 
-    pub fn write(&self, objects: &dyn Objects) -> Result<CommitId> {
+    pub(crate) fn write(&self, objects: &dyn Objects) -> Result<CommitId> {
         Ok(CommitId(objects.put_meta(&self.encode())?))
     }
 
-    pub fn read(objects: &dyn Objects, id: &CommitId) -> Result<Commit> {
+    pub(crate) fn read(objects: &dyn Objects, id: &CommitId) -> Result<Commit> {
         let bytes = objects.get(&id.0)?;
         Commit::decode(id, &bytes)
     }
 
-    pub fn decode(id: &CommitId, bytes: &[u8]) -> Result<Commit> {
+    pub(crate) fn decode(id: &CommitId, bytes: &[u8]) -> Result<Commit> {
         let mut r = open_object(&id.0, bytes, KIND_COMMIT)?;
         let de = decode_err(&id.0);
         let text = |b: &[u8]| {
@@ -181,7 +181,7 @@ impl Commit {
 }
 
 /// Whether stored bytes are a commit (for resolving short ids).
-pub fn is_commit(bytes: &[u8]) -> bool {
+pub(crate) fn is_commit(bytes: &[u8]) -> bool {
     bytes.starts_with(&header(KIND_COMMIT))
 }
 

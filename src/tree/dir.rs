@@ -194,7 +194,7 @@ impl DirEntry {
     /// What makes this entry one dot does not create from a remote unless
     /// the dot allows it: a device node, a setuid or setgid file, or a
     /// `security.*` extended attribute (file capabilities, labels).
-    pub fn special(&self) -> Option<String> {
+    pub(crate) fn special(&self) -> Option<String> {
         match self.kind {
             EntryKind::CharDevice | EntryKind::BlockDevice => return Some("a device node".into()),
             EntryKind::Dir => {}
@@ -210,7 +210,7 @@ impl DirEntry {
 }
 
 /// An entry name: 1 to `MAX_NAME` bytes, not `.` or `..`, no `/` or NUL.
-pub fn check_name(name: &[u8]) -> std::result::Result<(), String> {
+pub(crate) fn check_name(name: &[u8]) -> std::result::Result<(), String> {
     if name.is_empty()
         || name.len() > MAX_NAME
         || name == b"."
@@ -350,7 +350,7 @@ impl DirNode {
     /// Decodes a node and checks what it says about itself: each entry's
     /// rules, names sorted and unique within it, inner nodes with 1 to
     /// `MAX_CHILDREN` children of at least one entry each.
-    pub fn decode(id: &Id, bytes: &[u8]) -> Result<DirNode> {
+    pub(crate) fn decode(id: &Id, bytes: &[u8]) -> Result<DirNode> {
         let mut r = open_object(id, bytes, KIND_DIR_NODE)?;
         let de = decode_err(id);
         let level = r.u8().map_err(&de)?;
@@ -398,7 +398,7 @@ impl DirNode {
 }
 
 /// Reads every entry of a directory, in name order.
-pub fn read_dir(objects: &dyn Objects, tree: &TreeId) -> Result<Vec<DirEntry>> {
+pub(crate) fn read_dir(objects: &dyn Objects, tree: &TreeId) -> Result<Vec<DirEntry>> {
     Ok(read_dir_nodes(objects, tree)?.0)
 }
 
@@ -408,7 +408,10 @@ pub fn read_dir(objects: &dyn Objects, tree: &TreeId) -> Result<Vec<DirEntry>> {
 /// name and entry count match its child, and entries are sorted and unique
 /// across nodes, checked as they are read so that a node listed twice
 /// fails at once instead of multiplying.
-pub fn read_dir_nodes(objects: &dyn Objects, tree: &TreeId) -> Result<(Vec<DirEntry>, Vec<Id>)> {
+pub(crate) fn read_dir_nodes(
+    objects: &dyn Objects,
+    tree: &TreeId,
+) -> Result<(Vec<DirEntry>, Vec<Id>)> {
     let mut out = Vec::new();
     let mut nodes = Vec::new();
     read_node(objects, &tree.0, None, &mut out, &mut nodes)?;

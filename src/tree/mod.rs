@@ -8,10 +8,10 @@
 //! the same code builds trees into the store or, for a dry run, in memory.
 
 pub mod chunks;
-pub mod commit;
+pub(crate) mod commit;
 pub mod diff;
 pub mod dir;
-pub mod verify;
+pub(crate) mod verify;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -120,7 +120,7 @@ pub struct Link {
 
 impl Link {
     /// A reference to a metadata object.
-    pub fn meta(id: Id, size: u64) -> Link {
+    pub(crate) fn meta(id: Id, size: u64) -> Link {
         Link {
             id,
             kind: Kind::Meta,
@@ -133,7 +133,7 @@ impl Link {
 /// along with it. Decoding checks every rule the object's own bytes must
 /// meet, so this is also the check of a single object (fetch, fsck).
 /// Chunks refer to nothing.
-pub fn links(id: &Id, kind: Kind, bytes: &[u8]) -> Result<Vec<Link>> {
+pub(crate) fn links(id: &Id, kind: Kind, bytes: &[u8]) -> Result<Vec<Link>> {
     if kind == Kind::Chunk {
         return Ok(Vec::new());
     }
@@ -164,7 +164,7 @@ pub struct DryRun<'a> {
 }
 
 impl<'a> DryRun<'a> {
-    pub fn new(store: &'a Store) -> DryRun<'a> {
+    pub(crate) fn new(store: &'a Store) -> DryRun<'a> {
         DryRun {
             store,
             meta: Mutex::new(HashMap::new()),
@@ -174,7 +174,7 @@ impl<'a> DryRun<'a> {
     }
 
     /// Bytes of chunk data a real commit would add to the store.
-    pub fn new_bytes(&self) -> u64 {
+    pub(crate) fn new_bytes(&self) -> u64 {
         self.new_bytes.load(Ordering::Relaxed)
     }
 }

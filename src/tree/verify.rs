@@ -84,7 +84,7 @@ struct Frame {
 }
 
 impl<'a> Verifier<'a> {
-    pub fn new(store: &'a Store, contents: Contents, stop_at_first: bool) -> Verifier<'a> {
+    pub(crate) fn new(store: &'a Store, contents: Contents, stop_at_first: bool) -> Verifier<'a> {
         Verifier {
             store,
             contents,
@@ -101,7 +101,7 @@ impl<'a> Verifier<'a> {
 
     /// Objects found damaged by reading them (fsck's first pass): a walk
     /// that does not read chunks names the files that use them.
-    pub fn known_damaged(&mut self, ids: impl IntoIterator<Item = Id>) {
+    pub(crate) fn known_damaged(&mut self, ids: impl IntoIterator<Item = Id>) {
         self.damaged.extend(ids);
     }
 
@@ -119,7 +119,7 @@ impl<'a> Verifier<'a> {
 
     /// Verifies a commit and its ancestors, except those `trusted` says
     /// were verified before (their ancestors are not entered either).
-    pub fn commit(&mut self, id: CommitId, at: &str, trusted: &dyn Fn(&CommitId) -> bool) {
+    pub(crate) fn commit(&mut self, id: CommitId, at: &str, trusted: &dyn Fn(&CommitId) -> bool) {
         let mut next = vec![id];
         while let Some(id) = next.pop() {
             if self.stopped() || trusted(&id) || !self.seen.insert(id.0) {
@@ -157,12 +157,12 @@ impl<'a> Verifier<'a> {
 
     /// Verifies a subdot's top directory; None when it is damaged (the
     /// problem is recorded).
-    pub fn top(&mut self, top: &Top, at: &str) -> Option<TreeFacts> {
+    pub(crate) fn top(&mut self, top: &Top, at: &str) -> Option<TreeFacts> {
         self.tree(top.tree, at)
     }
 
     /// Verifies a directory tree and returns its facts.
-    pub fn tree(&mut self, root: TreeId, at: &str) -> Option<TreeFacts> {
+    pub(crate) fn tree(&mut self, root: TreeId, at: &str) -> Option<TreeFacts> {
         if let Some(f) = self.trees.get(&root) {
             return f.clone();
         }

@@ -87,10 +87,6 @@ impl<'a> StatCache<'a> {
         k
     }
 
-    pub fn prefix(&self) -> &[u8] {
-        &self.prefix
-    }
-
     /// The content a file had when recorded, if its stat data still match
     /// and the entry is not racy.
     pub fn lookup(&self, rel: &[u8], st: &Stat) -> crate::store::Result<Option<ContentRef>> {

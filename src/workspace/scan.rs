@@ -41,9 +41,7 @@ pub struct Scanner<'a> {
     check_cached: bool,
     progress: &'a dyn Progress,
     updates: Mutex<Vec<(Vec<u8>, Vec<u8>)>>,
-    pub files: AtomicU64,
-    pub bytes: AtomicU64,
-    pub bytes_read: AtomicU64,
+    bytes: AtomicU64,
 }
 
 /// What a scan produced.
@@ -51,9 +49,7 @@ pub struct Scanned {
     pub top: Top,
     /// Stat cache entries to record once the objects they name are durable.
     pub cache_updates: Vec<(Vec<u8>, Vec<u8>)>,
-    pub files: u64,
     pub bytes: u64,
-    pub bytes_read: u64,
 }
 
 impl<'a> Scanner<'a> {
@@ -71,9 +67,7 @@ impl<'a> Scanner<'a> {
             check_cached,
             progress,
             updates: Mutex::new(Vec::new()),
-            files: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
-            bytes_read: AtomicU64::new(0),
         }
     }
 
@@ -100,9 +94,7 @@ impl<'a> Scanner<'a> {
                 mtime_ns: Stat::of(&md).mtime_ns,
             },
             cache_updates: self.updates.into_inner().expect("updates lock"),
-            files: self.files.into_inner(),
             bytes: self.bytes.into_inner(),
-            bytes_read: self.bytes_read.into_inner(),
         })
     }
 
@@ -197,7 +189,6 @@ impl<'a> Scanner<'a> {
         if self.progress.cancelled() {
             return Err(WorkspaceError::Cancelled);
         }
-        self.files.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(st.size, Ordering::Relaxed);
         if let Some(content) = self.cache.lookup(rel, st)? {
             let present = match (self.check_cached, content.object()) {
@@ -223,7 +214,6 @@ impl<'a> Scanner<'a> {
                 path: path.to_path_buf(),
             });
         }
-        self.bytes_read.fetch_add(st.size, Ordering::Relaxed);
         self.updates
             .lock()
             .expect("updates lock")
