@@ -1,13 +1,66 @@
-//! Revisions: `HEAD`, a branch or a commit id prefix, each followed by
+//! Branches and revisions: `HEAD`, a branch or a commit id prefix, each followed by
 //! any sequence of `^`, `^N`, `~`, `~N` (docs/design.md section 12).
+
+use serde::{Deserialize, Serialize};
 
 use super::journal::Origin;
 use super::{ref_key, DotConfig, Repo, RepoError, Result};
-use crate::id::CommitId;
-use crate::store::Space;
+use crate::id::{CommitId, Id};
+use crate::store::{Batch, Space};
 use crate::tree::commit::Commit;
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BranchInfo {
+    pub name: String,
+    pub commit: Option<CommitId>,
+    pub current: bool,
+}
+
 impl Repo {
+    /// The commit a branch points at; Ok(None) for a branch without commits.
+    pub(crate) fn branch_commit(&self, dot: &str, branch: &str) -> Result<Option<CommitId>> {
+        match self.store.get_kv(Space::Refs, &ref_key(dot, branch))? {
+            None => Err(RepoError::NoSuchBranch {
+                dot: dot.into(),
+                branch: branch.into(),
+            }),
+            Some(v) if v.is_empty() => Ok(None),
+            Some(v) => Id::from_slice(&v)
+                .map(|id| Some(CommitId(id)))
+                .ok_or_else(|| {
+                    RepoError::Config(format!("ref {dot} {branch}"), "not a commit id".into())
+                }),
+        }
+    }
+
+    pub(crate) fn branches(&self, cfg: &DotConfig) -> Result<Vec<BranchInfo>> {
+        let prefix = format!("{}\0", cfg.name).into_bytes();
+        let mut out = Vec::new();
+        self.store.scan_kv(Space::Refs, &prefix, |k, v| {
+            let name = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            out.push(BranchInfo {
+                current: name == cfg.head,
+                commit: Id::from_slice(v).map(CommitId),
+                name,
+            });
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    pub(crate) fn delete_branch(&self, cfg: &DotConfig, branch: &str) -> Result<()> {
+        if branch == cfg.head {
+            return Err(RepoError::Usage(format!(
+                "cannot delete branch {branch}: it is the current branch of dot {}; dot checkout another branch first",
+                cfg.name
+            )));
+        }
+        self.branch_commit(&cfg.name, branch)?;
+        let mut b = Batch::default();
+        b.delete(Space::Refs, ref_key(&cfg.name, branch));
+        Ok(self.store.write(b)?)
+    }
+
     /// Resolves `HEAD`, `HEAD^`, `HEAD~N`, a branch (with the same
     /// suffixes) or a unique commit id prefix, and tells whether the commit
     /// was verified where it came from: HEAD and branches (and their

@@ -1,0 +1,258 @@
+//! Working states: how a dot's directories differ from its branch, and
+//! commits of them.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::{cache_prefix, human_bytes, ref_key, DotConfig, Repo, RepoError, Result};
+use crate::chunker::Chunker;
+use crate::env::ClientEnv;
+use crate::id::CommitId;
+use crate::progress::Progress;
+use crate::store::{Batch, Space};
+use crate::tree::commit::{read_root, write_root, Commit, Root};
+use crate::tree::diff::{diff, Changed};
+use crate::tree::DryRun;
+use crate::workspace::cache::StatCache;
+use crate::workspace::scan::Scanner;
+use crate::workspace::WorkspaceError;
+
+/// How a working state differs from its branch's last commit.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct Status {
+    pub changes: Vec<Changed>,
+    /// Bytes of chunk data a commit would add to the store.
+    pub new_bytes: u64,
+    /// Total bytes of files in the working state.
+    pub size: u64,
+}
+
+impl Repo {
+    fn head_root(&self, cfg: &DotConfig) -> Result<Option<(CommitId, Root)>> {
+        match self.branch_commit(&cfg.name, &cfg.head)? {
+            Some(id) => {
+                let c = Commit::read(&self.store, &id)?;
+                Ok(Some((id, read_root(&self.store, &c.root)?)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn working_dir(cfg: &DotConfig, sub: &str) -> Result<PathBuf> {
+        let s = &cfg.subdots[sub];
+        match fs::metadata(&s.path) {
+            Ok(m) if m.is_dir() => Ok(s.path.clone()),
+            _ => Err(RepoError::Usage(format!(
+                "the working directory {} of {}.{sub} is missing; recreate it (mkdir) or restore it with dot reset --hard HEAD",
+                s.path.display(),
+                cfg.name
+            ))),
+        }
+    }
+
+    /// Compares each subdot's working directory with the branch's last
+    /// commit, without writing anything.
+    pub(crate) fn status(&self, cfg: &DotConfig, progress: &dyn Progress) -> Result<Status> {
+        let head = self.head_root(cfg)?.map(|(_, r)| r).unwrap_or_default();
+        let dry = DryRun::new(&self.store);
+        let chunker = Chunker::new(cfg.chunking);
+        let mut status = Status::default();
+        for sub in cfg.subdots.keys() {
+            let dir = Self::working_dir(cfg, sub)?;
+            let cache = StatCache::new(&self.store, cache_prefix(&cfg.name, sub));
+            let scanned = Scanner::new(&dry, chunker, &cache, false, progress).scan(&dir)?;
+            status.size += scanned.bytes;
+            let prefix = cfg.display_prefix(sub);
+            // The top directory's own attributes matter too (PostgreSQL
+            // insists on 0700); its mtime, like any directory's, does not.
+            let t = &scanned.top;
+            if head
+                .get(sub)
+                .is_some_and(|h| (h.mode, h.uid, h.gid) != (t.mode, t.uid, t.gid))
+            {
+                status.changes.push(Changed {
+                    path: if prefix.is_empty() {
+                        "./".into()
+                    } else {
+                        prefix.clone()
+                    },
+                    change: crate::tree::diff::Change::Modified,
+                    size_before: 0,
+                    size_after: 0,
+                });
+            }
+            diff(
+                &dry,
+                head.get(sub).map(|t| &t.tree),
+                Some(&scanned.top.tree),
+                &prefix,
+                &mut status.changes,
+            )?;
+        }
+        for (sub, top) in &head {
+            if !cfg.subdots.contains_key(sub) {
+                diff(
+                    &dry,
+                    Some(&top.tree),
+                    None,
+                    &format!("{sub}/"),
+                    &mut status.changes,
+                )?;
+            }
+        }
+        status.new_bytes = dry.new_bytes();
+        Ok(status)
+    }
+
+    pub(super) fn require_clean(&self, cfg: &DotConfig, progress: &dyn Progress) -> Result<()> {
+        let st = self.status(cfg, progress)?;
+        if st.changes.is_empty() {
+            Ok(())
+        } else {
+            Err(RepoError::Dirty {
+                dot: cfg.name.clone(),
+                changes: st.changes.len(),
+                bytes: human_bytes(st.new_bytes),
+            })
+        }
+    }
+
+    /// Commits every subdot of the dot at once and moves its branch.
+    pub(crate) fn commit(
+        &self,
+        cfg: &DotConfig,
+        message: &str,
+        metadata: BTreeMap<String, String>,
+        env: &ClientEnv,
+        progress: &dyn Progress,
+    ) -> Result<CommitId> {
+        let parent = self.branch_commit(&cfg.name, &cfg.head)?;
+        let chunker = Chunker::new(cfg.chunking);
+        let mut root = Root::new();
+        let mut batch = Batch::default();
+        for sub in cfg.subdots.keys() {
+            let dir = Self::working_dir(cfg, sub)?;
+            let cache = StatCache::new(&self.store, cache_prefix(&cfg.name, sub));
+            let scanned = Scanner::new(&self.store, chunker, &cache, true, progress).scan(&dir)?;
+            for (k, v) in scanned.cache_updates {
+                batch.put(Space::Cache, k, v);
+            }
+            root.insert(sub.clone(), scanned.top);
+        }
+        if cfg!(debug_assertions) {
+            if let Some(ms) = env
+                .get("DOT_TEST_COMMIT_PAUSE_MS")
+                .and_then(|v| v.parse().ok())
+            {
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+            }
+        }
+        if progress.cancelled() {
+            return Err(WorkspaceError::Cancelled.into());
+        }
+        let (author, email) = self.author(env)?;
+        let (time, tz_minutes) = now_and_tz();
+        let commit = Commit {
+            root: write_root(&self.store, &root)?,
+            parents: parent.into_iter().collect(),
+            author,
+            email,
+            time,
+            tz_minutes,
+            message: message.to_string(),
+            metadata,
+        };
+        let id = commit.write(&self.store)?;
+        let key = ref_key(&cfg.name, &cfg.head);
+        batch.expect(
+            Space::Refs,
+            key.clone(),
+            Some(parent.map(|p| p.0 .0.to_vec()).unwrap_or_default()),
+        );
+        batch.put(Space::Refs, key, id.0 .0.to_vec());
+        self.store.commit(batch)?;
+        Ok(id)
+    }
+
+    /// Who commits: `user.name` and `user.email`, else the caller's
+    /// DOT_AUTHOR_NAME, DOT_AUTHOR_EMAIL and USER.
+    fn author(&self, env: &ClientEnv) -> Result<(String, String)> {
+        let name = match self.config_get("user.name")? {
+            Some(n) => n,
+            None => env
+                .get("DOT_AUTHOR_NAME")
+                .or_else(|| env.get("USER"))
+                .map(str::to_string)
+                .or_else(login_name)
+                .unwrap_or_else(|| "unknown".into()),
+        };
+        let email = match self.config_get("user.email")? {
+            Some(e) => e,
+            None => env
+                .get("DOT_AUTHOR_EMAIL")
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("{name}@{}", hostname())),
+        };
+        Ok((name, email))
+    }
+
+    /// The branch's commits, newest first.
+    pub(crate) fn log(&self, cfg: &DotConfig) -> Result<Vec<(CommitId, Commit)>> {
+        let mut out = Vec::new();
+        let mut next = self.branch_commit(&cfg.name, &cfg.head)?;
+        while let Some(id) = next {
+            let c = Commit::read(&self.store, &id)?;
+            next = c.parents.first().copied();
+            out.push((id, c));
+        }
+        Ok(out)
+    }
+}
+
+/// The name of the effective user, from the password database.
+fn login_name() -> Option<String> {
+    let mut buf = vec![0 as libc::c_char; 4096];
+    // SAFETY: getpwuid_r writes only into `pwd` and `buf`, whose sizes are
+    // given, and `pw_name` points into `buf` when it succeeds.
+    unsafe {
+        let mut pwd: libc::passwd = std::mem::zeroed();
+        let mut out = std::ptr::null_mut();
+        let r = libc::getpwuid_r(
+            libc::geteuid(),
+            &mut pwd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut out,
+        );
+        if r != 0 || out.is_null() || pwd.pw_name.is_null() {
+            return None;
+        }
+        Some(
+            std::ffi::CStr::from_ptr(pwd.pw_name)
+                .to_string_lossy()
+                .into_owned(),
+        )
+    }
+}
+
+/// This machine's name (uname's nodename).
+fn hostname() -> String {
+    let name = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    if name.is_empty() {
+        "localhost".into()
+    } else {
+        name
+    }
+}
+
+/// Now, in seconds since the epoch, and the local timezone offset.
+fn now_and_tz() -> (i64, i32) {
+    let now = chrono::Local::now();
+    (now.timestamp(), now.offset().local_minus_utc() / 60)
+}
