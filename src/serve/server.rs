@@ -36,10 +36,15 @@ static SIGNALLED: AtomicBool = AtomicBool::new(false);
 /// What the daemon logs, as lines on stderr.
 pub type Log = dyn Fn(String) + Sync;
 
+/// A call in flight: from its arrival until its response is sent. Its
+/// operation is done (and no longer shown as running) before the
+/// response goes out, so a client that has its answer never sees it
+/// still running; a stopping daemon waits for the response too.
 struct Running {
     op: String,
     since: Instant,
     cancel: Arc<AtomicBool>,
+    done: bool,
 }
 
 pub struct Server {
@@ -297,6 +302,7 @@ impl Server {
                 .lock()
                 .expect("running")
                 .values()
+                .filter(|r| !r.done)
                 .map(|r| RunningRequest {
                     op: r.op.clone(),
                     seconds: r.since.elapsed().as_secs(),
@@ -348,6 +354,7 @@ impl Server {
                 op: call.request.op(),
                 since: Instant::now(),
                 cancel: cancel.clone(),
+                done: false,
             },
         );
         // The client sends nothing more: a read that returns means it went
@@ -378,13 +385,16 @@ impl Server {
             Ok(r) => Event::Ok(Box::new(r)),
             Err(e) => Event::Err(ErrorReport::from(&e)),
         };
+        if let Some(r) = self.running.lock().expect("running").get_mut(&id) {
+            r.done = true;
+        }
+        self.served.fetch_add(1, Ordering::Relaxed);
         progress.flush();
         progress.send(&outcome);
         let _ = http::end_chunks(&mut stream);
         let _ = stream.shutdown(std::net::Shutdown::Both);
         let _ = watcher.join();
         self.running.lock().expect("running").remove(&id);
-        self.served.fetch_add(1, Ordering::Relaxed);
         if let Event::Err(e) = &outcome {
             log(format!(
                 "{}: {:?}: {}",

@@ -1,11 +1,11 @@
-//! The Unix calls std lacks, through rustix (no unsafe here): xattrs,
+//! The Unix calls std lacks, through rustix (and libc for mknod where rustix lacks it): xattrs,
 //! symlink mtimes, device nodes, hole punching, syncing a filesystem. Each
 //! returns io::Result.
 
 use std::io;
 use std::path::Path;
 
-use rustix::fs::{AtFlags, FileType, Mode, Timespec, Timestamps, CWD, UTIME_OMIT};
+use rustix::fs::{AtFlags, FileType, Timespec, Timestamps, CWD, UTIME_OMIT};
 use rustix::io::Errno;
 
 pub fn is_root() -> bool {
@@ -116,13 +116,28 @@ pub fn sync_filesystem(path: &Path) -> io::Result<()> {
 /// Creates a fifo or device node of `kind` (a fifo, or a character or
 /// block device).
 pub fn mknod(path: &Path, kind: FileType, mode: u32, rdev: u64) -> io::Result<()> {
-    Ok(rustix::fs::mknodat(
-        CWD,
-        path,
-        kind,
-        Mode::from_raw_mode((mode & 0o7777) as _),
-        rdev as _,
-    )?)
+    #[cfg(target_os = "linux")]
+    {
+        Ok(rustix::fs::mknodat(
+            CWD,
+            path,
+            kind,
+            rustix::fs::Mode::from_raw_mode((mode & 0o7777) as _),
+            rdev as _,
+        )?)
+    }
+    // rustix offers mknodat only where the system call exists.
+    #[cfg(not(target_os = "linux"))]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+        let mode = kind.as_raw_mode() as libc::mode_t | (mode & 0o7777) as libc::mode_t;
+        // SAFETY: `c` is a valid NUL-terminated path for the call's duration.
+        if unsafe { libc::mknod(c.as_ptr(), mode, rdev as libc::dev_t) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
 }
 
 /// Turns a byte range of a file into a hole, or writes zeros where the

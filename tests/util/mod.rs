@@ -299,11 +299,13 @@ fn free_port() -> u16 {
 }
 
 fn start(mut cmd: Command, port: u16, what: &str) {
-    use std::os::unix::process::CommandExt;
     // SAFETY: prctl is async-signal-safe; it asks the kernel to kill the
     // server when the thread that started it dies, and that thread lives
-    // as long as the test process.
+    // as long as the test process. (Linux only: elsewhere a server can
+    // outlive an aborted test run.)
+    #[cfg(target_os = "linux")]
     unsafe {
+        use std::os::unix::process::CommandExt;
         cmd.pre_exec(|| {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             Ok(())
