@@ -101,6 +101,7 @@ fn reads_answer_at_once_while_a_long_commit_runs() {
     let commit = spawn_paused(&t, &["commit", "-m", "big", "big"], 5000);
     wait_running(&t, "commit");
     let reads: &[&[&str]] = &[
+        &["list"],
         &["log", "small"],
         &["branch", "big"],
         &["path", "big"],
