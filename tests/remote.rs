@@ -548,6 +548,11 @@ fn credentials_unreachable_and_missing_remotes() {
     assert!(r.err.contains("never stores secrets"), "{}", r.err);
     assert!(!r.err.contains("s3cret"));
 
+    // A location where a remote's name belongs says how to add it.
+    let r = t.dot(&["clone", "/tmp/dots", "app2"]).fails();
+    assert_eq!(r.code, 2);
+    assert!(r.err.contains("dot remote add NAME /tmp/dots"), "{}", r.err);
+
     // WebDAV with basic auth: wrong password, then right.
     let dav = util::webdav(true);
     let url = format!("http://127.0.0.1:{}/auth-{}", dav.port, std::process::id());

@@ -42,6 +42,10 @@ pub fn check_branch(name: &str) -> Result<(), RepoError> {
 pub fn check_remote(name: &str) -> Result<(), RepoError> {
     if valid_segment(name) {
         Ok(())
+    } else if name.contains(['/', ':']) {
+        Err(RepoError::Usage(format!(
+            "{name:?} is a location, and dot takes a remote's name here; add it first with dot remote add NAME {name}"
+        )))
     } else {
         Err(RepoError::Usage(format!(
             "invalid remote name {name:?}: use letters, digits, '_' and '-'"
