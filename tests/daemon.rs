@@ -267,27 +267,23 @@ fn only_the_owner_and_root_are_served() {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     let sock = t.home.join("daemon.sock");
+    let list_as_nobody = || {
+        let out = std::process::Command::new("runuser")
+            .args(["-u", "nobody", "--"])
+            .arg(util::dot_bin())
+            .arg("list")
+            .env("DOT_HOME", &t.home)
+            .output()
+            .unwrap();
+        util::to_run(out)
+    };
     std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let out = std::process::Command::new("runuser")
-        .args(["-u", "nobody", "--"])
-        .arg(util::dot_bin())
-        .arg("list")
-        .env("DOT_HOME", &t.home)
-        .output()
-        .unwrap();
-    let r = util::to_run(out);
+    let r = list_as_nobody();
     assert_eq!(r.code, 9, "refused as a permission error: {}", r.err);
     assert!(r.err.contains("serves only its owner"), "{}", r.err);
     // With the socket owner-only again, another user cannot even connect.
     std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let out = std::process::Command::new("runuser")
-        .args(["-u", "nobody", "--"])
-        .arg(util::dot_bin())
-        .arg("list")
-        .env("DOT_HOME", &t.home)
-        .output()
-        .unwrap();
-    let r = util::to_run(out);
+    let r = list_as_nobody();
     assert_eq!(r.code, 9, "{}", r.err);
     t.dot(&["list"]).ok();
 }

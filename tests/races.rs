@@ -42,14 +42,7 @@ fn s3(drop: &'static [&'static str]) -> (Target, Target) {
 /// The same WebDAV directory, directly and through a proxy dropping `drop`.
 fn webdav(t: &Env, drop: &'static [&'static str]) -> (Target, Target) {
     let dav = util::webdav(false);
-    let name = t
-        .tmp
-        .path()
-        .file_name()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_string();
+    let name = t.unique_name();
     let via = |port: u16| Target {
         url: format!("http://127.0.0.1:{port}/{name}/dots"),
         args: vec![],

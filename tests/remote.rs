@@ -38,14 +38,7 @@ impl Remote {
     }
     fn webdav(t: &Env) -> Remote {
         let dav = util::webdav(false);
-        let name = t
-            .tmp
-            .path()
-            .file_name()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .to_string();
+        let name = t.unique_name();
         Remote {
             url: format!("http://127.0.0.1:{}/{name}/dots", dav.port),
             args: vec![],

@@ -253,14 +253,8 @@ pub(crate) fn write_response(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> io::Result<()> {
-    let mut out = format!("HTTP/1.1 {status} {}\r\n", reason(status));
-    for (n, v) in headers {
-        out.push_str(&format!("{n}: {v}\r\n"));
-    }
-    out.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
-    w.write_all(out.as_bytes())?;
-    w.write_all(body)?;
-    w.flush()
+    let start = format!("HTTP/1.1 {status} {}\r\n", reason(status));
+    write_message(w, start, headers, body)
 }
 
 /// Writes a request with a body of known length.
@@ -271,7 +265,18 @@ pub(crate) fn write_request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> io::Result<()> {
-    let mut out = format!("{method} {path} HTTP/1.1\r\nHost: dot\r\n");
+    let start = format!("{method} {path} HTTP/1.1\r\nHost: dot\r\n");
+    write_message(w, start, headers, body)
+}
+
+/// Writes a start line (and any fixed headers) in `out`, then `headers`
+/// and a body of known length.
+fn write_message(
+    w: &mut impl Write,
+    mut out: String,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> io::Result<()> {
     for (n, v) in headers {
         out.push_str(&format!("{n}: {v}\r\n"));
     }

@@ -258,15 +258,25 @@ mod tests {
     use crate::tree::dir::{write_dir, Content, DirEntry, EntryKind};
     use crate::tree::Objects;
 
-    /// The memory backend, failing every put after the first `puts_left`,
-    /// and every create when `creates_fail`.
-    struct Faulty {
+    /// The memory backend as a misbehaving server: every put after the
+    /// first `puts_left` fails, and creates do what `create` does.
+    struct Misbehaving {
         inner: ObjectBackend,
         puts_left: Arc<AtomicUsize>,
-        creates_fail: bool,
+        create: fn(&ObjectBackend, &str, Vec<u8>) -> backend::Result<bool>,
     }
 
-    impl Backend for Faulty {
+    impl Misbehaving {
+        fn new(create: fn(&ObjectBackend, &str, Vec<u8>) -> backend::Result<bool>) -> Misbehaving {
+            Misbehaving {
+                inner: ObjectBackend::memory(),
+                puts_left: Arc::new(AtomicUsize::new(usize::MAX)),
+                create,
+            }
+        }
+    }
+
+    impl Backend for Misbehaving {
         fn get(&self, path: &str, max: u64) -> backend::Result<Option<Vec<u8>>> {
             self.inner.get(path, max)
         }
@@ -282,10 +292,7 @@ mod tests {
             self.inner.put(path, bytes)
         }
         fn create(&self, path: &str, bytes: Vec<u8>) -> backend::Result<bool> {
-            if self.creates_fail {
-                return Err(BackendError::Other("503 Service Unavailable".into()));
-            }
-            self.inner.create(path, bytes)
+            (self.create)(&self.inner, path, bytes)
         }
         fn list(&self, prefix: &str) -> backend::Result<Vec<(String, u64)>> {
             self.inner.list(prefix)
@@ -293,6 +300,29 @@ mod tests {
         fn delete(&self, path: &str) -> backend::Result<()> {
             self.inner.delete(path)
         }
+    }
+
+    /// Creates as a server that honours If-None-Match does.
+    fn honest(b: &ObjectBackend, path: &str, bytes: Vec<u8>) -> backend::Result<bool> {
+        b.create(path, bytes)
+    }
+
+    /// Creates as a plain put: a server that ignores If-None-Match.
+    fn careless(b: &ObjectBackend, path: &str, bytes: Vec<u8>) -> backend::Result<bool> {
+        b.put(path, bytes).map(|_| true)
+    }
+
+    /// Creates as a careless server where another pusher's create of the
+    /// same name lands right after each of ours.
+    fn raced(b: &ObjectBackend, path: &str, bytes: Vec<u8>) -> backend::Result<bool> {
+        b.put(path, bytes)?;
+        let other = RemoteRef::decode(&b.get(path, 4096)?.unwrap())
+            .map(|mut r| {
+                r.commit = CommitId(crate::id::Id::of(b"the other pusher"));
+                r.encode()
+            })
+            .unwrap_or_else(|| b"other".to_vec());
+        b.put(path, other).map(|_| true)
     }
 
     /// A commit of one file made of `n` distinct incompressible 40 KiB
@@ -363,10 +393,9 @@ mod tests {
         let puts_left = Arc::new(AtomicUsize::new(3));
         let remote = Remote {
             name: "mem".into(),
-            backend: Box::new(Faulty {
-                inner: ObjectBackend::memory(),
+            backend: Box::new(Misbehaving {
                 puts_left: puts_left.clone(),
-                creates_fail: false,
+                ..Misbehaving::new(honest)
             }),
         };
         let head = commit(&local, 200, 1, None);
@@ -455,31 +484,6 @@ mod tests {
         assert_eq!(remote.backend.list("refs/").unwrap().len(), 2);
     }
 
-    /// The memory backend, creating as a plain put: a server that ignores
-    /// If-None-Match.
-    struct Careless(ObjectBackend);
-
-    impl Backend for Careless {
-        fn get(&self, path: &str, max: u64) -> backend::Result<Option<Vec<u8>>> {
-            self.0.get(path, max)
-        }
-        fn get_range(&self, path: &str, range: Range<u64>) -> backend::Result<Vec<u8>> {
-            self.0.get_range(path, range)
-        }
-        fn put(&self, path: &str, bytes: Vec<u8>) -> backend::Result<()> {
-            self.0.put(path, bytes)
-        }
-        fn create(&self, path: &str, bytes: Vec<u8>) -> backend::Result<bool> {
-            self.0.put(path, bytes).map(|_| true)
-        }
-        fn list(&self, prefix: &str) -> backend::Result<Vec<(String, u64)>> {
-            self.0.list(prefix)
-        }
-        fn delete(&self, path: &str) -> backend::Result<()> {
-            self.0.delete(path)
-        }
-    }
-
     #[test]
     fn the_create_check_has_three_answers() {
         let remote = |backend: Box<dyn Backend>| Remote {
@@ -492,55 +496,21 @@ mod tests {
             honest.backend.list("").unwrap().is_empty(),
             "the probe is removed"
         );
-        let careless = remote(Box::new(Careless(ObjectBackend::memory())));
+        let careless = remote(Box::new(Misbehaving::new(careless)));
         assert_eq!(careless.check_create().unwrap(), CreateCheck::Ignored);
         assert!(careless.backend.list("").unwrap().is_empty());
-        let failing = remote(Box::new(Faulty {
-            inner: ObjectBackend::memory(),
-            puts_left: Arc::new(AtomicUsize::new(0)),
-            creates_fail: true,
-        }));
+        let failing = remote(Box::new(Misbehaving::new(|_, _, _| {
+            Err(BackendError::Other("503 Service Unavailable".into()))
+        })));
         let err = failing.check_create().unwrap_err();
         assert!(err.to_string().contains("503"), "{err}");
-    }
-
-    /// A careless server where another pusher's create of the same name
-    /// lands right after each of ours.
-    struct Raced(ObjectBackend);
-
-    impl Backend for Raced {
-        fn get(&self, path: &str, max: u64) -> backend::Result<Option<Vec<u8>>> {
-            self.0.get(path, max)
-        }
-        fn get_range(&self, path: &str, range: Range<u64>) -> backend::Result<Vec<u8>> {
-            self.0.get_range(path, range)
-        }
-        fn put(&self, path: &str, bytes: Vec<u8>) -> backend::Result<()> {
-            self.0.put(path, bytes)
-        }
-        fn create(&self, path: &str, bytes: Vec<u8>) -> backend::Result<bool> {
-            self.0.put(path, bytes)?;
-            let other = RemoteRef::decode(&self.0.get(path, 4096)?.unwrap())
-                .map(|mut r| {
-                    r.commit = CommitId(crate::id::Id::of(b"the other pusher"));
-                    r.encode()
-                })
-                .unwrap_or_else(|| b"other".to_vec());
-            self.0.put(path, other).map(|_| true)
-        }
-        fn list(&self, prefix: &str) -> backend::Result<Vec<(String, u64)>> {
-            self.0.list(prefix)
-        }
-        fn delete(&self, path: &str) -> backend::Result<()> {
-            self.0.delete(path)
-        }
     }
 
     #[test]
     fn a_replaced_ref_is_not_reported_written() {
         let raced = Remote {
             name: "r".into(),
-            backend: Box::new(Raced(ObjectBackend::memory())),
+            backend: Box::new(Misbehaving::new(raced)),
         };
         let a = CommitId(crate::id::Id::of(b"a"));
         assert_eq!(

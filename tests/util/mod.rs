@@ -78,6 +78,18 @@ pub fn dot_bin() -> PathBuf {
 }
 
 impl Env {
+    /// A name no other Env of this run has (its temporary directory's),
+    /// for a directory of its own on a shared server.
+    pub fn unique_name(&self) -> String {
+        self.tmp
+            .path()
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string()
+    }
+
     /// A fresh home, served by a daemon when the suite runs through
     /// daemons.
     pub fn new() -> Env {
