@@ -23,9 +23,10 @@ const NAMES: &[&str] = &[
     "AWS_SESSION_TOKEN",
     "AWS_REGION",
     "AWS_DEFAULT_REGION",
-    // A test hook, honoured by debug builds only: pause a commit after its
-    // scan, so tests can act while it runs.
+    // Test hooks, honoured by debug builds only: pause a commit after its
+    // scan, so tests can act while it runs; make it panic, as a bug would.
     "DOT_TEST_COMMIT_PAUSE_MS",
+    "DOT_TEST_COMMIT_PANIC",
 ];
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -157,6 +157,26 @@ fn commits_of_different_dots_run_in_parallel() {
 }
 
 #[test]
+fn a_call_that_panics_fails_alone_and_the_daemon_goes_on() {
+    let t = daemon_env();
+    t.dot(&["init", "app"]).ok();
+    write(&t.path("app").join("f"), b"one\n");
+    let r = util::to_run(
+        t.cmd(&["commit", "-m", "boom"])
+            .env("DOT_TEST_COMMIT_PANIC", "1")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(r.code, 1, "a bug exits 1: {}", r.err);
+    assert!(r.err.contains("internal error"), "{}", r.err);
+    // The dot it held is usable, and the daemon stops when asked.
+    t.dot(&["commit", "-m", "one"]).ok();
+    assert_eq!(t.commits("app"), 1);
+    t.fsck_ok();
+    t.dot(&["daemon", "stop"]).ok();
+}
+
+#[test]
 fn ten_concurrent_commits_on_one_dot_give_ten_commits() {
     let t = daemon_env();
     t.dot(&["init", "one"]).ok();

@@ -249,6 +249,32 @@ fn special_files_need_the_dots_permission() {
 }
 
 #[test]
+fn special_files_one_dot_allows_do_not_reach_another() {
+    let v = Victim::new();
+    let (su, c) = file("su", b"#!/bin/sh\n");
+    let id = v.publish_entries(&[su.mode(0o4755)], vec![c], 1);
+    v.clone_app(&["--allow-special-files"]).ok();
+    let md = fs::symlink_metadata(v.t.path("app").join("su")).unwrap();
+    assert_eq!(
+        md.mode() & 0o4000,
+        0o4000,
+        "allowed, the setuid bit comes back"
+    );
+    // The same commit, now in the store, is still judged by each dot.
+    let r =
+        v.t.dot(&["clone", "hub", "app", "--local-name", "app2"])
+            .typed();
+    assert!(r.err.contains("a setuid file"), "{}", r.err);
+    assert!(!v.t.dot(&["list"]).ok().out.contains("app2"));
+    let r =
+        v.t.dot(&["reset", "--hard", &craft::hex(&id), "other"])
+            .typed();
+    assert!(r.err.contains("allowSpecialFiles"), "{}", r.err);
+    v.t.dot(&["rm", "-f", "app"]).ok();
+    v.intact();
+}
+
+#[test]
 fn legal_content_comes_back_and_symlinks_are_not_followed() {
     let v = Victim::new();
     let (f, c) = file("data", b"legal data\n");
@@ -301,6 +327,13 @@ fn lying_sizes_and_lengths_are_refused() {
     let short_inner = node(1, &[Child::Node(leaf.id(), 20)]);
     let skipping_inner = node(2, &[Child::Node(leaf.id(), 16)]);
     let file = |c: &Obj, size| Entry::file("f", Content::Node(c.id()), size);
+    // 50,000 nodes of level 1, each naming the next as its child: a
+    // descent that never reaches level 0 unless levels are checked first.
+    let mut chain = vec![leaf.clone()];
+    for _ in 0..50_000 {
+        let next = node(1, &[Child::Node(chain.last().unwrap().id(), 16)]);
+        chain.push(next);
+    }
     let cases: Vec<(Entry, Vec<Obj>, &str)> = vec![
         // A file entry saying 100 bytes over a 6-byte chunk.
         (
@@ -324,6 +357,8 @@ fn lying_sizes_and_lengths_are_refused() {
         ),
         // A declared size of 2^62 over 16 bytes.
         (file(&leaf, 1 << 62), vec![leaf.clone()], "damaged"),
+        // A chain of nodes whose levels never drop.
+        (file(chain.last().unwrap(), 16), chain.clone(), "damaged"),
     ];
     for (i, (e, mut objects, word)) in cases.into_iter().enumerate() {
         objects.push(six.clone());
@@ -332,7 +367,7 @@ fn lying_sizes_and_lengths_are_refused() {
     }
 
     // A zero run of 4 GiB is legal, and stays a hole.
-    v.publish_entries(&[Entry::file("f", Content::Zero, 1 << 32)], vec![], 6);
+    v.publish_entries(&[Entry::file("f", Content::Zero, 1 << 32)], vec![], 7);
     v.clone_app(&[]).ok();
     let md = fs::metadata(v.t.path("app").join("f")).unwrap();
     assert_eq!(md.len(), 1 << 32);

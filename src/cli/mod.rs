@@ -104,9 +104,14 @@ enum Command {
 
 /// Where requests are carried out: by the daemon serving DOT_HOME, or in
 /// this process on the store opened here.
-pub enum Session {
-    Daemon(Client, ClientEnv),
-    Local(Box<Executor>, ClientEnv),
+pub struct Session {
+    env: ClientEnv,
+    via: Via,
+}
+
+enum Via {
+    Daemon(Client),
+    Local(Box<Executor>),
 }
 
 impl Session {
@@ -119,10 +124,14 @@ impl Session {
         // starts meanwhile is used.
         loop {
             if let Some(client) = Client::find(home)? {
-                return Ok(Session::Daemon(client, env));
+                let via = Via::Daemon(client);
+                return Ok(Session { env, via });
             }
             let e = match Repo::open(home, &who) {
-                Ok(repo) => return Ok(Session::Local(Box::new(Executor::new(repo)), env)),
+                Ok(repo) => {
+                    let via = Via::Local(Box::new(Executor::new(repo)));
+                    return Ok(Session { env, via });
+                }
                 Err(e) => e,
             };
             let Some(holder) = e.store_holder() else {
@@ -138,22 +147,14 @@ impl Session {
 
     /// Carries out one request.
     pub fn call(&self, request: Request, progress: &dyn Progress) -> Result<Response> {
-        match self {
-            Session::Local(executor, env) => {
-                let call = Call {
-                    env: env.clone(),
-                    request,
-                };
-                Ok(executor.execute(&call, progress)?)
-            }
-            Session::Daemon(client, env) => {
-                let call = Call {
-                    env: env.clone(),
-                    request,
-                };
-                Ok(client.call(&call, progress)?)
-            }
-        }
+        let call = Call {
+            env: self.env.clone(),
+            request,
+        };
+        Ok(match &self.via {
+            Via::Local(executor) => executor.execute(&call, progress)?,
+            Via::Daemon(client) => client.call(&call, progress)?,
+        })
     }
 }
 

@@ -273,17 +273,22 @@ impl Repo {
             }
             None => (self.resolve_dot(None)?, None),
         };
+        let Some(first) = cfg.subdots.keys().next() else {
+            return Err(RepoError::NotFound(format!(
+                "dot {} has no subdots: its commit holds none, or its clone has not finished (see dot status)",
+                cfg.name
+            )));
+        };
         let sub = match sub {
             Some(s) => s,
             None if cfg.subdots.contains_key(DEFAULT_SUBDOT) => DEFAULT_SUBDOT.to_string(),
-            None if cfg.subdots.len() == 1 => cfg.subdots.keys().next().expect("one").clone(),
+            None if cfg.subdots.len() == 1 => first.clone(),
             None => {
                 return Err(RepoError::Usage(format!(
-                    "dot {} has subdots {}; name one, as in dot path {}.{}",
+                    "dot {} has subdots {}; name one, as in dot path {}.{first}",
                     cfg.name,
                     cfg.subdots.keys().cloned().collect::<Vec<_>>().join(", "),
                     cfg.name,
-                    cfg.subdots.keys().next().expect("subdots")
                 )))
             }
         };

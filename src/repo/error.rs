@@ -36,6 +36,9 @@ pub enum ErrorKind {
     Refused,
     /// Cancelled by the user (Ctrl-C).
     Cancelled,
+    /// A bug in dot (the daemon caught a panic); exits 1, as any
+    /// unforeseen error.
+    Internal,
 }
 
 impl ErrorKind {
@@ -51,6 +54,7 @@ impl ErrorKind {
             ErrorKind::Permission => 9,
             ErrorKind::Refused => 10,
             ErrorKind::Cancelled => 130,
+            ErrorKind::Internal => 1,
         }
     }
 }
@@ -194,6 +198,7 @@ impl RepoError {
                 SyncError::Backend { error, .. } => match error {
                     BackendError::Denied(_) => ErrorKind::Permission,
                     BackendError::NotFound(_) => ErrorKind::NotFound,
+                    BackendError::Damaged(_) => ErrorKind::Damaged,
                     BackendError::Unreachable(_) | BackendError::Other(_) => ErrorKind::Remote,
                 },
                 SyncError::Damaged { .. } | SyncError::Incomplete { .. } => ErrorKind::Damaged,

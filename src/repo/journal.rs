@@ -140,7 +140,7 @@ impl Repo {
     ) -> Result<CommitId> {
         let (target, origin) = self.resolve_with_origin(cfg, spec)?;
         if origin == Origin::Unverified {
-            self.verify_commit(target, None, &format!("commit {}", target.short()))?;
+            self.verify_commit(target, cfg, None)?;
         }
         let journal = self.plan(cfg, cfg.head.clone(), Some(target), false, origin)?;
         self.run(cfg, journal, progress)?;
@@ -361,22 +361,23 @@ impl Repo {
         Ok(self.store.write(b)?)
     }
 
-    /// Verifies everything `commit` reaches that local branches do not
-    /// (see `tree::verify`), reading chunk lengths from the index. With
-    /// `remote`, problems name it and special entries are refused unless
-    /// `allow_special`.
+    /// Verifies everything `commit` reaches that the branches of `cfg`'s
+    /// dot do not (see `tree::verify`), reading chunk lengths from the
+    /// index. With `remote`, problems name it and special entries are
+    /// refused unless the dot allows them.
     pub(super) fn verify_commit(
         &self,
         commit: CommitId,
-        remote: Option<(&str, &str, bool)>,
-        at: &str,
+        cfg: &DotConfig,
+        remote: Option<&str>,
     ) -> Result<()> {
-        let trusted = self.complete_commits()?;
+        let trusted = self.complete_commits(Some(&cfg.name))?;
         let mut v = Verifier::new(&self.store, Contents::Lengths, true);
-        v.commit(commit, at, &|c| trusted.contains(c));
+        let at = format!("commit {}", commit.short());
+        v.commit(commit, &at, &|c| trusted.contains(c));
         if let Some((where_, why)) = v.problems.into_iter().next() {
             return Err(match remote {
-                Some((name, _, _)) => crate::sync::SyncError::Damaged {
+                Some(name) => crate::sync::SyncError::Damaged {
                     remote: name.to_string(),
                     what: where_,
                     why,
@@ -385,10 +386,12 @@ impl Repo {
                 None => RepoError::Damaged { what: where_, why },
             });
         }
-        if let (Some((name, dot, false)), Some((where_, what))) = (remote, v.special) {
-            return Err(special_refused(dot, &where_, &what, Some(name)));
+        match (remote, v.special) {
+            (Some(name), Some((where_, what))) if !cfg.allow_special_files => {
+                Err(special_refused(&cfg.name, &where_, &what, Some(name)))
+            }
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// `$DOT_HOME/work/<dot>`, where the directories dot creates for a dot

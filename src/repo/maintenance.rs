@@ -66,16 +66,18 @@ impl Repo {
     /// Frees the space of objects no branch of any dot reaches.
     pub(crate) fn gc(&self) -> Result<GcStats> {
         if let Some((dot, Err(e))) = self.journals()?.into_iter().find(|(_, j)| j.is_err()) {
-            return Err(RepoError::Usage(format!(
-                "gc stopped without deleting anything: the journal of dot {dot} is unreadable ({e}); run dot fsck"
-            )));
+            return Err(RepoError::Damaged {
+                what: format!("the journal of dot {dot}"),
+                why: format!("{e}; gc stopped without deleting anything"),
+            });
         }
         let mut walker = Verifier::new(&self.store, Contents::Reach, true);
         self.walk_live(&mut walker)?;
         if let Some((at, what)) = walker.problems.first() {
-            return Err(RepoError::Usage(format!(
-                "gc stopped without deleting anything: {at}: {what}; run dot fsck"
-            )));
+            return Err(RepoError::Damaged {
+                what: at.clone(),
+                why: format!("{what}; gc stopped without deleting anything"),
+            });
         }
         let live: HashSet<Id> = walker.seen;
         Ok(self.store.gc(&|id| live.contains(id))?)

@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
+use crate::progress::Progress;
 use crate::store::{Space, Store};
 use dots::utf8_path;
 pub use dots::{DotConfig, DotSummary, SubdotConfig, DOT_SETTING_SPECIAL};
@@ -98,18 +99,20 @@ impl Repo {
     /// finished must not lock the user out of every command (dot rm, dot
     /// fsck, another reset): its error says how to drop it, and fsck
     /// reports it.
-    pub(crate) fn finish_journal(&self, dot: &str) -> Result<bool> {
+    pub(crate) fn finish_journal(&self, dot: &str, progress: &dyn Progress) -> Result<bool> {
         let Some(bytes) = self.store.get_kv(Space::Meta, &journal_key(dot))? else {
             return Ok(false);
         };
-        let done = journal::Journal::decode(dot, &bytes)
-            .and_then(|j| self.replay(dot, &j, &crate::progress::Silent));
+        let done =
+            journal::Journal::decode(dot, &bytes).and_then(|j| self.replay(dot, &j, progress));
         let mut unfinished = self.unfinished.lock().expect("unfinished");
         match done {
             Ok(()) => {
                 unfinished.remove(dot);
                 Ok(true)
             }
+            // Cancelled by the user: not a failure to remember.
+            Err(e) if e.kind() == ErrorKind::Cancelled => Err(e),
             Err(e) => {
                 unfinished.insert(dot.to_string(), e.to_string());
                 Err(RepoError::Unfinished {

@@ -423,10 +423,23 @@ impl Repo {
         Ok(false)
     }
 
-    /// Commits the store holds in full: those local branches reach.
-    pub(super) fn complete_commits(&self) -> Result<HashSet<CommitId>> {
+    /// Commits the store holds in full and verified: those local branches
+    /// reach, or with `dot`, those its own branches reach. What a dot may
+    /// materialize (special files) is judged per dot, so trust in that
+    /// sense never crosses from one dot to another.
+    pub(super) fn complete_commits(&self, dot: Option<&str>) -> Result<HashSet<CommitId>> {
         let mut seen = HashSet::new();
-        let mut next: Vec<CommitId> = self.all_heads()?.into_iter().map(|(_, c)| c).collect();
+        let mut next: Vec<CommitId> = match dot {
+            None => self.all_heads()?.into_iter().map(|(_, c)| c).collect(),
+            Some(dot) => {
+                let mut heads = Vec::new();
+                self.store.scan_kv(Space::Refs, &ref_key(dot, ""), |_, v| {
+                    heads.extend(crate::id::Id::from_slice(v).map(CommitId));
+                    Ok(true)
+                })?;
+                heads
+            }
+        };
         while let Some(c) = next.pop() {
             if seen.insert(c) {
                 next.extend(Commit::read(&self.store, &c)?.parents);
@@ -710,14 +723,10 @@ impl Repo {
         cfg: &DotConfig,
         progress: &dyn Progress,
     ) -> Result<FetchStats> {
-        let complete = self.complete_commits()?;
+        let complete = self.complete_commits(None)?;
         let known = Known::refresh(&self.store, r)?;
         let stats = sync::fetch(&self.store, r, &known, want, &complete, progress)?;
-        self.verify_commit(
-            want,
-            Some((&r.name, &cfg.name, cfg.allow_special_files)),
-            &format!("commit {}", want.short()),
-        )?;
+        self.verify_commit(want, cfg, Some(&r.name))?;
         Ok(stats)
     }
 }

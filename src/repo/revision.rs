@@ -92,7 +92,7 @@ impl Repo {
                 .ok_or_else(|| unborn(base))?
         } else {
             let id = self.resolve_prefix(cfg, base)?;
-            if !self.complete_commits()?.contains(&id) {
+            if !self.complete_commits(Some(&cfg.name))?.contains(&id) {
                 origin = Origin::Unverified;
             }
             id

@@ -149,6 +149,9 @@ impl Repo {
             {
                 std::thread::sleep(std::time::Duration::from_millis(ms));
             }
+            if env.get("DOT_TEST_COMMIT_PANIC").is_some() {
+                panic!("DOT_TEST_COMMIT_PANIC is set");
+            }
         }
         if progress.cancelled() {
             return Err(WorkspaceError::Cancelled.into());

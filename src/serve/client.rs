@@ -82,8 +82,9 @@ impl Client {
     }
 
     /// Carries out a call on the daemon, drawing its progress on
-    /// `progress`. Cancelling (`progress.cancelled()`) is done by the
-    /// caller closing the process; the daemon sees the connection close.
+    /// `progress`. When `progress.cancelled()` turns true, a watcher shuts
+    /// down the write half of the connection; the daemon sees it, cancels
+    /// the call, and its outcome still arrives here.
     pub fn call(&self, call: &Call, progress: &dyn Progress) -> Result<Response> {
         let mut s = self.connect()?;
         let body = serde_json::to_vec(call).expect("calls serialize");

@@ -6,10 +6,19 @@
 //! that dot's lock, so operations on one dot are serialized and none is
 //! lost; requests that write objects (or rely on objects no ref names yet)
 //! share a gate that gc takes alone, so gc never deletes what a running
-//! commit, pull or reset needs. Reads take neither and answer at once.
+//! commit, pull or reset needs (fsck holds it too, as it reads every
+//! object). Other reads take neither and answer at once.
+//! A request that names no dot acts on the current dot as it was when the
+//! request took its lock, even if `dot switch` runs meanwhile.
+//!
+//! Interrupted resets, checkouts, pulls and clones are finished before a
+//! request runs (unless gc holds the gate). One that could not be
+//! finished is retried only by a request that changes its dot (and by
+//! each new process), so that a failing journal does not make every read
+//! redo its work.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use super::api::*;
 use crate::progress::Progress;
@@ -35,21 +44,25 @@ impl Executor {
     fn dot_lock(&self, dot: &str) -> Arc<Mutex<()>> {
         self.dots
             .lock()
-            .expect("dot locks")
+            .unwrap_or_else(PoisonError::into_inner)
             .entry(dot.to_string())
             .or_default()
             .clone()
     }
 
     /// Finishes interrupted resets, checkouts, pulls and clones whose dot
-    /// no request holds, saying so through `progress`.
+    /// no request holds, saying so through `progress`. A journal that
+    /// failed before is tried again, as each command run in-process does:
+    /// once its cause is gone, the next command of any kind finishes it.
     fn recover(&self, progress: &dyn Progress) -> Result<()> {
         for dot in self.repo.pending_journals()? {
             let lock = self.dot_lock(&dot);
-            let Ok(_held) = lock.try_lock() else {
-                continue; // Being carried out now.
+            let _held = match lock.try_lock() {
+                Ok(held) => held,
+                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => continue, // Being carried out now.
             };
-            match self.repo.finish_journal(&dot) {
+            match self.repo.finish_journal(&dot, progress) {
                 Ok(true) => progress.note(&format!(
                     "finished an interrupted reset, checkout, pull or clone of dot {dot}"
                 )),
@@ -63,28 +76,41 @@ impl Executor {
     /// Carries out one request, holding the locks it needs.
     pub fn execute(&self, call: &Call, progress: &dyn Progress) -> Result<Response> {
         let req = &call.request;
+        // The dot the request changes, resolved once.
+        let written = match req.dot_written() {
+            None => None,
+            Some(Some(spec)) => Some(parse_spec(spec)?.0),
+            Some(None) => self.repo.current()?,
+        };
         // Journals need their targets alive: not while gc runs (and reads
         // do not wait for gc).
         if let Ok(_writes) = self.gate.try_read() {
             self.recover(progress)?;
         }
-        let _gc = matches!(req, Request::Gc).then(|| self.gate.write().expect("gc gate"));
+        // A request that panicked (a bug, reported as such by the daemon)
+        // leaves its locks poisoned; what they guard holds no data, so the
+        // next request goes on.
+        let _gc = matches!(req, Request::Gc)
+            .then(|| self.gate.write().unwrap_or_else(PoisonError::into_inner));
         let _writes = req
             .excludes_gc()
-            .then(|| self.gate.read().expect("gc gate"));
-        let lock = match req.dot_written() {
-            None => None,
-            Some(Some(spec)) => Some(self.dot_lock(&parse_spec(spec)?.0)),
-            Some(None) => self.repo.current()?.map(|dot| self.dot_lock(&dot)),
-        };
-        let _dot = lock.as_ref().map(|l| l.lock().expect("dot lock"));
-        self.run(call, progress)
+            .then(|| self.gate.read().unwrap_or_else(PoisonError::into_inner));
+        let lock = written.as_deref().map(|dot| self.dot_lock(dot));
+        let _dot: Option<MutexGuard<()>> = lock
+            .as_ref()
+            .map(|l| l.lock().unwrap_or_else(PoisonError::into_inner));
+        self.run(call, written.as_deref(), progress)
     }
 
-    fn run(&self, call: &Call, progress: &dyn Progress) -> Result<Response> {
+    /// Runs a request; `held` is the dot it changes (locked by the caller),
+    /// which stands for the current dot when the request names none.
+    fn run(&self, call: &Call, held: Option<&str>, progress: &dyn Progress) -> Result<Response> {
         let repo = &self.repo;
         let env = &call.env;
-        let dot = |spec: &Option<String>| repo.resolve_dot(spec.as_deref());
+        let dot = |spec: &Option<String>| match (spec, held) {
+            (None, Some(name)) => repo.dot(name),
+            _ => repo.resolve_dot(spec.as_deref()),
+        };
         Ok(match &call.request {
             Request::Init {
                 spec,

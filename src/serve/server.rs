@@ -33,6 +33,9 @@ pub(crate) fn socket_path(home: &Path) -> PathBuf {
 /// Set by SIGTERM and SIGINT: stop accepting, finish, exit.
 static SIGNALLED: AtomicBool = AtomicBool::new(false);
 
+/// How long a client may take to send its request.
+const REQUEST_WAIT: Duration = Duration::from_secs(10);
+
 /// What the daemon logs, as lines on stderr.
 pub type Log = dyn Fn(String) + Sync;
 
@@ -232,7 +235,10 @@ impl Server {
             Err(_) => return,
         });
         // The request is read whole (within limits) before any answer, so
-        // that the client is not cut off mid-write.
+        // that the client is not cut off mid-write; a client that sends
+        // nothing for REQUEST_WAIT is dropped, so none can hold a stopping
+        // daemon up.
+        let _ = stream.set_read_timeout(Some(REQUEST_WAIT));
         let (head, body) = match http::read_request(&mut reader) {
             Ok(Some(r)) => r,
             Ok(None) => return,
@@ -241,6 +247,7 @@ impl Server {
                 return;
             }
         };
+        let _ = stream.set_read_timeout(None);
         if !allowed {
             error_response(
                 &mut stream,
@@ -346,6 +353,14 @@ impl Server {
                 "the dot daemon is stopping; run the command again once it has (or start it again with dot daemon start)".into(),
             );
         }
+        let out = match stream.try_clone() {
+            Ok(s) => s,
+            Err(e) => {
+                let message = format!("the dot daemon cannot serve a call: {e}");
+                log(message.clone());
+                return error_response(&mut stream, 503, ErrorKind::Io, message);
+            }
+        };
         let cancel = Arc::new(AtomicBool::new(false));
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         self.running.lock().expect("running").insert(
@@ -376,14 +391,31 @@ impl Server {
             ],
         );
         let progress = Stream {
-            out: Mutex::new(stream.try_clone().expect("socket clone")),
+            out: Mutex::new(out),
             pending: AtomicU64::new(0),
             last: Mutex::new(Instant::now()),
             cancel,
         };
-        let outcome = match self.exec.execute(&call, &progress) {
-            Ok(r) => Event::Ok(Box::new(r)),
-            Err(e) => Event::Err(ErrorReport::from(&e)),
+        // A panic is a bug: it fails this call, and the daemon goes on
+        // serving the others.
+        let outcome = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.exec.execute(&call, &progress)
+        })) {
+            Ok(Ok(r)) => Event::Ok(Box::new(r)),
+            Ok(Err(e)) => Event::Err(ErrorReport::from(&e)),
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                Event::Err(ErrorReport {
+                    kind: ErrorKind::Internal,
+                    message: format!(
+                        "internal error in the dot daemon ({what}); this is a bug in dot, please report it with the daemon's log. The daemon goes on serving"
+                    ),
+                })
+            }
         };
         if let Some(r) = self.running.lock().expect("running").get_mut(&id) {
             r.done = true;

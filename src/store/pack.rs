@@ -292,6 +292,20 @@ pub(crate) fn decode_stored(
     Ok(raw)
 }
 
+/// Decodes an object's stored bytes (as `decode_stored`) and checks that
+/// they hash to `id`: every read of an object, local or remote, ends here.
+pub(crate) fn decode_checked<'a>(
+    id: &Id,
+    slot: &Slot,
+    stored: &'a [u8],
+) -> Result<Cow<'a, [u8]>, DecodeError> {
+    let raw = decode_stored(slot.codec, slot.raw_len, stored)?;
+    if Id::of(&raw) != *id {
+        return Err(invalid("content does not match its id"));
+    }
+    Ok(raw)
+}
+
 fn encode_trailer(entries: &[(Id, Slot)]) -> Vec<u8> {
     let mut t = Vec::with_capacity(4 + entries.len() * TRAILER_ENTRY_LEN);
     t.extend_from_slice(&(entries.len() as u32).to_le_bytes());
@@ -396,9 +410,7 @@ pub(crate) fn recover(
         if !trusted(&id, &slot) {
             let mut stored = vec![0u8; slot.stored_len as usize];
             file.read_exact_at(&mut stored, slot.offset)?;
-            let whole = decode_stored(slot.codec, slot.raw_len, &stored)
-                .is_ok_and(|raw| Id::of(&raw) == id);
-            if !whole {
+            if decode_checked(&id, &slot, &stored).is_err() {
                 break;
             }
         }

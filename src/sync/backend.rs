@@ -28,6 +28,10 @@ pub enum BackendError {
     Unreachable(String),
     #[error("{0} does not exist on the remote")]
     NotFound(String),
+    /// The remote answered with something no honest remote holds: an
+    /// object over its format's limit, a short ranged read.
+    #[error("the remote is damaged: {0}")]
+    Damaged(String),
     #[error("{0}")]
     Other(String),
 }
@@ -309,7 +313,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 impl Backend for ObjectBackend {
     fn get(&self, path: &str, max: u64) -> Result<Option<Vec<u8>>> {
         let p = self.path(path);
-        let too_big = || BackendError::Other(format!("{path} is larger than {max} bytes"));
+        let too_big = || BackendError::Damaged(format!("{path} is larger than {max} bytes"));
         self.runtime.block_on(async {
             let r = match self.store.get(&p).await {
                 Ok(r) => r,
@@ -339,7 +343,7 @@ impl Backend for ObjectBackend {
             .block_on(self.store.get_range(&p, range))
             .map_err(|e| map_err(path, e))?;
         if bytes.len() as u64 != want {
-            return Err(BackendError::Other(format!(
+            return Err(BackendError::Damaged(format!(
                 "{path}: asked for {want} bytes, got {}",
                 bytes.len()
             )));

@@ -25,9 +25,9 @@ const READERS: usize = 8;
 const MAX_GAP: u64 = 256 << 10;
 /// The most one request reads.
 const MAX_SPAN: u64 = 16 << 20;
-/// Received chunks are made durable (their packs sealed and indexed) after
+/// Received chunks are made durable and indexed (a commit point) after
 /// about this many bytes, so an interrupted pull keeps what it received.
-const SEAL_EVERY: u64 = 32 << 20;
+const FLUSH_EVERY: u64 = 32 << 20;
 
 #[derive(Debug, Default, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub struct FetchStats {
@@ -119,14 +119,14 @@ pub(crate) fn fetch(
             .iter()
             .take_while(|(_, _, l)| {
                 bytes += u64::from(l.slot.stored_len);
-                bytes <= SEAL_EVERY
+                bytes <= FLUSH_EVERY
             })
             .count()
             .max(1);
         read(store, remote, &rest[..n], false, &mut stats, progress)?;
-        // Each batch is its own sealed pack (a pull is rare, its packs
-        // large): what arrived stays if the pull is interrupted.
-        store.seal_all()?;
+        // A commit point per batch: what arrived stays if the pull is
+        // interrupted (other operations' packs are left open).
+        store.flush()?;
         rest = &rest[n..];
     }
     progress.finish();
@@ -219,11 +219,8 @@ fn read_span(
             what: format!("object {} in {path}", id.short()),
             why: why.to_string(),
         };
-        let raw = pack::decode_stored(loc.slot.codec, loc.slot.raw_len, stored)
-            .map_err(|e| damaged(&e.to_string()))?;
-        if Id::of(&raw) != *id {
-            return Err(damaged("its content does not match its id"));
-        }
+        let raw =
+            pack::decode_checked(id, &loc.slot, stored).map_err(|e| damaged(&e.to_string()))?;
         // Decoding checks every rule of the object's own format: nothing
         // malformed is ever stored.
         let refs = links(id, *kind, &raw).map_err(|e| match e {

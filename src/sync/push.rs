@@ -267,13 +267,11 @@ fn upload(
                     return Err(super::SyncError::Cancelled);
                 }
                 let stored = store.read_stored(entry.pack, &entry.slot)?;
-                let intact = pack::decode_stored(entry.slot.codec, entry.slot.raw_len, &stored)
-                    .is_ok_and(|raw| Id::of(&raw) == *id);
-                if !intact {
+                if let Err(e) = pack::decode_checked(id, &entry.slot, &stored) {
                     return Err(StoreError::Damaged {
                         id: *id,
                         pack: format!("{:016x}", entry.pack),
-                        why: "content does not match its id".into(),
+                        why: e.to_string(),
                     }
                     .into());
                 }

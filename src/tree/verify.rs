@@ -258,7 +258,7 @@ impl<'a> Verifier<'a> {
             ContentRef::Empty | ContentRef::Zero => {}
             ContentRef::Chunk(id) => self.chunk(id, size, at),
             ContentRef::Node(n) => {
-                if let Some((_, total)) = self.node(n, at) {
+                if let Some((_, total)) = self.node(n, None, at) {
                     if total != size {
                         self.note(
                             at,
@@ -274,12 +274,15 @@ impl<'a> Verifier<'a> {
     }
 
     /// A chunk-tree node's (level, byte length), checking its children.
-    fn node(&mut self, id: &NodeId, at: &str) -> Option<(u8, u64)> {
+    /// A child read here for the first time must have the level below its
+    /// parent's before it is descended into, so descents are at most 256
+    /// deep whatever a remote sends.
+    fn node(&mut self, id: &NodeId, expect_level: Option<u8>, at: &str) -> Option<(u8, u64)> {
         if let Some(v) = self.nodes.get(id) {
             return *v;
         }
         self.seen.insert(id.0);
-        let node = match read_node(self.store, id, None) {
+        let node = match read_node(self.store, id, expect_level) {
             Ok(n) => n,
             Err(e) => {
                 self.note_err(at, e);
@@ -292,8 +295,9 @@ impl<'a> Verifier<'a> {
             match c {
                 Child::Leaf(Leaf::Chunk(cid, len)) => self.chunk(cid, u64::from(*len), at),
                 Child::Leaf(Leaf::Zero(_)) => {}
-                Child::Node(cid, len) => match self.node(cid, at) {
-                    Some((level, total)) if level + 1 == node.level && total == *len => {}
+                Child::Node(cid, len) => match self.node(cid, node.level.checked_sub(1), at) {
+                    Some((level, total))
+                        if node.level.checked_sub(1) == Some(level) && total == *len => {}
                     Some(_) => {
                         ok = false;
                         self.note(
@@ -586,11 +590,15 @@ mod tests {
                     for top in root.values() {
                         let mut out = Vec::new();
                         let _ = crate::tree::diff::diff(&bad, None, Some(&top.tree), "", &mut out);
+                        let cache = crate::tree::read::Cache::new(1 << 20);
+                        let reader = crate::tree::read::TreeReader { objects: &bad, cache: &cache };
+                        let _ = reader.entries(&top.tree, 1, 3);
+                        let _ = reader.lookup(&top.tree, b"f");
                         if let Ok(entries) = crate::tree::dir::read_dir(&bad, &top.tree) {
                             for e in entries {
                                 if let Content::File(c) = e.content {
                                     let mut buf = vec![0u8; 4096];
-                                    let _ = crate::tree::chunks::read_at(&bad, &c, e.size, 100, &mut buf);
+                                    let _ = reader.read_at(&c, e.size, 100, &mut buf);
                                     let _ = crate::tree::chunks::for_each_leaf_group(
                                         &bad, &c, e.size,
                                         &mut |_, _| -> std::result::Result<(), TreeError> { Ok(()) },
