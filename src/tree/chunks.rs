@@ -122,7 +122,7 @@ pub(super) enum Child {
 }
 
 impl Child {
-    fn len(&self) -> u64 {
+    pub(super) fn len(&self) -> u64 {
         match self {
             Child::Leaf(l) => l.len(),
             Child::Node(_, n) => *n,
@@ -407,78 +407,6 @@ fn visit<E: From<super::TreeError>>(
 }
 
 #[cfg(test)]
-/// Reads up to `buf.len()` bytes at `offset` of a file's content, descending
-/// only the path to that offset. Returns the number of bytes read.
-pub(crate) fn read_at(
-    objects: &dyn Objects,
-    content: &ContentRef,
-    size: u64,
-    offset: u64,
-    buf: &mut [u8],
-) -> Result<usize> {
-    let want = (buf.len() as u64).min(size.saturating_sub(offset)) as usize;
-    if want == 0 {
-        return Ok(0);
-    }
-    let buf = &mut buf[..want];
-    match content {
-        ContentRef::Empty => Ok(0),
-        ContentRef::Zero => {
-            buf.fill(0);
-            Ok(want)
-        }
-        ContentRef::Chunk(id) => {
-            let data = chunk_bytes(objects, id, size)?;
-            let start = offset as usize;
-            buf.copy_from_slice(&data[start..start + want]);
-            Ok(want)
-        }
-        ContentRef::Node(root) => {
-            let mut done = 0;
-            while done < want {
-                done += read_node_at(objects, root, None, offset + done as u64, &mut buf[done..])?;
-            }
-            Ok(want)
-        }
-    }
-}
-
-#[cfg(test)]
-/// Reads from the one leaf that holds `offset`; returns bytes read (> 0).
-fn read_node_at(
-    objects: &dyn Objects,
-    id: &NodeId,
-    expect_level: Option<u8>,
-    offset: u64,
-    buf: &mut [u8],
-) -> Result<usize> {
-    let node = read_node(objects, id, expect_level)?;
-    let mut pos = 0u64;
-    for c in &node.children {
-        let len = c.len();
-        if offset - pos < len {
-            let inner = offset - pos;
-            return match c {
-                Child::Node(cid, _) => read_node_at(objects, cid, Some(node.level - 1), inner, buf),
-                Child::Leaf(leaf) => {
-                    let n = ((len - inner) as usize).min(buf.len());
-                    match leaf {
-                        Leaf::Zero(_) => buf[..n].fill(0),
-                        Leaf::Chunk(cid, _) => {
-                            let data = chunk_bytes(objects, cid, len)?;
-                            buf[..n].copy_from_slice(&data[inner as usize..inner as usize + n]);
-                        }
-                    }
-                    Ok(n)
-                }
-            };
-        }
-        pos += len;
-    }
-    Err(super::corrupt(&id.0, "offset beyond the node's content"))
-}
-
-#[cfg(test)]
 /// Every object a content reference reaches (for gc and fsck).
 pub(crate) fn for_each_object(
     objects: &dyn Objects,
@@ -583,7 +511,14 @@ mod tests {
         assert_eq!(seen, leaves);
         for off in [0u64, 1, 17, 5000, 40_000, content.len() as u64 - 3] {
             let mut buf = [0u8; 100];
-            let n = read_at(&store, &root, content.len() as u64, off, &mut buf).unwrap();
+            let cache = crate::tree::read::Cache::new(1 << 20);
+            let r = crate::tree::read::TreeReader {
+                objects: &store,
+                cache: &cache,
+            };
+            let n = r
+                .read_at(&root, content.len() as u64, off, &mut buf)
+                .unwrap();
             assert_eq!(
                 &buf[..n],
                 &content[off as usize..(off as usize + 100).min(content.len())]

@@ -389,7 +389,7 @@ impl DirNode {
         Ok(node)
     }
 
-    fn level(&self) -> u8 {
+    pub(super) fn level(&self) -> u8 {
         match self {
             DirNode::Entries(_) => 0,
             DirNode::Children(level, _) => *level,

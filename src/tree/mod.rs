@@ -11,6 +11,7 @@ pub mod chunks;
 pub(crate) mod commit;
 pub mod diff;
 pub mod dir;
+pub mod read;
 pub(crate) mod verify;
 
 use std::collections::{HashMap, HashSet};
