@@ -3,9 +3,11 @@
 # rocksdb's bindings, PostgreSQL for the database test, attr and util-linux
 # for xattr and terminal tests, rclone (the WebDAV server of the remote
 # tests, and a peer in the push benchmark), moto from PyPI (the S3 server of
-# the remote tests), and the peer tools the benchmark compares.
+# the remote tests), fuse3 (fusermount3, which mounts views when the daemon
+# is not root; the mount tests need /dev/fuse), and the peer tools the
+# benchmark compares.
 set -euo pipefail
-need=(clang libclang-dev postgresql attr util-linux time restic borgbackup casync rclone python3-pip)
+need=(clang libclang-dev postgresql attr util-linux time restic borgbackup casync rclone python3-pip fuse3)
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -21,6 +23,10 @@ if ! python3 -c "import moto.server" 2>/dev/null; then
   # site-packages where pip allows, else past the marker.
   python3 -m pip install --quiet --user 'moto[server]' 2>/dev/null \
     || python3 -m pip install --quiet --break-system-packages 'moto[server]'
+fi
+if [ ! -e /dev/fuse ]; then
+  echo "dot: /dev/fuse is missing; the mount tests need FUSE (modprobe fuse, or run the container with --device /dev/fuse)" >&2
+  exit 1
 fi
 if ! command -v cargo >/dev/null; then
   echo "dot: cargo is missing; install Rust from https://rustup.rs and run this again" >&2

@@ -6,12 +6,17 @@
 //! commits) -> `workspace` (scan a directory into a tree, materialize a tree
 //! into a directory) and `sync` (remotes: push and fetch of objects through
 //! blob storage) -> `repo` (dots, branches, remotes and the operations the
-//! CLI calls). Only the binary (`src/main.rs`, `src/cli/`) prints.
+//! CLI calls) -> `mount` (a commit as a file system serves it) and, on
+//! Linux, `fuse` (the kernel side of a mount) -> `serve` (the daemon).
+//! Only the binary (`src/main.rs`, `src/cli/`) prints.
 
 pub mod chunker;
 pub(crate) mod codec;
 pub mod env;
+#[cfg(target_os = "linux")]
+pub mod fuse;
 pub mod id;
+pub mod mount;
 pub mod progress;
 pub mod repo;
 pub mod serve;

@@ -72,6 +72,9 @@ pub fn run(home: &Path, a: DaemonArgs) -> Result<ExitCode> {
             for r in &st.running {
                 println!("running:   {} ({} s)", r.op, r.seconds);
             }
+            for m in &st.mounts {
+                println!("mounted:   {}", m.display());
+            }
             if st.stopping {
                 println!("stopping");
             }
@@ -88,14 +91,28 @@ fn not_running(home: &Path) -> RepoError {
 }
 
 fn start(home: &Path) -> Result<ExitCode> {
+    match ensure_running(home)? {
+        Started::Already(pid) => {
+            println!("a dot daemon already serves {} (pid {pid})", home.display())
+        }
+        Started::Now(pid) => println!(
+            "started a dot daemon serving {} (pid {pid})",
+            home.display()
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) enum Started {
+    Already(u32),
+    Now(u32),
+}
+
+/// Starts a daemon serving `home` unless one does; returns once it
+/// answers.
+pub(super) fn ensure_running(home: &Path) -> Result<Started> {
     if let Some(client) = Client::find(home)? {
-        let st = client.status()?;
-        println!(
-            "a dot daemon already serves {} (pid {})",
-            home.display(),
-            st.pid
-        );
-        return Ok(ExitCode::SUCCESS);
+        return Ok(Started::Already(client.status()?.pid));
     }
     std::fs::create_dir_all(home)
         .with_context(|| format!("cannot create the dot home {}", home.display()))?;
@@ -125,12 +142,7 @@ fn start(home: &Path) -> Result<ExitCode> {
     while Instant::now() < deadline {
         if let Some(client) = Client::find(home)? {
             if let Ok(st) = client.status() {
-                println!(
-                    "started a dot daemon serving {} (pid {})",
-                    home.display(),
-                    st.pid
-                );
-                return Ok(ExitCode::SUCCESS);
+                return Ok(Started::Now(st.pid));
             }
         }
         if let Some(status) = child.try_wait()? {

@@ -16,6 +16,7 @@ mod init;
 mod list;
 mod log;
 mod maintenance;
+mod mount;
 mod remote;
 mod reset;
 
@@ -97,6 +98,12 @@ enum Command {
     Pull(remote::PullArgs),
     /// Make a new local dot from a remote one.
     Clone(remote::CloneArgs),
+    /// Show a commit of a dot read-only at a directory, through FUSE
+    /// (served by the daemon, which is started if needed); --list shows
+    /// the views.
+    Mount(mount::MountArgs),
+    /// Remove a view made by dot mount.
+    Unmount(mount::UnmountArgs),
     /// Run the daemon that owns this DOT_HOME's store and serves every dot
     /// command (start, stop, status, run).
     Daemon(daemon::DaemonArgs),
@@ -174,6 +181,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if let Command::Daemon(a) = args.command {
         return daemon::run(&home, a);
     }
+    if let Command::Mount(a) = &args.command {
+        if mount::needs_daemon(a) {
+            if let daemon::Started::Now(pid) = daemon::ensure_running(&home)? {
+                eprintln!("dot: started a dot daemon to serve the view (pid {pid})");
+            }
+        }
+    }
     let session = Session::open(&home)?;
     let progress = Bar::new(args.quiet);
     let s = &session;
@@ -209,6 +223,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Push(a) => remote::push(s, a, p).map(|_| ok),
         Command::Pull(a) => remote::pull(s, a, p).map(|_| ok),
         Command::Clone(a) => remote::clone(s, a, p).map(|_| ok),
+        Command::Mount(a) => mount::mount(s, a, p).map(|_| ok),
+        Command::Unmount(a) => mount::unmount(s, a, p).map(|_| ok),
         Command::Daemon(_) => unreachable!("handled above"),
     }
 }
@@ -220,13 +236,15 @@ pub fn print_json(value: &impl serde::Serialize) -> Result<()> {
 }
 
 /// A path given on the command line, made absolute against this
-/// process's directory (requests carry absolute paths).
+/// process's directory (requests carry absolute paths), without `.`
+/// parts or a trailing `/`.
 pub fn absolute(p: &Path) -> Result<PathBuf> {
-    Ok(if p.is_absolute() {
+    let p = if p.is_absolute() {
         p.to_path_buf()
     } else {
         std::env::current_dir()?.join(p)
-    })
+    };
+    Ok(p.components().collect())
 }
 
 fn dot_home() -> Result<PathBuf> {

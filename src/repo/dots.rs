@@ -325,6 +325,13 @@ impl Repo {
             Err(RepoError::Config(..)) => None,
             other => Some(other?),
         };
+        if let Some(m) = self.mounts()?.into_iter().find(|m| m.dot == dot) {
+            return Err(RepoError::Conflict(format!(
+                "dot {dot} is shown at {}; dot unmount {} first",
+                m.at.display(),
+                m.at.display()
+            )));
+        }
         let mut b = Batch::default();
         b.delete(Space::Meta, dot_key(&dot));
         b.delete(Space::Meta, journal_key(&dot));

@@ -95,6 +95,9 @@ pub enum RepoError {
     /// race, a non-fast-forward push or pull).
     #[error("{0}")]
     Conflict(String),
+    /// Something is in use; the message names what uses it.
+    #[error("{0}")]
+    Busy(String),
     /// A local file or directory could not be read or written.
     #[error("{context}: {source}")]
     Io {
@@ -190,6 +193,7 @@ impl RepoError {
             | RepoError::NoSuchBranch { .. }
             | RepoError::NotFound(_) => ErrorKind::NotFound,
             RepoError::Dirty { .. } | RepoError::Conflict(_) => ErrorKind::Conflict,
+            RepoError::Busy(_) => ErrorKind::Busy,
             RepoError::Config(..) | RepoError::Damaged { .. } => ErrorKind::Damaged,
             RepoError::Refused(_) => ErrorKind::Refused,
             RepoError::Io { source, .. } => io_kind(source),

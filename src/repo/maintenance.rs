@@ -49,6 +49,14 @@ impl Repo {
         for (name, head) in &heads {
             v.commit(*head, &format!("dot {name}"), &|_| false);
         }
+        // A view shows its commit for as long as it is recorded.
+        for m in self.mounts()? {
+            v.commit(
+                m.commit,
+                &format!("the view at {}", m.at.display()),
+                &|_| false,
+            );
+        }
         // An unfinished reset or checkout still needs what it is moving to.
         for (dot, journal) in self.journals()? {
             let Ok(journal) = journal else { continue };

@@ -14,6 +14,7 @@ mod dots;
 mod error;
 mod journal;
 mod maintenance;
+mod mounts;
 pub(crate) mod names;
 pub mod remote;
 mod revision;
@@ -29,12 +30,14 @@ use dots::utf8_path;
 pub use dots::{DotConfig, DotSummary, SubdotConfig, DOT_SETTING_SPECIAL};
 pub use error::{ErrorKind, RepoError, Result};
 pub use maintenance::FsckReport;
+pub use mounts::MountRecord;
 pub use names::DEFAULT_SUBDOT;
 pub use revision::BranchInfo;
 pub use work::Status;
 
 pub struct Repo {
-    store: Store,
+    /// Shared with the mounts the daemon serves.
+    store: std::sync::Arc<Store>,
     /// Why each unfinished journal could not be finished, by dot, as last
     /// tried.
     unfinished: std::sync::Mutex<BTreeMap<String, String>>,
@@ -84,7 +87,7 @@ impl Repo {
         })?;
         utf8_path(home)?;
         Ok(Repo {
-            store: Store::open(home, who)?,
+            store: std::sync::Arc::new(Store::open(home, who)?),
             unfinished: Default::default(),
         })
     }

@@ -11,7 +11,7 @@ use crate::chunker::ChunkParams;
 use crate::env::ClientEnv;
 use crate::id::CommitId;
 use crate::repo::remote::{PullReport, PushReport, RemoteConfig, Upstream};
-use crate::repo::{BranchInfo, ErrorKind, FsckReport, RepoError};
+use crate::repo::{BranchInfo, ErrorKind, FsckReport, MountRecord, RepoError};
 use crate::store::GcStats;
 use crate::sync::CreateCheck;
 use crate::tree::diff::{Change, Changed};
@@ -133,6 +133,15 @@ pub enum Request {
         branch: Option<String>,
         allow_special_files: bool,
     },
+    /// A read-only view of `spec` (`DOT@REF`) at `at` (absolute).
+    Mount {
+        spec: String,
+        at: PathBuf,
+    },
+    Unmount {
+        at: PathBuf,
+    },
+    Mounts,
 }
 
 impl Request {
@@ -147,6 +156,9 @@ impl Request {
             | Push { dot, .. }
             | Pull { dot, .. } => Some(dot.as_deref()),
             Remove { dot } | DotConfigSet { dot, .. } => Some(Some(dot.as_str())),
+            // Held against dot rm; and gc must not take a commit only the
+            // view is about to keep.
+            Mount { spec, .. } => Some(Some(spec.split('@').next().unwrap_or(spec))),
             Init { spec, .. } => Some(Some(spec.split('.').next().unwrap_or(spec))),
             Clone {
                 local_name,
@@ -317,6 +329,9 @@ pub enum Response {
     Push(PushReport),
     Pull(PullReport),
     Clone(PullReport),
+    Mounted(MountRecord),
+    Unmounted(MountRecord),
+    Mounts(Vec<MountRecord>),
 }
 
 /// An error as it crosses the socket: its kind (and so its exit code)
@@ -369,6 +384,9 @@ pub struct DaemonStatus {
     pub requests_served: u64,
     /// Requests being carried out now.
     pub running: Vec<RunningRequest>,
+    /// Directories where it serves views.
+    #[serde(default)]
+    pub mounts: Vec<PathBuf>,
     pub stopping: bool,
 }
 

@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use super::api::*;
+use super::mounts::Mounts;
 use crate::progress::Progress;
 use crate::repo::names::parse_spec;
 use crate::repo::remote::{CloneOptions, Target};
@@ -30,15 +31,35 @@ pub struct Executor {
     repo: Repo,
     dots: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     gate: RwLock<()>,
+    /// The views this process serves: only a daemon serves any.
+    mounts: Option<Mounts>,
 }
 
 impl Executor {
+    /// An executor for one command in this process.
     pub fn new(repo: Repo) -> Executor {
         Executor {
             repo,
             dots: Mutex::new(HashMap::new()),
             gate: RwLock::new(()),
+            mounts: None,
         }
+    }
+
+    /// The daemon's executor: it serves mounts, and mounts again those
+    /// recorded, logging through `log`.
+    pub fn serving(repo: Repo, log: crate::serve::mounts::Log) -> Executor {
+        let mounts = Mounts::new(log);
+        mounts.restore(&repo);
+        Executor {
+            mounts: Some(mounts),
+            ..Executor::new(repo)
+        }
+    }
+
+    /// Paths of the views this process serves.
+    pub fn mounted(&self) -> Vec<std::path::PathBuf> {
+        self.mounts.as_ref().map_or_else(Vec::new, Mounts::mounted)
     }
 
     fn dot_lock(&self, dot: &str) -> Arc<Mutex<()>> {
@@ -276,6 +297,21 @@ impl Executor {
             }
             Request::Gc => Response::Gc(repo.gc()?),
             Request::Fsck => Response::Fsck(repo.fsck()?),
+            Request::Mount { spec, at } => match &self.mounts {
+                Some(m) => Response::Mounted(m.mount(repo, spec, at)?),
+                None => {
+                    return Err(RepoError::Refused(
+                        "views are served by the dot daemon; start it with dot daemon start".into(),
+                    ))
+                }
+            },
+            // Without a daemon, a view a dead daemon left is detached and
+            // forgotten.
+            Request::Unmount { at } => Response::Unmounted(match &self.mounts {
+                Some(m) => m.unmount(repo, at)?,
+                None => Mounts::new(Arc::new(|_| {})).unmount(repo, at)?,
+            }),
+            Request::Mounts => Response::Mounts(repo.mounts()?),
             Request::ConfigGet { key } => Response::Config(repo.config_get(key)?),
             Request::ConfigSet { key, value } => {
                 repo.config_set(key, value)?;

@@ -7,4 +7,5 @@ pub mod api;
 pub mod client;
 pub mod exec;
 pub(crate) mod http;
+pub mod mounts;
 pub mod server;

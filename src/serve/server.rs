@@ -90,8 +90,12 @@ pub fn serve(home: &Path, log: &Log) -> Result<(), RepoError> {
     let owner = std::fs::metadata(home)
         .map_err(|e| RepoError::io(format!("cannot read {}", home.display()), e))?
         .uid();
+    // Mounts log from their own threads, after this call's `log` is gone:
+    // to stderr, which is the daemon's log as `log` is.
+    let mount_log: crate::serve::mounts::Log =
+        std::sync::Arc::new(|line| eprintln!("dot daemon: {line}"));
     let server = Server {
-        exec: Executor::new(repo),
+        exec: Executor::serving(repo, mount_log),
         home: home.to_path_buf(),
         socket: socket.clone(),
         owner,
@@ -315,6 +319,7 @@ impl Server {
                     seconds: r.since.elapsed().as_secs(),
                 })
                 .collect(),
+            mounts: self.exec.mounted(),
             stopping: self.stopping.load(Ordering::SeqCst),
         }
     }

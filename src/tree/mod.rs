@@ -109,6 +109,19 @@ impl Objects for Store {
     }
 }
 
+/// A shared store (the daemon's mounts share the repository's).
+impl<T: Objects + Send> Objects for std::sync::Arc<T> {
+    fn put(&self, kind: Kind, id: &Id, raw: &[u8]) -> Result<()> {
+        (**self).put(kind, id, raw)
+    }
+    fn get(&self, id: &Id) -> Result<Vec<u8>> {
+        (**self).get(id)
+    }
+    fn has(&self, id: &Id) -> Result<bool> {
+        (**self).has(id)
+    }
+}
+
 /// One reference from an object to another.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Link {

@@ -21,8 +21,10 @@ pub fn through_daemon() -> bool {
 }
 
 impl Drop for Env {
+    /// Stops the daemon serving this home, whether the test started it or
+    /// a command did (`dot mount` starts one).
     fn drop(&mut self) {
-        if self.daemon {
+        if self.daemon || self.home.join("daemon.sock").exists() {
             let _ = self.cmd(&["daemon", "stop", "--force"]).output();
         }
     }

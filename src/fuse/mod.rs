@@ -1,0 +1,267 @@
+//! The kernel side of a view (docs/design.md 16.1, 16.3): fuser requests
+//! translated into calls on `mount::View`, answers and errors translated
+//! back. No policy lives here.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use fuser::{
+    BackgroundSession, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, KernelConfig, LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyData,
+    ReplyDirectory, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request, SessionACL,
+};
+
+use crate::mount::{Attr, Fault, View};
+use crate::tree::dir::EntryKind;
+
+/// A view never changes: the kernel may keep what it learns.
+const TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Threads serving one mount's requests.
+const THREADS: usize = 4;
+
+/// A mounted view; dropping it unmounts.
+pub struct Mounted {
+    session: Option<BackgroundSession>,
+    pub at: PathBuf,
+    pub view: Arc<View>,
+}
+
+impl Drop for Mounted {
+    /// Detaches the mount without waiting: its threads end once the
+    /// kernel lets the session go (at once when nothing uses the view;
+    /// `dot unmount` makes sure of that), or when the daemon exits.
+    fn drop(&mut self) {
+        detach_stale(&self.at);
+        if let Some(session) = self.session.take() {
+            std::mem::forget(session);
+        }
+    }
+}
+
+/// Mounts `view` read-only at `at`, named `name` in the mount table.
+pub fn mount(view: Arc<View>, at: &Path, name: &str, log: Log) -> std::io::Result<Mounted> {
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::FSName(format!("dot:{name}")),
+        MountOption::Subtype("dot".into()),
+        MountOption::RO,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+        MountOption::DefaultPermissions,
+    ];
+    // Any user the permissions allow (PostgreSQL runs as postgres);
+    // without root that needs user_allow_other in /etc/fuse.conf.
+    config.acl = if rustix::process::geteuid().is_root() {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    config.n_threads = Some(THREADS);
+    config.clone_fd = true;
+    let fs = Fs {
+        view: view.clone(),
+        log,
+    };
+    let session = fuser::Session::new(fs, at, &config)?.spawn()?;
+    Ok(Mounted {
+        session: Some(session),
+        at: at.to_path_buf(),
+        view,
+    })
+}
+
+/// Detaches whatever is mounted at `at` (a view a killed daemon left,
+/// which answers nothing). Errors are ignored: there may be nothing.
+pub fn detach_stale(at: &Path) {
+    let _ = rustix::mount::unmount(at, rustix::mount::UnmountFlags::DETACH);
+}
+
+/// Where the file system's own complaints go (the daemon's log).
+pub type Log = Arc<dyn Fn(String) + Send + Sync>;
+
+struct Fs {
+    view: Arc<View>,
+    log: Log,
+}
+
+impl Fs {
+    fn errno(&self, f: Fault) -> Errno {
+        match f {
+            Fault::NoEntry => Errno::ENOENT,
+            Fault::NotDir => Errno::ENOTDIR,
+            Fault::IsDir => Errno::EISDIR,
+            Fault::NotLink => Errno::EINVAL,
+            Fault::NoAttr => Errno::NO_XATTR,
+            Fault::Damaged(why) => {
+                (self.log)(format!(
+                    "view of commit {}: {why}; run dot fsck",
+                    self.view.commit.short()
+                ));
+                Errno::EIO
+            }
+        }
+    }
+}
+
+fn file_type(kind: EntryKind) -> FileType {
+    match kind {
+        EntryKind::File => FileType::RegularFile,
+        EntryKind::Dir => FileType::Directory,
+        EntryKind::Symlink => FileType::Symlink,
+        EntryKind::Fifo => FileType::NamedPipe,
+        EntryKind::CharDevice => FileType::CharDevice,
+        EntryKind::BlockDevice => FileType::BlockDevice,
+    }
+}
+
+fn file_attr(a: &Attr) -> FileAttr {
+    let secs = a.mtime_ns.div_euclid(1_000_000_000);
+    let nanos = a.mtime_ns.rem_euclid(1_000_000_000) as u32;
+    let mtime = if secs >= 0 {
+        UNIX_EPOCH + Duration::new(secs as u64, nanos)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
+            + Duration::from_nanos(u64::from(nanos))
+    };
+    FileAttr {
+        ino: INodeNo(a.ino),
+        size: a.size,
+        blocks: a.size.div_ceil(512),
+        atime: mtime,
+        mtime,
+        ctime: mtime,
+        crtime: mtime,
+        kind: file_type(a.kind),
+        perm: (a.mode & 0o7777) as u16,
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: a.rdev as u32,
+        flags: 0,
+        blksize: 64 * 1024,
+    }
+}
+
+/// Answers an xattr request as the kernel asks: size 0 means "how big".
+fn reply_xattr(reply: ReplyXattr, data: &[u8], size: u32) {
+    if size == 0 {
+        reply.size(data.len() as u32);
+    } else if data.len() > size as usize {
+        reply.error(Errno::ERANGE);
+    } else {
+        reply.data(data);
+    }
+}
+
+impl Filesystem for Fs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let _ = config.set_max_readahead(1 << 20);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match self.view.lookup(parent.0, name.as_bytes()) {
+            Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
+            Err(f) => reply.error(self.errno(f)),
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.view.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.view.getattr(ino.0) {
+            Ok(a) => reply.attr(&TTL, &file_attr(&a)),
+            Err(f) => reply.error(self.errno(f)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.view.readlink(ino.0) {
+            Ok(t) => reply.data(&t),
+            Err(f) => reply.error(self.errno(f)),
+        }
+    }
+
+    fn open(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // Pages read once stay valid: the content never changes.
+        reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE);
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.view.read(ino.0, offset, size as usize) {
+            Ok(data) => reply.data(&data),
+            Err(f) => reply.error(self.errno(f)),
+        }
+    }
+
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        reply.opened(
+            FileHandle(0),
+            FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+        );
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        // A page of entries; the buffer says when it is full.
+        match self.view.readdir(ino.0, offset, 256) {
+            Ok(items) => {
+                for item in items {
+                    let name = OsStr::from_bytes(&item.name);
+                    if reply.add(INodeNo(item.ino), item.next, file_type(item.kind), name) {
+                        break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(f) => reply.error(self.errno(f)),
+        }
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        reply.statfs(0, 0, 0, 0, 0, 64 * 1024, 255, 64 * 1024);
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match self.view.xattr(ino.0, name.as_bytes()) {
+            Ok(v) => reply_xattr(reply, &v, size),
+            Err(f) => reply.error(self.errno(f)),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.view.xattr_names(ino.0) {
+            Ok(names) => {
+                let mut list = Vec::new();
+                for n in names {
+                    list.extend_from_slice(&n);
+                    list.push(0);
+                }
+                reply_xattr(reply, &list, size)
+            }
+            Err(f) => reply.error(self.errno(f)),
+        }
+    }
+}

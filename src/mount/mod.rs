@@ -1,0 +1,412 @@
+//! A read-only view of one commit, as a file system serves it
+//! (docs/design.md 16.3): inode numbers handed to the kernel, attributes,
+//! names looked up, directories paged, file bytes read at an offset. It
+//! reads through `tree::read` and decides nothing about the kernel;
+//! `crate::fuse` translates.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::id::CommitId;
+use crate::repo::DEFAULT_SUBDOT;
+use crate::store::Store;
+use crate::tree::commit::{read_root, Commit, Root};
+use crate::tree::dir::{Content, DirEntry, EntryKind};
+use crate::tree::read::{Cache, TreeReader, CACHE_BYTES};
+use crate::tree::TreeError;
+
+/// The root directory's inode number.
+pub const ROOT: u64 = 1;
+
+/// Why a request cannot be answered, as the file system reports it.
+#[derive(Debug)]
+pub enum Fault {
+    /// No such name, or an inode the kernel has forgotten.
+    NoEntry,
+    NotDir,
+    IsDir,
+    NotLink,
+    NoAttr,
+    /// What the store holds is damaged: the read fails (EIO) and the
+    /// message, naming the object, goes to the daemon's log.
+    Damaged(String),
+}
+
+impl From<TreeError> for Fault {
+    fn from(e: TreeError) -> Fault {
+        Fault::Damaged(e.to_string())
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Fault>;
+
+/// What `stat` says about an inode.
+#[derive(Clone, Debug)]
+pub struct Attr {
+    pub ino: u64,
+    pub kind: EntryKind,
+    /// Permission bits.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime_ns: i64,
+    pub size: u64,
+    pub rdev: u64,
+    pub nlink: u32,
+}
+
+/// One directory entry of a page: `next` is the offset to ask for to go
+/// on after it.
+#[derive(Clone, Debug)]
+pub struct Item {
+    pub ino: u64,
+    pub kind: EntryKind,
+    pub name: Vec<u8>,
+    pub next: u64,
+}
+
+enum Node {
+    /// The root of a dot with named subdots: one directory per subdot.
+    Subdots,
+    Entry(DirEntry),
+}
+
+struct Inode {
+    parent: u64,
+    name: Vec<u8>,
+    node: Arc<Node>,
+    /// How many lookups the kernel holds (released by `forget`).
+    lookups: u64,
+}
+
+#[derive(Default)]
+struct Inodes {
+    next: u64,
+    table: HashMap<u64, Inode>,
+    by_name: HashMap<(u64, Vec<u8>), u64>,
+}
+
+/// A commit served read-only.
+pub struct View {
+    store: Arc<Store>,
+    cache: Cache,
+    root: Root,
+    inodes: Mutex<Inodes>,
+    pub commit: CommitId,
+}
+
+/// A subdot's top directory as a directory entry.
+fn top_entry(name: &str, top: &crate::tree::commit::Top) -> DirEntry {
+    DirEntry {
+        name: name.as_bytes().to_vec(),
+        kind: EntryKind::Dir,
+        mode: top.mode,
+        uid: top.uid,
+        gid: top.gid,
+        mtime_ns: top.mtime_ns,
+        size: 0,
+        content: Content::Dir(top.tree),
+        xattrs: Vec::new(),
+    }
+}
+
+impl View {
+    /// A view of `commit`; its root and commit objects are read and
+    /// checked now, everything else as it is asked for.
+    pub fn new(store: Arc<Store>, commit: CommitId) -> Result<View> {
+        let c = Commit::read(&store, &commit)?;
+        let root = read_root(&store, &c.root)?;
+        let top = match root.iter().next() {
+            Some((name, top)) if root.len() == 1 && name == DEFAULT_SUBDOT => {
+                Node::Entry(top_entry(name, top))
+            }
+            _ => Node::Subdots,
+        };
+        let mut inodes = Inodes {
+            next: ROOT + 1,
+            ..Default::default()
+        };
+        inodes.table.insert(
+            ROOT,
+            Inode {
+                parent: ROOT,
+                name: Vec::new(),
+                node: Arc::new(top),
+                lookups: 1,
+            },
+        );
+        Ok(View {
+            store,
+            cache: Cache::new(CACHE_BYTES),
+            root,
+            inodes: Mutex::new(inodes),
+            commit,
+        })
+    }
+
+    fn reader(&self) -> TreeReader<'_> {
+        TreeReader {
+            objects: &self.store,
+            cache: &self.cache,
+        }
+    }
+
+    fn inodes(&self) -> std::sync::MutexGuard<'_, Inodes> {
+        self.inodes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn node(&self, ino: u64) -> Result<(Arc<Node>, u64)> {
+        let inodes = self.inodes();
+        let i = inodes.table.get(&ino).ok_or(Fault::NoEntry)?;
+        Ok((i.node.clone(), i.parent))
+    }
+
+    fn attr_of(&self, ino: u64, node: &Node) -> Attr {
+        match node {
+            Node::Subdots => Attr {
+                ino,
+                kind: EntryKind::Dir,
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+                mtime_ns: 0,
+                size: 0,
+                rdev: 0,
+                nlink: 2 + self.root.len() as u32,
+            },
+            Node::Entry(e) => Attr {
+                ino,
+                kind: e.kind,
+                mode: e.mode,
+                uid: e.uid,
+                gid: e.gid,
+                mtime_ns: e.mtime_ns,
+                size: e.size,
+                rdev: match e.content {
+                    Content::Device(rdev) => rdev,
+                    _ => 0,
+                },
+                nlink: if e.kind == EntryKind::Dir { 2 } else { 1 },
+            },
+        }
+    }
+
+    pub fn getattr(&self, ino: u64) -> Result<Attr> {
+        let (node, _) = self.node(ino)?;
+        Ok(self.attr_of(ino, &node))
+    }
+
+    /// The entry `name` of directory `parent`; the kernel now holds one
+    /// more lookup of the inode returned.
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr> {
+        let (dir, grandparent) = self.node(parent)?;
+        let node = match (&*dir, name) {
+            (_, b".") => return self.getattr_counted(parent),
+            (_, b"..") => return self.getattr_counted(grandparent),
+            (Node::Subdots, _) => {
+                let sub = std::str::from_utf8(name).map_err(|_| Fault::NoEntry)?;
+                let top = self.root.get(sub).ok_or(Fault::NoEntry)?;
+                Node::Entry(top_entry(sub, top))
+            }
+            (Node::Entry(e), _) => match &e.content {
+                Content::Dir(tree) => {
+                    Node::Entry(self.reader().lookup(tree, name)?.ok_or(Fault::NoEntry)?)
+                }
+                _ => return Err(Fault::NotDir),
+            },
+        };
+        let mut inodes = self.inodes();
+        let key = (parent, name.to_vec());
+        let ino = match inodes.by_name.get(&key) {
+            Some(&ino) => ino,
+            None => {
+                let ino = inodes.next;
+                inodes.next += 1;
+                inodes.table.insert(
+                    ino,
+                    Inode {
+                        parent,
+                        name: name.to_vec(),
+                        node: Arc::new(node),
+                        lookups: 0,
+                    },
+                );
+                inodes.by_name.insert(key, ino);
+                ino
+            }
+        };
+        let i = inodes.table.get_mut(&ino).expect("just found");
+        i.lookups += 1;
+        let node = i.node.clone();
+        drop(inodes);
+        Ok(self.attr_of(ino, &node))
+    }
+
+    fn getattr_counted(&self, ino: u64) -> Result<Attr> {
+        let mut inodes = self.inodes();
+        let i = inodes.table.get_mut(&ino).ok_or(Fault::NoEntry)?;
+        i.lookups += 1;
+        let node = i.node.clone();
+        drop(inodes);
+        Ok(self.attr_of(ino, &node))
+    }
+
+    /// The kernel dropped `n` lookups of `ino`; at none it is forgotten.
+    pub fn forget(&self, ino: u64, n: u64) {
+        if ino == ROOT {
+            return;
+        }
+        let mut inodes = self.inodes();
+        let Some(i) = inodes.table.get_mut(&ino) else {
+            return;
+        };
+        i.lookups = i.lookups.saturating_sub(n);
+        if i.lookups == 0 {
+            let i = inodes.table.remove(&ino).expect("present");
+            inodes.by_name.remove(&(i.parent, i.name));
+        }
+    }
+
+    /// The inode number a directory listing shows for an entry: the one
+    /// the kernel holds, or a stable number from its name (high bit set,
+    /// so it never equals an allocated one).
+    fn listed_ino(&self, parent: u64, name: &[u8]) -> u64 {
+        if let Some(&ino) = self.inodes().by_name.get(&(parent, name.to_vec())) {
+            return ino;
+        }
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (parent, name).hash(&mut h);
+        h.finish() | (1 << 63)
+    }
+
+    /// Up to `max` entries of directory `ino` from `offset` on: 0 is `.`,
+    /// 1 is `..`, entry i of the directory is at i + 2.
+    pub fn readdir(&self, ino: u64, offset: u64, max: usize) -> Result<Vec<Item>> {
+        let (node, parent) = self.node(ino)?;
+        let mut out = Vec::new();
+        for (i, name, at) in [(ino, &b"."[..], 0u64), (parent, &b".."[..], 1)] {
+            if offset <= at && out.len() < max {
+                out.push(Item {
+                    ino: i,
+                    kind: EntryKind::Dir,
+                    name: name.to_vec(),
+                    next: at + 1,
+                });
+            }
+        }
+        let from = offset.saturating_sub(2);
+        let room = max - out.len();
+        let entries: Vec<(EntryKind, Vec<u8>)> = match &*node {
+            Node::Subdots => self
+                .root
+                .keys()
+                .skip(usize::try_from(from).unwrap_or(usize::MAX))
+                .take(room)
+                .map(|k| (EntryKind::Dir, k.as_bytes().to_vec()))
+                .collect(),
+            Node::Entry(e) => match &e.content {
+                Content::Dir(tree) => self
+                    .reader()
+                    .entries(tree, from, room)?
+                    .into_iter()
+                    .map(|e| (e.kind, e.name))
+                    .collect(),
+                _ => return Err(Fault::NotDir),
+            },
+        };
+        for (i, (kind, name)) in entries.into_iter().enumerate() {
+            out.push(Item {
+                ino: self.listed_ino(ino, &name),
+                kind,
+                name,
+                next: from + i as u64 + 3,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Up to `size` bytes of file `ino` at `offset`.
+    pub fn read(&self, ino: u64, offset: u64, size: usize) -> Result<Vec<u8>> {
+        let (node, _) = self.node(ino)?;
+        let Node::Entry(e) = &*node else {
+            return Err(Fault::IsDir);
+        };
+        let Content::File(content) = &e.content else {
+            return Err(if e.kind == EntryKind::Dir {
+                Fault::IsDir
+            } else {
+                Fault::NoEntry
+            });
+        };
+        let size = size.min(usize::try_from(e.size.saturating_sub(offset)).unwrap_or(usize::MAX));
+        let mut buf = vec![0u8; size];
+        let n = self.reader().read_at(content, e.size, offset, &mut buf)?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
+        match &*self.node(ino)?.0 {
+            Node::Entry(DirEntry {
+                content: Content::Symlink(target),
+                ..
+            }) => Ok(target.clone()),
+            _ => Err(Fault::NotLink),
+        }
+    }
+
+    /// Extended attribute names of `ino`.
+    pub fn xattr_names(&self, ino: u64) -> Result<Vec<Vec<u8>>> {
+        Ok(match &*self.node(ino)?.0 {
+            Node::Entry(e) => e.xattrs.iter().map(|(k, _)| k.clone()).collect(),
+            Node::Subdots => Vec::new(),
+        })
+    }
+
+    pub fn xattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
+        match &*self.node(ino)?.0 {
+            Node::Entry(e) => e
+                .xattrs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .ok_or(Fault::NoAttr),
+            Node::Subdots => Err(Fault::NoAttr),
+        }
+    }
+
+    /// Inodes the view holds now (bounded by what the kernel holds).
+    pub fn inodes_held(&self) -> usize {
+        self.inodes().table.len()
+    }
+}
+
+/// The processes with a file, directory or working directory under `dir`,
+/// as "pid N (command)", found through /proc (Linux).
+pub fn users_of(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let base = p.path();
+        let mut links: Vec<PathBuf> = vec![base.join("cwd"), base.join("root")];
+        if let Ok(fds) = std::fs::read_dir(base.join("fd")) {
+            links.extend(fds.flatten().map(|f| f.path()));
+        }
+        let uses = links
+            .iter()
+            .filter_map(|l| std::fs::read_link(l).ok())
+            .any(|target| target.starts_with(dir));
+        if uses {
+            let comm = std::fs::read_to_string(base.join("comm")).unwrap_or_default();
+            out.push(format!("pid {pid} ({})", comm.trim()));
+        }
+    }
+    out
+}

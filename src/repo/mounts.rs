@@ -1,0 +1,179 @@
+//! Records of the read-only views the daemon serves (docs/design.md
+//! 16.1): which commit of which dot is shown where. A record is written
+//! before the kernel mount is made and deleted after it is gone, so a
+//! daemon that starts again mounts again what was mounted, and gc keeps
+//! every recorded commit.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::dots::utf8_path;
+use super::journal::Origin;
+use super::names::check_dot;
+use super::{DotConfig, Repo, RepoError, Result};
+use crate::id::CommitId;
+use crate::store::{Batch, Space};
+
+/// One read-only view: `commit` of `dot` (named `rev` when mounted),
+/// shown at `at`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountRecord {
+    pub dot: String,
+    pub rev: String,
+    pub commit: CommitId,
+    pub at: PathBuf,
+}
+
+const MOUNT_PREFIX: &str = "mount/";
+
+fn mount_key(at: &Path) -> Result<Vec<u8>> {
+    utf8_path(at)?;
+    Ok(format!("{MOUNT_PREFIX}{}", at.display()).into_bytes())
+}
+
+/// Splits `DOT@REF` (REF as `dot reset` takes it); `DOT` alone is its
+/// current branch.
+fn parse_view(spec: &str) -> Result<(&str, &str)> {
+    let (dot, rev) = spec.split_once('@').unwrap_or((spec, "HEAD"));
+    check_dot(dot)?;
+    if rev.is_empty() {
+        return Err(RepoError::Usage(format!(
+            "{spec}: say which commit after @ (a branch, HEAD~N or a commit id)"
+        )));
+    }
+    Ok((dot, rev))
+}
+
+impl Repo {
+    /// Every recorded view, in path order. A record that does not decode
+    /// is damage in the index.
+    pub(crate) fn mounts(&self) -> Result<Vec<MountRecord>> {
+        let mut out = Vec::new();
+        let mut bad = None;
+        self.store
+            .scan_kv(Space::Meta, MOUNT_PREFIX.as_bytes(), |k, v| {
+                match serde_json::from_slice::<MountRecord>(v) {
+                    Ok(r) if r.at.as_os_str().as_encoded_bytes() == &k[MOUNT_PREFIX.len()..] => {
+                        out.push(r)
+                    }
+                    _ => bad = Some(String::from_utf8_lossy(k).into_owned()),
+                }
+                Ok(true)
+            })?;
+        if let Some(key) = bad {
+            return Err(RepoError::Damaged {
+                what: format!("the mount record {key}"),
+                why: "it does not decode".into(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Checks that `spec` (`DOT@REF`) can be shown at `at` and says what
+    /// would be: the commit is resolved (and verified when no branch of
+    /// the dot reaches it) and `at` is an absolute path outside DOT_HOME,
+    /// an empty directory or a new one under an existing directory, and
+    /// not already a view.
+    pub(crate) fn plan_view(&self, spec: &str, at: &Path) -> Result<(DotConfig, MountRecord)> {
+        let (dot, rev) = parse_view(spec)?;
+        let cfg = self.dot(dot)?;
+        let (commit, origin) = self.resolve_with_origin(&cfg, rev)?;
+        if origin == Origin::Unverified {
+            self.verify_commit(commit, &cfg, None)?;
+        }
+        if !at.is_absolute() {
+            return Err(RepoError::Usage(format!(
+                "{}: give the directory to mount at as an absolute path",
+                at.display()
+            )));
+        }
+        utf8_path(at)?;
+        if at.starts_with(self.home()) {
+            return Err(RepoError::Usage(format!(
+                "{} is inside DOT_HOME ({}); mount views somewhere else",
+                at.display(),
+                self.home().display()
+            )));
+        }
+        if let Some(other) = self.mounts()?.into_iter().find(|m| m.at == at) {
+            return Err(RepoError::Conflict(format!(
+                "{} already shows {}@{}; dot unmount {} first",
+                at.display(),
+                other.dot,
+                other.rev,
+                at.display()
+            )));
+        }
+        match std::fs::read_dir(at) {
+            Ok(mut entries) => {
+                if entries.next().is_some() {
+                    return Err(RepoError::Usage(format!(
+                        "{} is not empty; mount views on an empty or new directory",
+                        at.display()
+                    )));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir(at).map_err(|e| {
+                    RepoError::io(
+                        format!(
+                            "cannot create {} (its parent directory must exist)",
+                            at.display()
+                        ),
+                        e,
+                    )
+                })?;
+            }
+            Err(e) => {
+                return Err(RepoError::io(
+                    format!("cannot mount at {}; it must be a directory", at.display()),
+                    e,
+                ))
+            }
+        }
+        let record = MountRecord {
+            dot: cfg.name.clone(),
+            rev: rev.to_string(),
+            commit,
+            at: at.to_path_buf(),
+        };
+        Ok((cfg, record))
+    }
+
+    pub(crate) fn record_mount(&self, record: &MountRecord) -> Result<()> {
+        let mut b = Batch::default();
+        b.put(
+            Space::Meta,
+            mount_key(&record.at)?,
+            serde_json::to_vec(record).expect("a record serializes"),
+        );
+        Ok(self.store.commit(b)?)
+    }
+
+    pub(crate) fn drop_mount(&self, at: &Path) -> Result<()> {
+        let mut b = Batch::default();
+        b.delete(Space::Meta, mount_key(at)?);
+        Ok(self.store.commit(b)?)
+    }
+
+    /// The store, for a mount that reads from it while the daemon runs.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) fn shared_store(&self) -> std::sync::Arc<crate::store::Store> {
+        self.store.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn view_specs() {
+        assert_eq!(parse_view("app@HEAD~2").unwrap(), ("app", "HEAD~2"));
+        assert_eq!(parse_view("app").unwrap(), ("app", "HEAD"));
+        assert!(parse_view("app@").is_err());
+        assert!(parse_view("../x@HEAD").is_err());
+        assert!(parse_view("@HEAD").is_err());
+    }
+}

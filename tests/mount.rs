@@ -1,0 +1,292 @@
+//! Read-only views through a real FUSE mount (/dev/fuse; as root the
+//! daemon mounts directly, otherwise through fusermount3): what a view
+//! shows, reads at any offset, several views at once, a daemon killed
+//! under them, gc and dot rm while they are mounted, and the refusals.
+
+mod util;
+
+use std::fs;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use util::{snapshot, write, Env};
+
+/// Deterministic bytes that do not compress, so files span many chunks.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn commit(t: &Env, msg: &str) -> String {
+    t.dot(&["commit", "-m", msg]).ok();
+    t.head("app").unwrap()
+}
+
+fn unmount(t: &Env, at: &Path) {
+    t.dot(&["unmount", at.to_str().unwrap()]).ok();
+}
+
+#[test]
+fn a_view_shows_each_commit_as_committed() {
+    let t = Env::new();
+    t.dot(&["init", "app"]).ok();
+    let dir = t.path("app");
+    let big = noise(3 << 20, 1);
+    write(&dir.join("big"), &big);
+    write(&dir.join("small"), b"one\n");
+    // Enough names that the directory is split into several nodes.
+    for i in 0..5000 {
+        write(
+            &dir.join(format!("many/f{i:05}")),
+            format!("{i}\n").as_bytes(),
+        );
+    }
+    std::os::unix::fs::symlink("small", dir.join("link")).unwrap();
+    fs::set_permissions(
+        dir.join("small"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o640),
+    )
+    .unwrap();
+    rustix::fs::setxattr(
+        dir.join("small").as_path(),
+        "user.note",
+        b"kept",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    let first_state = snapshot(&dir);
+    let first = commit(&t, "one");
+
+    let mut edited = big.clone();
+    edited[1_000_000..1_000_100].copy_from_slice(&[7u8; 100]);
+    write(&dir.join("big"), &edited);
+    write(&dir.join("small"), b"two\n");
+    fs::remove_file(dir.join("many/f00042")).unwrap();
+    let second_state = snapshot(&dir);
+    commit(&t, "two");
+
+    let v1 = t.tmp.path().join("v1");
+    let v2 = t.tmp.path().join("v2");
+    let r = t
+        .dot(&[
+            "mount",
+            &format!("app@{first}"),
+            "--at",
+            v1.to_str().unwrap(),
+        ])
+        .ok();
+    assert!(r.out.contains("mounted read-only"), "{}", r.out);
+    t.dot(&["mount", "app", "--at", v2.to_str().unwrap()]).ok();
+
+    // Everything as committed: bytes, modes, owners, times, links.
+    assert_eq!(snapshot(&v1), first_state);
+    assert_eq!(snapshot(&v2), second_state);
+    let xattr = xattr_of(&v1.join("small"), "user.note");
+    assert_eq!(xattr, b"kept");
+
+    // Reads at any offset, across chunk boundaries and the end.
+    let f = fs::File::open(v2.join("big")).unwrap();
+    for (i, off) in [0usize, 1, 65_535, 999_990, 1_000_050, (3 << 20) - 10]
+        .into_iter()
+        .enumerate()
+    {
+        let mut buf = vec![0u8; 70_000 + i];
+        let n = f.read_at(&mut buf, off as u64).unwrap();
+        let end = (off + buf.len()).min(edited.len());
+        assert_eq!(&buf[..n], &edited[off..end], "at {off}");
+    }
+    drop(f);
+
+    // Read-only, for everyone.
+    let e = fs::write(v1.join("new"), b"x").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS));
+    let list = t.dot(&["mount", "--list", "--json"]).ok().out;
+    assert!(list.contains(&first) && list.contains("\"HEAD\""), "{list}");
+    assert!(t.dot(&["daemon", "status"]).ok().out.contains("v1"));
+
+    unmount(&t, &v1);
+    unmount(&t, &v2);
+    assert_eq!(
+        fs::read_dir(&v1).unwrap().count(),
+        0,
+        "an empty directory again"
+    );
+    assert!(!t.dot(&["mount", "--list"]).ok().out.contains("v1"));
+}
+
+fn xattr_of(p: &Path, name: &str) -> Vec<u8> {
+    let mut buf = vec![0u8; 256];
+    let n = rustix::fs::getxattr(p, name, &mut buf).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+#[test]
+fn a_view_outlives_its_branch_a_killed_daemon_and_gc() {
+    let t = Env::new();
+    t.dot(&["init", "app"]).ok();
+    let dir = t.path("app");
+    write(&dir.join("f"), b"base\n");
+    commit(&t, "base");
+    let gone = noise(1 << 20, 2);
+    write(&dir.join("f"), &gone);
+    let second = commit(&t, "second");
+    let v = t.tmp.path().join("v");
+    t.dot(&[
+        "mount",
+        &format!("app@{second}"),
+        "--at",
+        v.to_str().unwrap(),
+    ])
+    .ok();
+    // No branch reaches the view's commit any more; gc keeps it.
+    t.dot(&["reset", "--hard", "HEAD~1"]).ok();
+    t.dot(&["gc"]).ok();
+    assert_eq!(fs::read(v.join("f")).unwrap(), gone);
+
+    // Killed, the daemon leaves a dead mount; started again, it mounts
+    // the view again.
+    let pid = t.daemon_pid();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid as i32).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    t.restart_daemon();
+    assert_eq!(fs::read(v.join("f")).unwrap(), gone);
+
+    // The dot cannot be removed from under its view.
+    let r = t.dot(&["rm", "-f", "app"]).typed();
+    assert!(r.err.contains("dot unmount"), "{}", r.err);
+    assert_eq!(r.code, 4);
+
+    // A view in use is not unmounted; the message names who uses it.
+    let mut user = std::process::Command::new("sleep")
+        .arg("30")
+        .current_dir(&v)
+        .spawn()
+        .unwrap();
+    let r = t.dot(&["unmount", v.to_str().unwrap()]).typed();
+    assert_eq!(r.code, 5, "{}", r.err);
+    assert!(
+        r.err.contains(&format!("pid {} (sleep)", user.id())),
+        "{}",
+        r.err
+    );
+    user.kill().unwrap();
+    user.wait().unwrap();
+    unmount(&t, &v);
+
+    // Unmounted, nothing keeps the commit: gc frees it.
+    t.dot(&["gc"]).ok();
+    let r = t
+        .dot(&[
+            "mount",
+            &format!("app@{second}"),
+            "--at",
+            v.to_str().unwrap(),
+        ])
+        .typed();
+    assert!(r.err.contains("no commit or branch"), "{}", r.err);
+    assert_eq!(r.code, 3);
+    t.fsck_ok();
+}
+
+#[test]
+fn a_dead_view_is_dropped_without_a_daemon() {
+    let t = Env::new();
+    t.dot(&["init", "app"]).ok();
+    write(&t.path("app").join("f"), b"x\n");
+    commit(&t, "one");
+    let v = t.tmp.path().join("v");
+    t.dot(&["mount", "app", "--at", v.to_str().unwrap()]).ok();
+    let pid = t.daemon_pid();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid as i32).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    // Wait for the socket to go dead, then unmount in-process.
+    while t.dot(&["daemon", "status"]).code == 0 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    if util::through_daemon() {
+        t.restart_daemon();
+    }
+    unmount(&t, &v);
+    assert_eq!(fs::read_dir(&v).unwrap().count(), 0);
+    assert!(!t.dot(&["mount", "--list"]).ok().out.contains("app"));
+}
+
+#[test]
+fn views_refuse_what_they_cannot_show() {
+    let t = Env::new();
+    t.dot(&["init", "app"]).ok();
+    write(&t.path("app").join("f"), b"x\n");
+    // No commit yet.
+    let v = t.tmp.path().join("v");
+    let at = v.to_str().unwrap();
+    t.dot(&["mount", "app", "--at", at]).typed();
+    commit(&t, "one");
+    let full = t.tmp.path().join("full");
+    write(&full.join("keep"), b"mine\n");
+    let cases: Vec<(Vec<String>, i32, &str)> = vec![
+        (vec!["nope@HEAD".into(), at.into()], 3, "does not exist"),
+        (
+            vec!["app@nobranch".into(), at.into()],
+            2,
+            "neither a branch",
+        ),
+        (vec!["app@".into(), at.into()], 2, "after @"),
+        (
+            vec!["app".into(), full.to_str().unwrap().into()],
+            2,
+            "not empty",
+        ),
+        (
+            vec!["app".into(), t.home.join("x").to_str().unwrap().into()],
+            2,
+            "inside DOT_HOME",
+        ),
+        (
+            vec![
+                "app".into(),
+                t.tmp.path().join("no/such/dir").to_str().unwrap().into(),
+            ],
+            7,
+            "parent directory must exist",
+        ),
+    ];
+    for (args, code, words) in cases {
+        let r = t.dot(&["mount", &args[0], "--at", &args[1]]).typed();
+        assert_eq!(r.code, code, "{args:?}: {}", r.err);
+        assert!(r.err.contains(words), "{args:?}: {}", r.err);
+    }
+    assert_eq!(fs::read(full.join("keep")).unwrap(), b"mine\n");
+    // Read-write mounts are not there yet, and say so.
+    let r = t.dot(&["mount", "app"]).typed();
+    assert!(r.err.contains("not available yet"), "{}", r.err);
+    let r = t.dot(&["unmount", t.tmp.path().to_str().unwrap()]).typed();
+    assert_eq!(r.code, 3, "{}", r.err);
+    // Twice at one place is refused; a relative path is the same place.
+    t.dot(&["mount", "app", "--at", at]).ok();
+    let r = t.dot(&["mount", "app", "--at", at]).typed();
+    assert!(r.err.contains("already shows"), "{}", r.err);
+    let rel = t
+        .cmd(&["unmount", "v/"])
+        .current_dir(t.tmp.path())
+        .output()
+        .unwrap();
+    assert!(
+        rel.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rel.stderr)
+    );
+}
