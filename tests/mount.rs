@@ -9,20 +9,7 @@ use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use util::{snapshot, write, Env};
-
-/// Deterministic bytes that do not compress, so files span many chunks.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+use util::{noise, snapshot, write, Env};
 
 fn commit(t: &Env, msg: &str) -> String {
     t.dot(&["commit", "-m", msg]).ok();
