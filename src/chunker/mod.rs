@@ -96,6 +96,11 @@ impl Chunker {
         final_cut.then_some(len)
     }
 
+    /// The largest chunk it makes.
+    pub fn max_len(&self) -> usize {
+        self.params.max as usize
+    }
+
     /// All final cuts at the start of `data`: (offset, length) pairs that tile
     /// a prefix of it (all of it when `eof`).
     pub fn cuts(&self, data: &[u8], eof: bool) -> Vec<(usize, usize)> {

@@ -12,6 +12,7 @@ pub(crate) mod commit;
 pub mod diff;
 pub mod dir;
 pub mod read;
+pub mod rechunk;
 pub(crate) mod verify;
 
 use std::collections::{HashMap, HashSet};

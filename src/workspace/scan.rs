@@ -20,17 +20,12 @@ use super::cache::{Stat, StatCache};
 use super::fsmeta::read_xattrs;
 use super::{join_rel, read_err, Result, WorkspaceError};
 use crate::chunker::Chunker;
-use crate::id::{ChunkId, Id};
 use crate::progress::Progress;
-use crate::store::Kind;
-use crate::tree::chunks::{ChunkTreeBuilder, ContentRef, Leaf};
+use crate::tree::chunks::ContentRef;
 use crate::tree::commit::Top;
 use crate::tree::dir::{write_dir, Content, DirEntry, EntryKind};
+use crate::tree::rechunk::{chunk_all, RechunkError};
 use crate::tree::Objects;
-
-/// Bytes of a file read at once. Larger than the maximum chunk, so every
-/// window yields at least one final cut.
-const WINDOW: u64 = 16 << 20;
 
 pub struct Scanner<'a> {
     objects: &'a dyn Objects,
@@ -222,68 +217,24 @@ impl<'a> Scanner<'a> {
     }
 
     fn chunk_file(&self, file: &File, path: &Path, size: u64) -> Result<ContentRef> {
-        let mut builder = ChunkTreeBuilder::new(self.objects);
-        let mut window = Vec::new();
-        let mut start = 0u64;
-        while start < size {
-            let len = WINDOW.min(size - start);
-            let eof = start + len == size;
-            // A private copy of the window: a writer racing the commit may
-            // change the file between hashing and compressing, and the store
-            // must never hold bytes that do not match their id. A file that
-            // shrinks under the read is a change (the commit fails), never
-            // a fault, as a truncated mapping would be.
-            window.resize(len as usize, 0);
-            file.read_exact_at(&mut window, start).map_err(|e| {
-                if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                    WorkspaceError::Changed {
-                        path: path.to_path_buf(),
-                    }
-                } else {
-                    read_err(path)(e)
+        // Read into private windows: a writer racing the commit may change
+        // the file between hashing and compressing, and the store must
+        // never hold bytes that do not match their id. A file that shrinks
+        // under the read is a change (the commit fails), never a fault, as
+        // a truncated mapping would be.
+        let mut read = |at: u64, buf: &mut [u8]| {
+            file.read_exact_at(buf, at)?;
+            self.progress.advance(buf.len() as u64);
+            Ok(())
+        };
+        chunk_all(self.objects, &self.chunker, size, &mut read).map_err(|e| match e {
+            RechunkError::Read(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                WorkspaceError::Changed {
+                    path: path.to_path_buf(),
                 }
-            })?;
-            let cuts = self.chunker.cuts(&window, eof);
-            let leaves: Vec<Leaf> = cuts
-                .par_iter()
-                .map(|&(off, n)| {
-                    self.progress.advance(n as u64);
-                    let data = &window[off..off + n];
-                    if is_zero(data) {
-                        return Ok(Leaf::Zero(n as u64));
-                    }
-                    let id = Id::of(data);
-                    self.objects.put(Kind::Chunk, &id, data)?;
-                    Ok(Leaf::Chunk(ChunkId(id), n as u32))
-                })
-                .collect::<crate::tree::Result<_>>()?;
-            let consumed: u64 = leaves.iter().map(Leaf::len).sum();
-            for leaf in leaves {
-                builder.push(leaf)?;
             }
-            start += consumed;
-        }
-        Ok(builder.finish()?)
-    }
-}
-
-fn is_zero(data: &[u8]) -> bool {
-    let (words, rest) = data.as_chunks::<16>();
-    words.iter().all(|w| u128::from_ne_bytes(*w) == 0) && rest.iter().all(|b| *b == 0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn zero_detection() {
-        assert!(is_zero(&[0u8; 1000]));
-        let mut v = vec![0u8; 1000];
-        v[999] = 1;
-        assert!(!is_zero(&v));
-        v[999] = 0;
-        v[3] = 1;
-        assert!(!is_zero(&v[1..]));
+            RechunkError::Read(e) => read_err(path)(e),
+            RechunkError::Tree(e) => e.into(),
+        })
     }
 }
