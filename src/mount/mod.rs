@@ -4,6 +4,8 @@
 //! reads through `tree::read` and decides nothing about the kernel;
 //! `crate::fuse` translates.
 
+pub mod overlay;
+
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;

@@ -7,7 +7,7 @@
 //! FUSE mount (a later part) is the answer for running databases.
 
 pub mod cache;
-mod fsmeta;
+pub(crate) mod fsmeta;
 pub mod materialize;
 pub mod scan;
 

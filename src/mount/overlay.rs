@@ -1,0 +1,1219 @@
+//! A dot's working state as a commit (the base) plus what was changed
+//! since, kept in an upper directory on local disk (docs/design.md 16.4):
+//! the library side of a read-write mount. Paths are relative to a
+//! subdot's top, as byte components.
+//!
+//! The upper directory `upper/<subdot>/...` mirrors only what changed:
+//!
+//! - a directory there continues the base directory named by its
+//!   `user.dot.origin` attribute (a tree id), or is new without it;
+//! - a regular file with `user.dot.base` (a content reference, the base
+//!   size and the limit below which base bytes show) is *partial*: its own
+//!   bytes are the written blocks (allocated, found with SEEK_DATA), and
+//!   its holes show the base below the limit and zeros above; without it
+//!   the file is whole;
+//! - an empty regular file with `user.dot.whiteout` hides a base entry.
+//!
+//! Writes to a partial file are whole blocks (the rest of a block is
+//! filled from the base first), so every allocated block holds the true
+//! content. Attributes under `user.dot.` are the overlay's own and are not
+//! shown or committed.
+
+use std::ffi::OsStr;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
+
+use crate::chunker::Chunker;
+use crate::codec::{Reader, Writer};
+use crate::id::{Id, TreeId};
+use crate::store::Store;
+use crate::tree::chunks::ContentRef;
+use crate::tree::commit::{Root, Top};
+use crate::tree::dir::{read_dir, write_dir, Content, DirEntry, EntryKind};
+use crate::tree::read::{Cache, TreeReader, CACHE_BYTES};
+use crate::tree::rechunk::{chunk_all, rechunk, RechunkError};
+use crate::workspace::fsmeta::{self, read_xattrs, set_mtime};
+
+const ORIGIN: &str = "user.dot.origin";
+const BASE: &str = "user.dot.base";
+const WHITEOUT: &str = "user.dot.whiteout";
+const OWN_PREFIX: &[u8] = b"user.dot.";
+
+/// Block size of partial files: writes are made whole blocks of it.
+const BLOCK: u64 = 4096;
+
+fn errno(e: i32) -> io::Error {
+    io::Error::from_raw_os_error(e)
+}
+
+fn damaged(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(format!("{e}"))
+}
+
+/// What a path shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stat {
+    pub kind: EntryKind,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime_ns: i64,
+    pub size: u64,
+    pub rdev: u64,
+}
+
+/// Where a path's current state is.
+enum Found {
+    /// In the upper directory (its metadata).
+    Upper(fs::Metadata, Option<PartialBase>),
+    /// Only in the base.
+    Base(DirEntry),
+    Absent,
+}
+
+/// What a partial file shows in its holes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct PartialBase {
+    content: ContentRef,
+    size: u64,
+    /// Base bytes show below this offset (a truncation lowers it).
+    limit: u64,
+}
+
+impl PartialBase {
+    fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        self.content.encode(&mut w);
+        w.varint(self.size).varint(self.limit);
+        w.buf
+    }
+
+    fn decode(bytes: &[u8]) -> io::Result<PartialBase> {
+        let mut r = Reader::new(bytes);
+        let content = ContentRef::decode(&mut r).map_err(damaged)?;
+        let size = r.varint().map_err(damaged)?;
+        let limit = r.varint().map_err(damaged)?;
+        r.finish().map_err(damaged)?;
+        Ok(PartialBase {
+            content,
+            size,
+            limit,
+        })
+    }
+}
+
+fn get_attr(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
+    let mut buf = vec![0u8; 256];
+    match rustix::fs::lgetxattr(path, name, &mut buf) {
+        Ok(n) => {
+            buf.truncate(n);
+            Ok(Some(buf))
+        }
+        Err(rustix::io::Errno::NODATA) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn set_attr(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
+    Ok(rustix::fs::lsetxattr(
+        path,
+        name,
+        value,
+        rustix::fs::XattrFlags::empty(),
+    )?)
+}
+
+fn stat_of(md: &fs::Metadata) -> Stat {
+    let ft = md.file_type();
+    use std::os::unix::fs::FileTypeExt;
+    let kind = if ft.is_dir() {
+        EntryKind::Dir
+    } else if ft.is_symlink() {
+        EntryKind::Symlink
+    } else if ft.is_fifo() {
+        EntryKind::Fifo
+    } else if ft.is_char_device() {
+        EntryKind::CharDevice
+    } else if ft.is_block_device() {
+        EntryKind::BlockDevice
+    } else {
+        EntryKind::File
+    };
+    Stat {
+        kind,
+        mode: md.mode() & 0o7777,
+        uid: md.uid(),
+        gid: md.gid(),
+        mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+        size: if kind == EntryKind::Dir { 0 } else { md.size() },
+        rdev: md.rdev(),
+    }
+}
+
+fn stat_of_entry(e: &DirEntry) -> Stat {
+    Stat {
+        kind: e.kind,
+        mode: e.mode,
+        uid: e.uid,
+        gid: e.gid,
+        mtime_ns: e.mtime_ns,
+        size: e.size,
+        rdev: match e.content {
+            Content::Device(r) => r,
+            _ => 0,
+        },
+    }
+}
+
+fn join(base: &Path, rel: &[&[u8]]) -> PathBuf {
+    let mut p = base.to_path_buf();
+    for c in rel {
+        p.push(OsStr::from_bytes(c));
+    }
+    p
+}
+
+/// The base of a working state: a commit's root, or nothing yet.
+pub struct Base {
+    pub root: Root,
+}
+
+/// A working state of base plus upper directory.
+pub struct Overlay {
+    store: Arc<Store>,
+    cache: Cache,
+    upper: PathBuf,
+    base: RwLock<Base>,
+}
+
+impl Overlay {
+    /// An overlay over `root` whose changes live in `upper` (created when
+    /// missing; what it holds is kept).
+    pub fn open(store: Arc<Store>, upper: &Path, root: Root) -> io::Result<Overlay> {
+        fs::create_dir_all(upper)?;
+        Ok(Overlay {
+            store,
+            cache: Cache::new(CACHE_BYTES),
+            upper: upper.to_path_buf(),
+            base: RwLock::new(Base { root }),
+        })
+    }
+
+    fn reader(&self) -> TreeReader<'_> {
+        TreeReader {
+            objects: &self.store,
+            cache: &self.cache,
+        }
+    }
+
+    fn base(&self) -> RwLockReadGuard<'_, Base> {
+        self.base.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn upper_path(&self, sub: &str, rel: &[&[u8]]) -> PathBuf {
+        join(&self.upper.join(sub), rel)
+    }
+
+    /// The base entry at `rel` of subdot `sub`: looked up in the tree of
+    /// its parent, which is the origin of the parent's upper directory
+    /// where there is one (a moved directory continues its origin), else
+    /// found the same way one level up.
+    fn base_entry(&self, sub: &str, rel: &[&[u8]]) -> io::Result<Option<DirEntry>> {
+        let Some((name, parent)) = rel.split_last() else {
+            return Ok(None);
+        };
+        let tree = match self.origin(&self.upper_path(sub, parent))? {
+            Some(origin) => origin,
+            None if parent.is_empty() => self.base().root.get(sub).map(|top| top.tree),
+            None => match self.base_entry(sub, parent)? {
+                Some(DirEntry {
+                    content: Content::Dir(t),
+                    ..
+                }) => Some(t),
+                _ => None,
+            },
+        };
+        match tree {
+            Some(t) => self.reader().lookup(&t, name).map_err(damaged),
+            None => Ok(None),
+        }
+    }
+
+    /// For an upper directory: Some(origin tree or None if new); None when
+    /// there is no upper directory there.
+    fn origin(&self, upper: &Path) -> io::Result<Option<Option<TreeId>>> {
+        match fs::symlink_metadata(upper) {
+            Ok(md) if md.is_dir() => {}
+            Ok(_) => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        Ok(Some(match get_attr(upper, ORIGIN)? {
+            Some(hex) => Some(TreeId(
+                Id::from_hex(std::str::from_utf8(&hex).map_err(damaged)?)
+                    .ok_or_else(|| damaged("a bad origin"))?,
+            )),
+            None => None,
+        }))
+    }
+
+    fn find(&self, sub: &str, rel: &[&[u8]]) -> io::Result<Found> {
+        let up = self.upper_path(sub, rel);
+        match fs::symlink_metadata(&up) {
+            Ok(md) => {
+                if md.is_file() && md.len() == 0 && get_attr(&up, WHITEOUT)?.is_some() {
+                    return Ok(Found::Absent);
+                }
+                let partial = if md.is_file() {
+                    get_attr(&up, BASE)?
+                        .map(|b| PartialBase::decode(&b))
+                        .transpose()?
+                } else {
+                    None
+                };
+                return Ok(Found::Upper(md, partial));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        if rel.is_empty() {
+            return Ok(match self.base().root.get(sub) {
+                Some(top) => Found::Base(super::top_entry(sub, top)),
+                None => Found::Absent,
+            });
+        }
+        Ok(match self.base_entry(sub, rel)? {
+            Some(e) => Found::Base(e),
+            None => Found::Absent,
+        })
+    }
+
+    /// What `rel` shows, or None.
+    pub fn stat(&self, sub: &str, rel: &[&[u8]]) -> io::Result<Option<Stat>> {
+        Ok(match self.find(sub, rel)? {
+            Found::Upper(md, _) => Some(stat_of(&md)),
+            Found::Base(e) => Some(stat_of_entry(&e)),
+            Found::Absent => None,
+        })
+    }
+
+    /// The names in directory `rel`, sorted, with their kinds.
+    pub fn list(&self, sub: &str, rel: &[&[u8]]) -> io::Result<Vec<(Vec<u8>, EntryKind)>> {
+        let mut names: std::collections::BTreeMap<Vec<u8>, EntryKind> = Default::default();
+        let up = self.upper_path(sub, rel);
+        let base_tree = match self.find(sub, rel)? {
+            Found::Absent => return Err(errno(libc::ENOENT)),
+            Found::Base(e) => match e.content {
+                Content::Dir(t) => Some(t),
+                _ => return Err(errno(libc::ENOTDIR)),
+            },
+            Found::Upper(md, _) if md.is_dir() => self.origin(&up)?.flatten(),
+            Found::Upper(..) => return Err(errno(libc::ENOTDIR)),
+        };
+        if let Some(t) = base_tree {
+            for e in read_dir(&self.store, &t).map_err(damaged)? {
+                names.insert(e.name, e.kind);
+            }
+        }
+        if let Ok(entries) = fs::read_dir(&up) {
+            for e in entries {
+                let e = e?;
+                let name = e.file_name().as_bytes().to_vec();
+                let md = e.path().symlink_metadata()?;
+                if md.is_file() && md.len() == 0 && get_attr(&e.path(), WHITEOUT)?.is_some() {
+                    names.remove(&name);
+                } else {
+                    names.insert(name, stat_of(&md).kind);
+                }
+            }
+        }
+        Ok(names.into_iter().collect())
+    }
+
+    /// Reads up to `len` bytes at `off` of file `rel`.
+    pub fn read(&self, sub: &str, rel: &[&[u8]], off: u64, len: usize) -> io::Result<Vec<u8>> {
+        match self.find(sub, rel)? {
+            Found::Absent => Err(errno(libc::ENOENT)),
+            Found::Base(e) => {
+                let Content::File(c) = &e.content else {
+                    return Err(errno(libc::EISDIR));
+                };
+                let n = len.min(e.size.saturating_sub(off) as usize);
+                let mut buf = vec![0u8; n];
+                self.reader()
+                    .read_at(c, e.size, off, &mut buf)
+                    .map_err(damaged)?;
+                Ok(buf)
+            }
+            Found::Upper(md, partial) => {
+                if !md.is_file() {
+                    return Err(errno(libc::EISDIR));
+                }
+                let f = File::open(self.upper_path(sub, rel))?;
+                let n = len.min(md.len().saturating_sub(off) as usize);
+                let mut buf = vec![0u8; n];
+                self.read_merged(&f, partial.as_ref(), off, &mut buf)?;
+                Ok(buf)
+            }
+        }
+    }
+
+    /// Fills `buf` from `off` of an upper file: its data where it has
+    /// any, the base (or zeros) in its holes.
+    fn read_merged(
+        &self,
+        f: &File,
+        partial: Option<&PartialBase>,
+        off: u64,
+        buf: &mut [u8],
+    ) -> io::Result<()> {
+        let Some(p) = partial else {
+            return f.read_exact_at(buf, off);
+        };
+        let end = off + buf.len() as u64;
+        let mut at = off;
+        while at < end {
+            let data = seek(f, at, rustix::fs::SeekFrom::Data)?
+                .unwrap_or(end)
+                .min(end);
+            if data > at {
+                // A hole from `at` to `data`.
+                let hole = &mut buf[(at - off) as usize..(data - off) as usize];
+                hole.fill(0);
+                let below = p.limit.min(data);
+                if below > at {
+                    self.reader()
+                        .read_at(&p.content, p.size, at, &mut hole[..(below - at) as usize])
+                        .map_err(damaged)?;
+                }
+                at = data;
+                continue;
+            }
+            let hole = seek(f, at, rustix::fs::SeekFrom::Hole)?
+                .unwrap_or(end)
+                .min(end);
+            f.read_exact_at(&mut buf[(at - off) as usize..(hole - off) as usize], at)?;
+            at = hole;
+        }
+        Ok(())
+    }
+
+    /// Makes sure the parent directories of `rel` exist in the upper
+    /// directory, continuing their base directories.
+    fn copy_up_parents(&self, sub: &str, rel: &[&[u8]]) -> io::Result<()> {
+        for i in 0..rel.len() {
+            self.copy_up_dir(sub, &rel[..i])?;
+        }
+        Ok(())
+    }
+
+    fn copy_up_dir(&self, sub: &str, rel: &[&[u8]]) -> io::Result<()> {
+        let up = self.upper_path(sub, rel);
+        if self.origin(&up)?.is_some() {
+            return Ok(());
+        }
+        if !rel.is_empty() {
+            self.copy_up_dir(sub, &rel[..rel.len() - 1])?;
+        }
+        let (tree, stat) = if rel.is_empty() {
+            let base = self.base();
+            match base.root.get(sub) {
+                Some(top) => (Some(top.tree), top_stat(top)),
+                None => (None, None),
+            }
+        } else {
+            match self.base_entry(sub, rel)? {
+                Some(e) => match e.content {
+                    Content::Dir(t) => (Some(t), Some(stat_of_entry(&e))),
+                    _ => return Err(errno(libc::ENOTDIR)),
+                },
+                None => return Err(errno(libc::ENOENT)),
+            }
+        };
+        // A whiteout in the way (the directory was removed, then this is
+        // a new one) is replaced.
+        let _ = fs::remove_file(&up);
+        fs::create_dir(&up)?;
+        if let Some(t) = tree {
+            set_attr(&up, ORIGIN, t.0.to_hex().as_bytes())?;
+        }
+        if let Some(s) = stat {
+            apply_stat(&up, &s)?;
+        }
+        Ok(())
+    }
+
+    /// Makes `rel` an upper entry: a file becomes partial over its base
+    /// content, a directory continues its base, others are copied.
+    fn copy_up(&self, sub: &str, rel: &[&[u8]]) -> io::Result<()> {
+        let up = self.upper_path(sub, rel);
+        match self.find(sub, rel)? {
+            Found::Upper(..) => Ok(()),
+            Found::Absent => Err(errno(libc::ENOENT)),
+            Found::Base(e) => {
+                self.copy_up_parents(sub, rel)?;
+                let _ = fs::remove_file(&up);
+                match &e.content {
+                    Content::Dir(_) => return self.copy_up_dir(sub, rel),
+                    Content::File(c) => {
+                        let f = OpenOptions::new().write(true).create_new(true).open(&up)?;
+                        f.set_len(e.size)?;
+                        if e.size > 0 {
+                            let p = PartialBase {
+                                content: *c,
+                                size: e.size,
+                                limit: e.size,
+                            };
+                            set_attr(&up, BASE, &p.encode())?;
+                        }
+                    }
+                    Content::Symlink(t) => {
+                        std::os::unix::fs::symlink(OsStr::from_bytes(t), &up)?;
+                    }
+                    Content::Fifo => {
+                        fsmeta::mknod(&up, rustix::fs::FileType::Fifo, e.mode, 0)?;
+                    }
+                    Content::Device(rdev) => {
+                        let kind = if e.kind == EntryKind::CharDevice {
+                            rustix::fs::FileType::CharacterDevice
+                        } else {
+                            rustix::fs::FileType::BlockDevice
+                        };
+                        fsmeta::mknod(&up, kind, e.mode, *rdev)?;
+                    }
+                }
+                for (k, v) in &e.xattrs {
+                    rustix::fs::lsetxattr(
+                        &up,
+                        OsStr::from_bytes(k),
+                        v,
+                        rustix::fs::XattrFlags::empty(),
+                    )?;
+                }
+                apply_stat(&up, &stat_of_entry(&e))
+            }
+        }
+    }
+
+    /// Writes `data` at `off` of file `rel`.
+    pub fn write(&self, sub: &str, rel: &[&[u8]], off: u64, data: &[u8]) -> io::Result<()> {
+        self.copy_up(sub, rel)?;
+        let up = self.upper_path(sub, rel);
+        let Found::Upper(md, partial) = self.find(sub, rel)? else {
+            return Err(errno(libc::ENOENT));
+        };
+        if !md.is_file() {
+            return Err(errno(libc::EISDIR));
+        }
+        let f = OpenOptions::new().read(true).write(true).open(&up)?;
+        let Some(p) = partial else {
+            return f.write_all_at(data, off);
+        };
+        // Whole blocks: the rest of each block comes from what shows now.
+        let end = off + data.len() as u64;
+        let a = off / BLOCK * BLOCK;
+        let b = end.div_ceil(BLOCK) * BLOCK;
+        let size = md.len().max(end);
+        let b = b.min(size.max(end));
+        let mut block = vec![0u8; (b - a) as usize];
+        let shown = md.len().min(b);
+        if shown > a {
+            self.read_merged(&f, Some(&p), a, &mut block[..(shown - a) as usize])?;
+        }
+        block[(off - a) as usize..(end - a) as usize].copy_from_slice(data);
+        f.write_all_at(&block, a)
+    }
+
+    /// Sets the size of file `rel`.
+    pub fn truncate(&self, sub: &str, rel: &[&[u8]], size: u64) -> io::Result<()> {
+        self.copy_up(sub, rel)?;
+        let up = self.upper_path(sub, rel);
+        if let Found::Upper(_, Some(mut p)) = self.find(sub, rel)? {
+            if size < p.limit {
+                p.limit = size;
+                set_attr(&up, BASE, &p.encode())?;
+            }
+        }
+        OpenOptions::new().write(true).open(&up)?.set_len(size)
+    }
+
+    fn create_at(
+        &self,
+        sub: &str,
+        rel: &[&[u8]],
+        make: impl FnOnce(&Path) -> io::Result<()>,
+    ) -> io::Result<()> {
+        if rel.is_empty() {
+            return Err(errno(libc::EEXIST));
+        }
+        let parent = &rel[..rel.len() - 1];
+        match self.stat(sub, parent)? {
+            Some(s) if s.kind == EntryKind::Dir => {}
+            Some(_) => return Err(errno(libc::ENOTDIR)),
+            None => return Err(errno(libc::ENOENT)),
+        }
+        if self.stat(sub, rel)?.is_some() {
+            return Err(errno(libc::EEXIST));
+        }
+        self.copy_up_dir(sub, parent)?;
+        let up = self.upper_path(sub, rel);
+        let _ = fs::remove_file(&up); // a whiteout
+        make(&up)
+    }
+
+    pub fn create(&self, sub: &str, rel: &[&[u8]], mode: u32) -> io::Result<()> {
+        self.create_at(sub, rel, |up| {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode & 0o7777)
+                .open(up)?
+                .set_permissions(fs::Permissions::from_mode(mode & 0o7777))
+        })
+    }
+
+    pub fn mkdir(&self, sub: &str, rel: &[&[u8]], mode: u32) -> io::Result<()> {
+        self.create_at(sub, rel, |up| {
+            fs::create_dir(up)?;
+            fs::set_permissions(up, fs::Permissions::from_mode(mode & 0o7777))
+        })
+    }
+
+    pub fn symlink(&self, sub: &str, rel: &[&[u8]], target: &[u8]) -> io::Result<()> {
+        self.create_at(sub, rel, |up| {
+            std::os::unix::fs::symlink(OsStr::from_bytes(target), up)
+        })
+    }
+
+    /// Hides what `rel` showed: removes its upper entry and, when the base
+    /// has one, leaves a whiteout.
+    fn remove(&self, sub: &str, rel: &[&[u8]]) -> io::Result<()> {
+        let up = self.upper_path(sub, rel);
+        match fs::symlink_metadata(&up) {
+            Ok(md) if md.is_dir() => fs::remove_dir_all(&up)?,
+            Ok(_) => fs::remove_file(&up)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        // What the base has here (unless a parent is new) stays hidden.
+        let in_base = self.base_entry(sub, rel)?.is_some();
+        if in_base {
+            self.copy_up_parents(sub, rel)?;
+            File::create(&up)?;
+            set_attr(&up, WHITEOUT, b"1")?;
+        }
+        Ok(())
+    }
+
+    pub fn unlink(&self, sub: &str, rel: &[&[u8]]) -> io::Result<()> {
+        match self.stat(sub, rel)? {
+            None => Err(errno(libc::ENOENT)),
+            Some(s) if s.kind == EntryKind::Dir => Err(errno(libc::EISDIR)),
+            Some(_) => self.remove(sub, rel),
+        }
+    }
+
+    pub fn rmdir(&self, sub: &str, rel: &[&[u8]]) -> io::Result<()> {
+        match self.stat(sub, rel)? {
+            None => Err(errno(libc::ENOENT)),
+            Some(s) if s.kind != EntryKind::Dir => Err(errno(libc::ENOTDIR)),
+            Some(_) => {
+                if !self.list(sub, rel)?.is_empty() {
+                    return Err(errno(libc::ENOTEMPTY));
+                }
+                self.remove(sub, rel)
+            }
+        }
+    }
+
+    /// Moves `from` to `to` (replacing a file, or an empty directory, there).
+    pub fn rename(&self, sub: &str, from: &[&[u8]], to: &[&[u8]]) -> io::Result<()> {
+        let Some(src) = self.stat(sub, from)? else {
+            return Err(errno(libc::ENOENT));
+        };
+        if to.starts_with(from) && to.len() > from.len() {
+            return Err(errno(libc::EINVAL));
+        }
+        if from == to {
+            return Ok(());
+        }
+        if let Some(dst) = self.stat(sub, to)? {
+            match (src.kind == EntryKind::Dir, dst.kind == EntryKind::Dir) {
+                (true, false) => return Err(errno(libc::ENOTDIR)),
+                (false, true) => return Err(errno(libc::EISDIR)),
+                (true, true) if !self.list(sub, to)?.is_empty() => {
+                    return Err(errno(libc::ENOTEMPTY))
+                }
+                _ => {}
+            }
+            self.remove(sub, to)?;
+        } else {
+            match self.stat(sub, &to[..to.len() - 1])? {
+                Some(s) if s.kind == EntryKind::Dir => {}
+                Some(_) => return Err(errno(libc::ENOTDIR)),
+                None => return Err(errno(libc::ENOENT)),
+            }
+        }
+        self.copy_up(sub, from)?;
+        self.copy_up_dir(sub, &to[..to.len() - 1])?;
+        let up_to = self.upper_path(sub, to);
+        let _ = fs::remove_file(&up_to); // a whiteout
+        fs::rename(self.upper_path(sub, from), &up_to)?;
+        // What the base had at `from` stays hidden.
+        self.remove(sub, from)
+    }
+
+    pub fn set_mode(&self, sub: &str, rel: &[&[u8]], mode: u32) -> io::Result<()> {
+        self.copy_up(sub, rel)?;
+        fs::set_permissions(
+            self.upper_path(sub, rel),
+            fs::Permissions::from_mode(mode & 0o7777),
+        )
+    }
+
+    pub fn set_owner(
+        &self,
+        sub: &str,
+        rel: &[&[u8]],
+        uid: Option<u32>,
+        gid: Option<u32>,
+    ) -> io::Result<()> {
+        self.copy_up(sub, rel)?;
+        std::os::unix::fs::lchown(self.upper_path(sub, rel), uid, gid)
+    }
+
+    pub fn set_mtime(&self, sub: &str, rel: &[&[u8]], mtime_ns: i64) -> io::Result<()> {
+        self.copy_up(sub, rel)?;
+        set_mtime(&self.upper_path(sub, rel), mtime_ns)
+    }
+
+    pub fn set_xattr(&self, sub: &str, rel: &[&[u8]], name: &[u8], value: &[u8]) -> io::Result<()> {
+        if name.starts_with(OWN_PREFIX) {
+            return Err(errno(libc::EPERM));
+        }
+        self.copy_up(sub, rel)?;
+        Ok(rustix::fs::lsetxattr(
+            self.upper_path(sub, rel),
+            OsStr::from_bytes(name),
+            value,
+            rustix::fs::XattrFlags::empty(),
+        )?)
+    }
+
+    pub fn xattrs(&self, sub: &str, rel: &[&[u8]]) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        Ok(match self.find(sub, rel)? {
+            Found::Absent => return Err(errno(libc::ENOENT)),
+            Found::Base(e) => e.xattrs,
+            Found::Upper(..) => own_filtered(read_xattrs(&self.upper_path(sub, rel))?),
+        })
+    }
+
+    /// Makes what `rel` shows durable (its data and its name).
+    pub fn fsync(&self, sub: &str, rel: &[&[u8]]) -> io::Result<()> {
+        let up = self.upper_path(sub, rel);
+        if let Ok(f) = File::open(&up) {
+            f.sync_all()?;
+        }
+        let mut dir = up.clone();
+        while dir.pop() {
+            if let Ok(d) = File::open(&dir) {
+                d.sync_all()?;
+            }
+            if dir == self.upper {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The tree of subdot `sub` as it shows now, and how many file bytes
+    /// were read to build it. Unchanged directories keep their tree ids;
+    /// a partial file is re-chunked only around its written blocks.
+    pub fn build_top(&self, sub: &str, chunker: &Chunker) -> io::Result<(TreeId, u64)> {
+        let mut read = 0u64;
+        let tree = self.build_dir(sub, &mut Vec::new(), chunker, &mut read)?;
+        Ok((tree, read))
+    }
+
+    fn build_dir(
+        &self,
+        sub: &str,
+        rel: &mut Vec<Vec<u8>>,
+        chunker: &Chunker,
+        read: &mut u64,
+    ) -> io::Result<TreeId> {
+        let parts: Vec<&[u8]> = rel.iter().map(Vec::as_slice).collect();
+        let up = self.upper_path(sub, &parts);
+        let origin = self.origin(&up)?;
+        let base_tree = match origin {
+            Some(o) => o,
+            // Not in the upper directory: unchanged, as in the base.
+            None => {
+                return match self.find(sub, &parts)? {
+                    Found::Base(DirEntry {
+                        content: Content::Dir(t),
+                        ..
+                    }) => Ok(t),
+                    _ if parts.is_empty() => match self.base().root.get(sub) {
+                        Some(top) => Ok(top.tree),
+                        None => write_dir(&self.store, &[]).map_err(damaged),
+                    },
+                    _ => Err(errno(libc::ENOENT)),
+                };
+            }
+        };
+        let mut entries: std::collections::BTreeMap<Vec<u8>, DirEntry> = Default::default();
+        if let Some(t) = base_tree {
+            for e in read_dir(&self.store, &t).map_err(damaged)? {
+                entries.insert(e.name.clone(), e);
+            }
+        }
+        for d in fs::read_dir(&up)? {
+            let d = d?;
+            let name = d.file_name().as_bytes().to_vec();
+            let path = d.path();
+            let md = path.symlink_metadata()?;
+            if md.is_file() && md.len() == 0 && get_attr(&path, WHITEOUT)?.is_some() {
+                entries.remove(&name);
+                continue;
+            }
+            rel.push(name.clone());
+            let st = stat_of(&md);
+            let content = match st.kind {
+                EntryKind::Dir => Content::Dir(self.build_dir(sub, rel, chunker, read)?),
+                EntryKind::File => {
+                    let partial = get_attr(&path, BASE)?
+                        .map(|b| PartialBase::decode(&b))
+                        .transpose()?;
+                    Content::File(self.build_file(&path, &md, partial.as_ref(), chunker, read)?)
+                }
+                EntryKind::Symlink => {
+                    Content::Symlink(fs::read_link(&path)?.as_os_str().as_bytes().to_vec())
+                }
+                EntryKind::Fifo => Content::Fifo,
+                EntryKind::CharDevice | EntryKind::BlockDevice => Content::Device(md.rdev()),
+            };
+            rel.pop();
+            let size = match &content {
+                Content::Symlink(t) => t.len() as u64,
+                Content::File(_) => md.len(),
+                _ => 0,
+            };
+            entries.insert(
+                name.clone(),
+                DirEntry {
+                    name,
+                    kind: st.kind,
+                    mode: st.mode,
+                    uid: st.uid,
+                    gid: st.gid,
+                    mtime_ns: st.mtime_ns,
+                    size,
+                    content,
+                    xattrs: own_filtered(read_xattrs(&path)?),
+                },
+            );
+        }
+        let list: Vec<DirEntry> = entries.into_values().collect();
+        write_dir(&self.store, &list).map_err(damaged)
+    }
+
+    fn build_file(
+        &self,
+        path: &Path,
+        md: &fs::Metadata,
+        partial: Option<&PartialBase>,
+        chunker: &Chunker,
+        read: &mut u64,
+    ) -> io::Result<ContentRef> {
+        let f = File::open(path)?;
+        let size = md.len();
+        let mut reader = |at: u64, buf: &mut [u8]| self.read_merged(&f, partial, at, buf);
+        let result = match partial {
+            None => {
+                *read += size;
+                chunk_all(&self.store, chunker, size, &mut reader)
+            }
+            Some(p) => {
+                let mut dirty = Vec::new();
+                let mut at = 0;
+                while at < size {
+                    let Some(data) = seek(&f, at, rustix::fs::SeekFrom::Data)? else {
+                        break;
+                    };
+                    if data >= size {
+                        break;
+                    }
+                    let hole = seek(&f, data, rustix::fs::SeekFrom::Hole)?
+                        .unwrap_or(size)
+                        .min(size);
+                    dirty.push((data, hole));
+                    at = hole;
+                }
+                if p.limit < p.size.min(size) {
+                    dirty.push((p.limit, size));
+                }
+                rechunk(
+                    &self.store,
+                    chunker,
+                    &p.content,
+                    p.size,
+                    size,
+                    &dirty,
+                    &mut reader,
+                )
+                .map(|(c, n)| {
+                    *read += n;
+                    c
+                })
+            }
+        };
+        result.map_err(|e| match e {
+            RechunkError::Read(e) => e,
+            RechunkError::Tree(e) => damaged(e),
+        })
+    }
+
+    /// A new base, with nothing changed over it (after a commit of what
+    /// showed, or a reset). The caller holds writes.
+    pub fn rebase(&self, root: Root) -> io::Result<()> {
+        let old = self.upper.with_extension("old");
+        let _ = fs::remove_dir_all(&old);
+        fs::rename(&self.upper, &old)?;
+        fs::create_dir(&self.upper)?;
+        *self.base.write().unwrap_or_else(PoisonError::into_inner) = Base { root };
+        fs::remove_dir_all(&old)
+    }
+
+    /// The subdots the base has.
+    pub fn subdots(&self) -> Vec<String> {
+        self.base().root.keys().cloned().collect()
+    }
+}
+
+fn top_stat(top: &Top) -> Option<Stat> {
+    Some(Stat {
+        kind: EntryKind::Dir,
+        mode: top.mode,
+        uid: top.uid,
+        gid: top.gid,
+        mtime_ns: top.mtime_ns,
+        size: 0,
+        rdev: 0,
+    })
+}
+
+fn own_filtered(x: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    x.into_iter()
+        .filter(|(k, _)| !k.starts_with(OWN_PREFIX))
+        .collect()
+}
+
+fn seek(f: &File, at: u64, how: fn(u64) -> rustix::fs::SeekFrom) -> io::Result<Option<u64>> {
+    match rustix::fs::seek(f, how(at)) {
+        Ok(p) => Ok(Some(p)),
+        Err(rustix::io::Errno::NXIO) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Gives an upper entry the mode, owner and time of what it continues.
+fn apply_stat(path: &Path, s: &Stat) -> io::Result<()> {
+    if s.kind != EntryKind::Symlink {
+        fs::set_permissions(path, fs::Permissions::from_mode(s.mode))?;
+    }
+    if fsmeta::is_root() {
+        std::os::unix::fs::lchown(path, Some(s.uid), Some(s.gid))?;
+    }
+    set_mtime(path, s.mtime_ns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunker::ChunkParams;
+    use crate::progress::Silent;
+    use crate::workspace::cache::StatCache;
+    use crate::workspace::scan::Scanner;
+    use proptest::prelude::*;
+
+    const SUB: &str = "s";
+
+    fn chunker() -> Chunker {
+        Chunker::new(ChunkParams {
+            min: 2048,
+            avg: 8192,
+            max: 32768,
+        })
+    }
+
+    fn bytes(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    /// A path of one or two components from a small set of names.
+    fn path() -> impl Strategy<Value = Vec<Vec<u8>>> {
+        let name = prop::sample::select(vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+        prop::collection::vec(name, 1..3)
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Create(Vec<Vec<u8>>),
+        Write(Vec<Vec<u8>>, u64, usize, u64),
+        Truncate(Vec<Vec<u8>>, u64),
+        Mkdir(Vec<Vec<u8>>),
+        Unlink(Vec<Vec<u8>>),
+        Rmdir(Vec<Vec<u8>>),
+        Rename(Vec<Vec<u8>>, Vec<Vec<u8>>),
+        Symlink(Vec<Vec<u8>>),
+        Chmod(Vec<Vec<u8>>, u32),
+        SetXattr(Vec<Vec<u8>>, u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            1 => path().prop_map(Op::Create),
+            4 => (path(), 0u64..200_000, 1usize..20_000, any::<u64>())
+                .prop_map(|(p, o, n, s)| Op::Write(p, o, n, s)),
+            1 => (path(), 0u64..200_000).prop_map(|(p, n)| Op::Truncate(p, n)),
+            1 => path().prop_map(Op::Mkdir),
+            1 => path().prop_map(Op::Unlink),
+            1 => path().prop_map(Op::Rmdir),
+            1 => (path(), path()).prop_map(|(a, b)| Op::Rename(a, b)),
+            1 => path().prop_map(Op::Symlink),
+            1 => (path(), 0u32..0o100).prop_map(|(p, m)| Op::Chmod(p, 0o700 | m)),
+            1 => (path(), any::<u8>()).prop_map(|(p, v)| Op::SetXattr(p, v)),
+        ]
+    }
+
+    fn parts(p: &[Vec<u8>]) -> Vec<&[u8]> {
+        p.iter().map(Vec::as_slice).collect()
+    }
+
+    fn real(dir: &Path, op: &Op) -> io::Result<()> {
+        let at = |p: &[Vec<u8>]| join(dir, &parts(p));
+        match op {
+            Op::Create(p) => OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(at(p))
+                .map(drop),
+            Op::Write(p, off, n, seed) => {
+                let f = OpenOptions::new().write(true).open(at(p))?;
+                f.write_all_at(&bytes(*n, *seed), *off)
+            }
+            Op::Truncate(p, n) => OpenOptions::new().write(true).open(at(p))?.set_len(*n),
+            Op::Mkdir(p) => fs::create_dir(at(p)),
+            Op::Unlink(p) => fs::remove_file(at(p)),
+            Op::Rmdir(p) => fs::remove_dir(at(p)),
+            Op::Rename(a, b) => fs::rename(at(a), at(b)),
+            Op::Symlink(p) => std::os::unix::fs::symlink("target", at(p)),
+            Op::Chmod(p, m) => {
+                if fs::symlink_metadata(at(p))?.is_symlink() {
+                    return Err(errno(libc::EPERM));
+                }
+                fs::set_permissions(at(p), fs::Permissions::from_mode(*m))
+            }
+            Op::SetXattr(p, v) => Ok(rustix::fs::lsetxattr(
+                at(p),
+                "user.t",
+                &[*v],
+                rustix::fs::XattrFlags::empty(),
+            )?),
+        }
+    }
+
+    fn overlay(o: &Overlay, op: &Op) -> io::Result<()> {
+        match op {
+            Op::Create(p) => o.create(SUB, &parts(p), 0o644),
+            Op::Write(p, off, n, seed) => {
+                match o.stat(SUB, &parts(p))? {
+                    None => return Err(errno(libc::ENOENT)),
+                    Some(s) if s.kind == EntryKind::Dir => return Err(errno(libc::EISDIR)),
+                    _ => {}
+                }
+                o.write(SUB, &parts(p), *off, &bytes(*n, *seed))
+            }
+            Op::Truncate(p, n) => {
+                match o.stat(SUB, &parts(p))? {
+                    None => return Err(errno(libc::ENOENT)),
+                    Some(s) if s.kind == EntryKind::Dir => return Err(errno(libc::EISDIR)),
+                    _ => {}
+                }
+                o.truncate(SUB, &parts(p), *n)
+            }
+            Op::Mkdir(p) => o.mkdir(SUB, &parts(p), 0o755),
+            Op::Unlink(p) => o.unlink(SUB, &parts(p)),
+            Op::Rmdir(p) => o.rmdir(SUB, &parts(p)),
+            Op::Rename(a, b) => o.rename(SUB, &parts(a), &parts(b)),
+            Op::Symlink(p) => o.symlink(SUB, &parts(p), b"target"),
+            Op::Chmod(p, m) => match o.stat(SUB, &parts(p))? {
+                None => Err(errno(libc::ENOENT)),
+                Some(s) if s.kind == EntryKind::Symlink => Err(errno(libc::EPERM)),
+                _ => o.set_mode(SUB, &parts(p), *m),
+            },
+            Op::SetXattr(p, v) => match o.stat(SUB, &parts(p))? {
+                None => Err(errno(libc::ENOENT)),
+                Some(s) if s.kind == EntryKind::Symlink => Err(errno(libc::EPERM)),
+                _ => o.set_xattr(SUB, &parts(p), b"user.t", &[*v]),
+            },
+        }
+    }
+
+    /// Everything a directory shows, as lines, through the real file
+    /// system or the overlay.
+    fn shown_real(dir: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut todo = vec![(dir.to_path_buf(), String::new())];
+        while let Some((d, rel)) = todo.pop() {
+            let mut names: Vec<_> = fs::read_dir(&d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            names.sort();
+            for n in names {
+                let p = d.join(&n);
+                let md = fs::symlink_metadata(&p).unwrap();
+                let st = stat_of(&md);
+                let r = format!("{rel}/{}", n.to_string_lossy());
+                let what = match st.kind {
+                    EntryKind::File => blake3::hash(&fs::read(&p).unwrap()).to_hex().to_string(),
+                    EntryKind::Symlink => fs::read_link(&p).unwrap().display().to_string(),
+                    _ => String::new(),
+                };
+                let x = own_filtered(read_xattrs(&p).unwrap());
+                out.push(format!(
+                    "{r} {:?} {:o} {} {what} {x:?}",
+                    st.kind, st.mode, st.size
+                ));
+                if st.kind == EntryKind::Dir {
+                    todo.push((p, r));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    fn shown_overlay(o: &Overlay) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut todo: Vec<Vec<Vec<u8>>> = vec![vec![]];
+        while let Some(dir) = todo.pop() {
+            for (name, _) in o.list(SUB, &parts(&dir)).unwrap() {
+                let mut p = dir.clone();
+                p.push(name);
+                let st = o.stat(SUB, &parts(&p)).unwrap().unwrap();
+                let r: String = p
+                    .iter()
+                    .map(|c| format!("/{}", String::from_utf8_lossy(c)))
+                    .collect();
+                let what = match st.kind {
+                    EntryKind::File => {
+                        let data = o.read(SUB, &parts(&p), 0, st.size as usize).unwrap();
+                        blake3::hash(&data).to_hex().to_string()
+                    }
+                    EntryKind::Symlink => "target".into(),
+                    _ => String::new(),
+                };
+                let x = o.xattrs(SUB, &parts(&p)).unwrap();
+                out.push(format!(
+                    "{r} {:?} {:o} {} {what} {x:?}",
+                    st.kind, st.mode, st.size
+                ));
+                if st.kind == EntryKind::Dir {
+                    todo.push(p);
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// The same tree with every time set to zero, to compare contents.
+    fn timeless(store: &Store, tree: TreeId) -> TreeId {
+        let entries: Vec<DirEntry> = read_dir(store, &tree)
+            .unwrap()
+            .into_iter()
+            .map(|mut e| {
+                e.mtime_ns = 0;
+                if let Content::Dir(t) = e.content {
+                    e.content = Content::Dir(timeless(store, t));
+                }
+                e
+            })
+            .collect();
+        write_dir(store, &entries).unwrap()
+    }
+
+    fn scan(store: &Store, dir: &Path) -> TreeId {
+        let cache = StatCache::new(store, b"t\0s\0".to_vec());
+        let scanned = Scanner::new(store, chunker(), &cache, false, &Silent)
+            .scan(dir)
+            .unwrap();
+        scanned.top.tree
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Any sequence of changes shows through the overlay as on a local
+        /// directory, after every step; and the tree built from the overlay
+        /// is the tree a scan of that directory gives, id for id.
+        #[test]
+        fn the_overlay_behaves_as_a_local_directory(
+            files in prop::collection::vec((path(), 0usize..150_000, any::<u64>()), 0..6),
+            ops in prop::collection::vec(op(), 1..25),
+        ) {
+            let tmp = tempfile::tempdir().unwrap();
+            let store = Arc::new(Store::open(&tmp.path().join("home"), "test").unwrap());
+            let dir = tmp.path().join("real");
+            fs::create_dir(&dir).unwrap();
+            for (p, len, seed) in &files {
+                let at = join(&dir, &parts(p));
+                if let Some(parent) = at.parent() {
+                    if fs::create_dir_all(parent).is_err() {
+                        continue;
+                    }
+                }
+                if at.exists() {
+                    continue;
+                }
+                fs::write(&at, bytes(*len, *seed)).unwrap();
+            }
+            let base = scan(&store, &dir);
+            let mut root = Root::new();
+            let md = fs::metadata(&dir).unwrap();
+            root.insert(SUB.into(), Top {
+                tree: base,
+                mode: md.mode() & 0o7777,
+                uid: md.uid(),
+                gid: md.gid(),
+                mtime_ns: 0,
+            });
+            let o = Overlay::open(store.clone(), &tmp.path().join("upper"), root).unwrap();
+            prop_assert_eq!(shown_overlay(&o), shown_real(&dir));
+            for op in &ops {
+                let want = real(&dir, op);
+                let got = overlay(&o, op);
+                prop_assert_eq!(got.is_ok(), want.is_ok(), "{:?}: overlay {:?}, local {:?}", op, got, want);
+                prop_assert_eq!(shown_overlay(&o), shown_real(&dir), "after {:?}", op);
+            }
+            let (built, _) = o.build_top(SUB, &chunker()).unwrap();
+            let scanned = scan(&store, &dir);
+            prop_assert_eq!(timeless(&store, built), timeless(&store, scanned));
+        }
+    }
+}
