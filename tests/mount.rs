@@ -257,9 +257,9 @@ fn views_refuse_what_they_cannot_show() {
         assert!(r.err.contains(words), "{args:?}: {}", r.err);
     }
     assert_eq!(fs::read(full.join("keep")).unwrap(), b"mine\n");
-    // Read-write mounts are not there yet, and say so.
-    let r = t.dot(&["mount", "app"]).typed();
-    assert!(r.err.contains("not available yet"), "{}", r.err);
+    // A commit is shown at a directory of its own, never at the dot's.
+    let r = t.dot(&["mount", "app@HEAD"]).typed();
+    assert!(r.err.contains("--at DIR"), "{}", r.err);
     let r = t.dot(&["unmount", t.tmp.path().to_str().unwrap()]).typed();
     assert_eq!(r.code, 3, "{}", r.err);
     // Twice at one place is refused; a relative path is the same place.
@@ -276,4 +276,215 @@ fn views_refuse_what_they_cannot_show() {
         "{}",
         String::from_utf8_lossy(&rel.stderr)
     );
+}
+
+/// One change, made the same way to a mounted dot and to a plain
+/// directory beside it.
+fn change(dir: &Path, step: usize) {
+    use std::os::unix::fs::PermissionsExt;
+    let p = |name: &str| dir.join(name);
+    match step % 9 {
+        0 => write(
+            &p(&format!("new{step}")),
+            &noise(70_000 + step, step as u64),
+        ),
+        1 => {
+            // A page in the middle of a large file, as a database writes.
+            let f = fs::OpenOptions::new().write(true).open(p("big")).unwrap();
+            f.write_all_at(
+                &noise(8192, step as u64),
+                (step as u64 * 37_000) % 3_000_000,
+            )
+            .unwrap();
+        }
+        2 => fs::rename(p("small"), p("renamed")).unwrap_or_else(|_| {
+            fs::rename(p("renamed"), p("small")).unwrap();
+        }),
+        3 => {
+            fs::create_dir_all(p("dir/sub")).unwrap();
+            write(&p(&format!("dir/sub/f{step}")), b"in a new directory\n");
+        }
+        4 => {
+            let f = fs::OpenOptions::new().write(true).open(p("big")).unwrap();
+            f.set_len(3_000_000 - step as u64 * 100).unwrap();
+        }
+        5 => fs::set_permissions(
+            p("big"),
+            fs::Permissions::from_mode(0o600 + step as u32 % 7),
+        )
+        .unwrap(),
+        6 => {
+            let _ = fs::remove_file(p("link"));
+            std::os::unix::fs::symlink(format!("target{step}"), p("link")).unwrap();
+        }
+        7 => {
+            let f = fs::OpenOptions::new().append(true).open(p("big")).unwrap();
+            f.write_all_at(b"appended", f.metadata().unwrap().len())
+                .unwrap();
+        }
+        _ => {
+            for e in fs::read_dir(dir).unwrap() {
+                let e = e.unwrap().path();
+                if e.file_name().unwrap().to_str().unwrap().starts_with("new") {
+                    fs::remove_file(e).unwrap();
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Content, modes and links, without times (a copy's differ).
+fn content(dir: &Path) -> Vec<String> {
+    snapshot(dir)
+        .into_iter()
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            // path mode uid gid mtime size hash: drop the time.
+            format!("{} {} {} {}", f[0], f[1], f[5], f[6..].join(" "))
+        })
+        .collect()
+}
+
+#[test]
+fn a_mounted_dot_commits_resets_and_switches_without_copying() {
+    let t = Env::new();
+    t.dot(&["init", "app"]).ok();
+    let dir = t.path("app");
+    write(&dir.join("big"), &noise(3_000_000, 9));
+    write(&dir.join("small"), b"small\n");
+    let first = commit(&t, "first");
+    let plain = t.tmp.path().join("plain");
+    fs::create_dir(&plain).unwrap();
+    for f in ["big", "small"] {
+        fs::copy(dir.join(f), plain.join(f)).unwrap();
+    }
+
+    let r = t.dot(&["mount", "app"]).ok();
+    assert!(r.out.contains("is mounted at"), "{}", r.out);
+    assert_eq!(t.path("app"), dir, "dot path is unchanged");
+    let st = t.dot(&["status", "--json"]).ok().out;
+    assert!(st.contains("\"working_state\": \"mounted\""), "{st}");
+    assert_eq!(content(&dir), content(&plain));
+
+    // Changes show as on a plain directory, and commit as one.
+    let mut commits = vec![(first, content(&plain))];
+    for step in 0..18 {
+        change(&dir, step);
+        change(&plain, step);
+        assert_eq!(content(&dir), content(&plain), "after step {step}");
+        if step % 6 == 5 {
+            let r = t
+                .dot(&["commit", "-m", &format!("step {step}"), "--json"])
+                .ok();
+            assert!(r.out.contains("\"pause_ms\""), "{}", r.out);
+            commits.push((t.head("app").unwrap(), content(&plain)));
+            assert!(t.dot(&["diff"]).ok().out.contains("no changes"));
+        }
+    }
+
+    // Back to every commit, and forward again: no copy, same bytes.
+    for (id, want) in commits.iter().rev() {
+        t.dot(&["reset", "--hard", id]).ok();
+        assert_eq!(&content(&dir), want, "at {id}");
+    }
+    let (last, want) = commits.last().unwrap();
+    t.dot(&["reset", "--hard", last]).ok();
+    assert_eq!(&content(&dir), want);
+
+    // Branches: a new one keeps what is uncommitted; switching needs none.
+    change(&dir, 0);
+    t.dot(&["checkout", "-b", "exp"]).ok();
+    let r = t.dot(&["checkout", "master"]).typed();
+    assert_eq!(r.code, 4, "{}", r.err);
+    commit(&t, "on exp");
+    let on_exp = content(&dir);
+    t.dot(&["checkout", "master"]).ok();
+    assert_eq!(&content(&dir), want);
+    t.dot(&["checkout", "exp"]).ok();
+    assert_eq!(content(&dir), on_exp);
+
+    // A switch is refused while a file is open, naming who has it.
+    let f = fs::File::open(dir.join("big")).unwrap();
+    let r = t.dot(&["checkout", "master"]).typed();
+    assert_eq!(r.code, 5, "{}", r.err);
+    assert!(r.err.contains("--force"), "{}", r.err);
+    drop(f);
+    t.dot(&["checkout", "master"]).ok();
+
+    // Unmounted, the same content is a plain directory again.
+    t.dot(&["unmount", "app"]).ok();
+    assert_eq!(&content(&dir), want);
+    let st = t.dot(&["status", "--json"]).ok().out;
+    assert!(st.contains("\"working_state\": \"plain\""), "{st}");
+    assert!(t.dot(&["diff"]).ok().out.contains("no changes"));
+    t.fsck_ok();
+}
+
+#[test]
+fn what_was_fsynced_on_a_mount_survives_a_killed_daemon() {
+    let t = Env::new();
+    t.dot(&["init", "app"]).ok();
+    let dir = t.path("app");
+    write(&dir.join("big"), &noise(1_000_000, 3));
+    commit(&t, "one");
+    t.dot(&["mount", "app"]).ok();
+    let data = noise(100_000, 4);
+    {
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join("big"))
+            .unwrap();
+        f.write_all_at(&data, 500_000).unwrap();
+        f.sync_all().unwrap();
+        let n = fs::File::create(dir.join("new")).unwrap();
+        n.write_all_at(b"fsynced\n", 0).unwrap();
+        n.sync_all().unwrap();
+    }
+    let want = content(&dir);
+    let pid = t.daemon_pid();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid as i32).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    // Without its daemon the dot says what to do.
+    while t.dot(&["daemon", "status"]).code == 0 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    if !util::through_daemon() {
+        let r = t.dot(&["commit", "-m", "x"]).typed();
+        assert!(r.err.contains("dot daemon start"), "{}", r.err);
+    }
+    t.restart_daemon();
+    assert_eq!(content(&dir), want);
+    commit(&t, "two");
+    t.dot(&["unmount", "app"]).ok();
+    assert_eq!(content(&dir), want);
+    t.fsck_ok();
+}
+
+#[test]
+fn a_mount_refuses_what_it_cannot_do_yet() {
+    let t = Env::new();
+    t.dot(&["init", "app"]).ok();
+    write(&t.path("app").join("f"), b"x\n");
+    // Uncommitted changes in the plain directory: commit first.
+    let r = t.dot(&["mount", "app"]).typed();
+    assert_eq!(r.code, 4, "{}", r.err);
+    commit(&t, "one");
+    t.dot(&["mount", "app"]).ok();
+    let r = t.dot(&["mount", "app"]).typed();
+    assert!(r.err.contains("mounted already"), "{}", r.err);
+    // Uncommitted changes on the mount keep it mounted.
+    write(&t.path("app").join("g"), b"y\n");
+    let r = t.dot(&["unmount", "app"]).typed();
+    assert!(r.err.contains("uncommitted"), "{}", r.err);
+    let r = t.dot(&["rm", "-f", "app"]).typed();
+    assert!(r.err.contains("unmount"), "{}", r.err);
+    t.dot(&["reset", "--hard", "HEAD"]).ok();
+    assert!(!t.path("app").join("g").exists());
+    t.dot(&["unmount", "app"]).ok();
+    let r = t.dot(&["unmount", "app"]).typed();
+    assert!(r.err.contains("not mounted"), "{}", r.err);
 }

@@ -25,6 +25,9 @@ pub struct CheckoutArgs {
     create: bool,
     #[arg(long)]
     json: bool,
+    /// On a mounted dot: switch even while files on it are open.
+    #[arg(long)]
+    force: bool,
     branch: String,
     /// The dot (default: the current dot).
     dot: Option<String>,
@@ -57,6 +60,7 @@ pub fn checkout(s: &Session, a: CheckoutArgs, progress: &dyn Progress) -> Result
         dot: a.dot,
         branch: a.branch,
         create: a.create,
+        force: a.force,
     };
     let r = reply!(s.call(request, progress)?, Response::Checkout);
     if a.json {

@@ -184,7 +184,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if let Command::Mount(a) = &args.command {
         if mount::needs_daemon(a) {
             if let daemon::Started::Now(pid) = daemon::ensure_running(&home)? {
-                eprintln!("dot: started a dot daemon to serve the view (pid {pid})");
+                eprintln!("dot: started a dot daemon to serve the mount (pid {pid})");
             }
         }
     }

@@ -1,4 +1,5 @@
-//! `dot mount DOT@REF --at DIR`, `dot mount --list`, `dot unmount DIR`
+//! `dot mount [DOT]`, `dot mount DOT@REF --at DIR`, `dot mount --list`,
+//! `dot unmount DOT|DIR`
 
 use std::path::PathBuf;
 
@@ -11,8 +12,9 @@ use super::{reply, Session};
 
 #[derive(Args)]
 pub struct MountArgs {
-    /// DOT@REF: a branch, HEAD~N or a commit id of a dot (DOT alone is its
-    /// current branch).
+    /// DOT (its working state becomes a read-write mount at its path;
+    /// default: the current dot), or with --at, DOT@REF: a branch, HEAD~N
+    /// or a commit id shown read-only.
     spec: Option<String>,
     /// The directory to show it at, read-only (an empty or new directory).
     #[arg(long)]
@@ -26,16 +28,16 @@ pub struct MountArgs {
 
 #[derive(Args)]
 pub struct UnmountArgs {
-    /// The directory a view is mounted at.
+    /// A mounted dot, or the directory a view is mounted at.
     dir: PathBuf,
     #[arg(long)]
     json: bool,
 }
 
-/// Whether this `dot mount` needs the daemon (which serves views): then
+/// Whether this `dot mount` needs the daemon (which serves mounts): then
 /// it is started first.
 pub fn needs_daemon(a: &MountArgs) -> bool {
-    !a.list && a.at.is_some()
+    !a.list
 }
 
 pub fn mount(s: &Session, a: MountArgs, progress: &dyn Progress) -> Result<()> {
@@ -58,9 +60,30 @@ pub fn mount(s: &Session, a: MountArgs, progress: &dyn Progress) -> Result<()> {
         super::print_table(&["DIR", "DOT", "REF", "COMMIT"], &rows);
         return Ok(());
     }
-    let (Some(spec), Some(at)) = (a.spec, a.at) else {
+    let Some(at) = a.at else {
+        if a.spec.as_deref().is_some_and(|s| s.contains('@')) {
+            usage!(
+                "a commit is shown read-only at a directory of its own: dot mount DOT@REF --at DIR"
+            );
+        }
+        let r = reply!(
+            s.call(Request::MountDot { dot: a.spec }, progress)?,
+            Response::MountedDot
+        );
+        if a.json {
+            return super::print_json(&r);
+        }
+        println!(
+            "dot {} is mounted at {}: commit, reset and checkout work on it while programs write",
+            r.dot,
+            r.at.display()
+        );
+        return Ok(());
+    };
+    let Some(spec) = a.spec else {
         usage!(
-            "read-write mounts of a dot's working state are not available yet; show a commit read-only with dot mount DOT@REF --at DIR (see dot mount --list)"
+            "say what to show at {}: dot mount DOT@REF --at DIR",
+            at.display()
         );
     };
     let at = super::absolute(&at)?;
@@ -82,6 +105,29 @@ pub fn mount(s: &Session, a: MountArgs, progress: &dyn Progress) -> Result<()> {
 }
 
 pub fn unmount(s: &Session, a: UnmountArgs, progress: &dyn Progress) -> Result<()> {
+    // A dot's name (no '/') unmounts that dot when it is mounted.
+    if let Some(dot) = a.dir.to_str().filter(|d| !d.contains('/')) {
+        let request = Request::UnmountDot {
+            dot: dot.to_string(),
+        };
+        match s.call(request, progress) {
+            Ok(Response::UnmountedDot(r)) => {
+                if a.json {
+                    return super::print_json(&r);
+                }
+                println!(
+                    "dot {} is a plain directory again at {}",
+                    r.dot,
+                    r.at.display()
+                );
+                return Ok(());
+            }
+            Ok(other) => anyhow::bail!("unexpected response {other:?}"),
+            Err(e) if !a.dir.exists() => return Err(e),
+            // Not a mounted dot: a directory with a view, then.
+            Err(_) => {}
+        }
+    }
     let at = super::absolute(&a.dir)?;
     let r = reply!(
         s.call(Request::Unmount { at }, progress)?,

@@ -17,6 +17,9 @@ pub struct ResetArgs {
     refspec: String,
     #[arg(long)]
     json: bool,
+    /// On a mounted dot: switch even while files on it are open.
+    #[arg(long)]
+    force: bool,
     /// The dot (default: the current dot).
     dot: Option<String>,
 }
@@ -28,6 +31,7 @@ pub fn run(s: &Session, a: ResetArgs, progress: &dyn Progress) -> Result<()> {
     let request = Request::Reset {
         dot: a.dot,
         refspec: a.refspec,
+        force: a.force,
     };
     let r = reply!(s.call(request, progress)?, Response::Reset);
     if a.json {

@@ -23,11 +23,30 @@ const TTL: Duration = Duration::from_secs(24 * 3600);
 /// Threads serving one mount's requests.
 const THREADS: usize = 4;
 
-/// A mounted view; dropping it unmounts.
+mod rw;
+pub use rw::mount_working;
+
+/// A mount; dropping it unmounts.
 pub struct Mounted {
     session: Option<BackgroundSession>,
     pub at: PathBuf,
-    pub view: Arc<View>,
+}
+
+impl Mounted {
+    /// Tells the kernel to forget what it cached of `inodes` (inode,
+    /// parent, name), their names and their pages, after the state under
+    /// a read-write mount was switched.
+    pub fn invalidate(&self, inodes: &[(u64, u64, Vec<u8>)]) {
+        if let Some(s) = &self.session {
+            let n = s.notifier();
+            for (ino, parent, name) in inodes {
+                if *ino != crate::mount::ROOT {
+                    let _ = n.inval_entry(INodeNo(*parent), OsStr::from_bytes(name));
+                }
+                let _ = n.inval_inode(INodeNo(*ino), 0, -1);
+            }
+        }
+    }
 }
 
 impl Drop for Mounted {
@@ -44,17 +63,33 @@ impl Drop for Mounted {
 
 /// Mounts `view` read-only at `at`, named `name` in the mount table.
 pub fn mount(view: Arc<View>, at: &Path, name: &str, log: Log) -> std::io::Result<Mounted> {
+    let config = config(name, true);
+    let fs = Fs { view, log };
+    let session = fuser::Session::new(fs, at, &config)?.spawn()?;
+    Ok(Mounted {
+        session: Some(session),
+        at: at.to_path_buf(),
+    })
+}
+
+/// Mount options for a mount called `name`: nodev, nosuid, permissions
+/// checked by the kernel, usable by any user they allow (PostgreSQL runs
+/// as postgres; without root that needs user_allow_other in
+/// /etc/fuse.conf), served by several threads.
+fn config(name: &str, read_only: bool) -> Config {
     let mut config = Config::default();
     config.mount_options = vec![
         MountOption::FSName(format!("dot:{name}")),
         MountOption::Subtype("dot".into()),
-        MountOption::RO,
+        if read_only {
+            MountOption::RO
+        } else {
+            MountOption::RW
+        },
         MountOption::NoDev,
         MountOption::NoSuid,
         MountOption::DefaultPermissions,
     ];
-    // Any user the permissions allow (PostgreSQL runs as postgres);
-    // without root that needs user_allow_other in /etc/fuse.conf.
     config.acl = if rustix::process::geteuid().is_root() {
         SessionACL::All
     } else {
@@ -62,16 +97,7 @@ pub fn mount(view: Arc<View>, at: &Path, name: &str, log: Log) -> std::io::Resul
     };
     config.n_threads = Some(THREADS);
     config.clone_fd = true;
-    let fs = Fs {
-        view: view.clone(),
-        log,
-    };
-    let session = fuser::Session::new(fs, at, &config)?.spawn()?;
-    Ok(Mounted {
-        session: Some(session),
-        at: at.to_path_buf(),
-        view,
-    })
+    config
 }
 
 /// Detaches whatever is mounted at `at` (a view a killed daemon left,
@@ -107,7 +133,7 @@ impl Fs {
     }
 }
 
-fn file_type(kind: EntryKind) -> FileType {
+pub(crate) fn file_type(kind: EntryKind) -> FileType {
     match kind {
         EntryKind::File => FileType::RegularFile,
         EntryKind::Dir => FileType::Directory,
@@ -118,7 +144,7 @@ fn file_type(kind: EntryKind) -> FileType {
     }
 }
 
-fn file_attr(a: &Attr) -> FileAttr {
+pub(crate) fn file_attr(a: &Attr) -> FileAttr {
     let secs = a.mtime_ns.div_euclid(1_000_000_000);
     let nanos = a.mtime_ns.rem_euclid(1_000_000_000) as u32;
     let mtime = if secs >= 0 {
@@ -147,7 +173,7 @@ fn file_attr(a: &Attr) -> FileAttr {
 }
 
 /// Answers an xattr request as the kernel asks: size 0 means "how big".
-fn reply_xattr(reply: ReplyXattr, data: &[u8], size: u32) {
+pub(crate) fn reply_xattr(reply: ReplyXattr, data: &[u8], size: u32) {
     if size == 0 {
         reply.size(data.len() as u32);
     } else if data.len() > size as usize {

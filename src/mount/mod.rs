@@ -5,6 +5,7 @@
 //! `crate::fuse` translates.
 
 pub mod overlay;
+pub mod working;
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};

@@ -194,6 +194,8 @@ impl Overlay {
     /// An overlay over `root` whose changes live in `upper` (created when
     /// missing; what it holds is kept).
     pub fn open(store: Arc<Store>, upper: &Path, root: Root) -> io::Result<Overlay> {
+        // What a rebase cut short left: already superseded.
+        let _ = fs::remove_dir_all(upper.with_extension("old"));
         fs::create_dir_all(upper)?;
         Ok(Overlay {
             store,
@@ -589,6 +591,44 @@ impl Overlay {
         })
     }
 
+    /// A fifo or device node (`mode` carries the file type bits).
+    pub fn mknod(&self, sub: &str, rel: &[&[u8]], mode: u32, rdev: u64) -> io::Result<()> {
+        let kind = match rustix::fs::FileType::from_raw_mode(mode as _) {
+            rustix::fs::FileType::Fifo => rustix::fs::FileType::Fifo,
+            rustix::fs::FileType::CharacterDevice => rustix::fs::FileType::CharacterDevice,
+            rustix::fs::FileType::BlockDevice => rustix::fs::FileType::BlockDevice,
+            rustix::fs::FileType::RegularFile => return self.create(sub, rel, mode),
+            _ => return Err(errno(libc::EPERM)),
+        };
+        self.create_at(sub, rel, |up| fsmeta::mknod(up, kind, mode, rdev))
+    }
+
+    pub fn readlink(&self, sub: &str, rel: &[&[u8]]) -> io::Result<Vec<u8>> {
+        match self.find(sub, rel)? {
+            Found::Absent => Err(errno(libc::ENOENT)),
+            Found::Base(DirEntry {
+                content: Content::Symlink(t),
+                ..
+            }) => Ok(t),
+            Found::Upper(md, _) if md.is_symlink() => Ok(fs::read_link(self.upper_path(sub, rel))?
+                .as_os_str()
+                .as_bytes()
+                .to_vec()),
+            _ => Err(errno(libc::EINVAL)),
+        }
+    }
+
+    pub fn remove_xattr(&self, sub: &str, rel: &[&[u8]], name: &[u8]) -> io::Result<()> {
+        if name.starts_with(OWN_PREFIX) {
+            return Err(errno(libc::EPERM));
+        }
+        self.copy_up(sub, rel)?;
+        Ok(rustix::fs::lremovexattr(
+            self.upper_path(sub, rel),
+            OsStr::from_bytes(name),
+        )?)
+    }
+
     /// Hides what `rel` showed: removes its upper entry and, when the base
     /// has one, leaves a whiteout.
     fn remove(&self, sub: &str, rel: &[&[u8]]) -> io::Result<()> {
@@ -887,6 +927,34 @@ impl Overlay {
         fs::create_dir(&self.upper)?;
         *self.base.write().unwrap_or_else(PoisonError::into_inner) = Base { root };
         fs::remove_dir_all(&old)
+    }
+
+    /// Whether what shows is exactly the base (nothing changed, or only
+    /// changed back). Builds the trees of changed subdots to tell.
+    pub fn is_clean(&self, chunker: &Chunker) -> io::Result<bool> {
+        if fs::read_dir(&self.upper)?.next().is_none() {
+            return Ok(true);
+        }
+        for sub in self.subdots() {
+            let (tree, _) = self.build_top(&sub, chunker)?;
+            if self.base().root.get(&sub).map(|t| t.tree) != Some(tree) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// The top directory of `sub` as it shows now, with its tree built.
+    pub fn top(&self, sub: &str, chunker: &Chunker) -> io::Result<Top> {
+        let (tree, _) = self.build_top(sub, chunker)?;
+        let s = self.stat(sub, &[])?.ok_or_else(|| errno(libc::ENOENT))?;
+        Ok(Top {
+            tree,
+            mode: s.mode,
+            uid: s.uid,
+            gid: s.gid,
+            mtime_ns: s.mtime_ns,
+        })
     }
 
     /// The subdots the base has.

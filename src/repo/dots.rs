@@ -325,6 +325,11 @@ impl Repo {
             Err(RepoError::Config(..)) => None,
             other => Some(other?),
         };
+        if self.mounted_dot(&dot)?.is_some() {
+            return Err(RepoError::Conflict(format!(
+                "dot {dot} is mounted; dot unmount {dot} first"
+            )));
+        }
         if let Some(m) = self.mounts()?.into_iter().find(|m| m.dot == dot) {
             return Err(RepoError::Conflict(format!(
                 "dot {dot} is shown at {}; dot unmount {} first",

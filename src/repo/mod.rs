@@ -30,7 +30,7 @@ use dots::utf8_path;
 pub use dots::{DotConfig, DotSummary, SubdotConfig, DOT_SETTING_SPECIAL};
 pub use error::{ErrorKind, RepoError, Result};
 pub use maintenance::FsckReport;
-pub use mounts::MountRecord;
+pub use mounts::{MountRecord, MountedDot};
 pub use names::DEFAULT_SUBDOT;
 pub use revision::BranchInfo;
 pub use work::Status;

@@ -10,10 +10,12 @@ use serde::{Deserialize, Serialize};
 
 use super::dots::utf8_path;
 use super::journal::Origin;
-use super::names::check_dot;
-use super::{DotConfig, Repo, RepoError, Result};
+use super::names::{check_branch, check_dot};
+use super::{ref_key, DotConfig, Repo, RepoError, Result, DEFAULT_SUBDOT};
 use crate::id::CommitId;
 use crate::store::{Batch, Space};
+use crate::tree::commit::{read_root, Commit, Root, Top};
+use crate::tree::dir::write_dir;
 
 /// One read-only view: `commit` of `dot` (named `rev` when mounted),
 /// shown at `at`.
@@ -161,6 +163,175 @@ impl Repo {
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) fn shared_store(&self) -> std::sync::Arc<crate::store::Store> {
         self.store.clone()
+    }
+}
+
+/// A dot whose working state is a read-write mount at `at`. Its base is
+/// always its branch's commit: a commit or a reset moves the branch first
+/// and empties the overlay after, so a crash between the two shows the
+/// same state again (docs/design.md 16.6).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountedDot {
+    pub dot: String,
+    pub at: PathBuf,
+}
+
+const MOUNTED_PREFIX: &str = "mounted/";
+
+fn mounted_key(dot: &str) -> Vec<u8> {
+    format!("{MOUNTED_PREFIX}{dot}").into_bytes()
+}
+
+impl Repo {
+    /// Every dot whose working state is a mount.
+    pub(crate) fn mounted_dots(&self) -> Result<Vec<MountedDot>> {
+        let mut out = Vec::new();
+        let mut bad = None;
+        self.store
+            .scan_kv(Space::Meta, MOUNTED_PREFIX.as_bytes(), |k, v| {
+                match serde_json::from_slice::<MountedDot>(v) {
+                    Ok(m) if mounted_key(&m.dot) == k => out.push(m),
+                    _ => bad = Some(String::from_utf8_lossy(k).into_owned()),
+                }
+                Ok(true)
+            })?;
+        if let Some(key) = bad {
+            return Err(RepoError::Damaged {
+                what: format!("the mount record {key}"),
+                why: "it does not decode".into(),
+            });
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn mounted_dot(&self, dot: &str) -> Result<Option<MountedDot>> {
+        Ok(self.mounted_dots()?.into_iter().find(|m| m.dot == dot))
+    }
+
+    /// Where `cfg`'s working state is mounted: its one default subdot's
+    /// directory, or the dot's directory holding its subdots. Subdots
+    /// adopted with `dot init --path` cannot be mounted yet.
+    pub(crate) fn mount_point(&self, cfg: &DotConfig) -> Result<PathBuf> {
+        if let Some((sub, _)) = cfg.subdots.iter().find(|(_, s)| s.adopted) {
+            return Err(RepoError::Refused(format!(
+                "{}.{sub} is a directory of yours (dot init --path); only dots whose directories dot made can be mounted",
+                cfg.name
+            )));
+        }
+        let single = cfg.subdots.len() == 1 && cfg.subdots.contains_key(DEFAULT_SUBDOT);
+        Ok(if single {
+            cfg.subdots[DEFAULT_SUBDOT].path.clone()
+        } else {
+            self.work_dir(&cfg.name)
+        })
+    }
+
+    /// Where the overlay of a mounted dot keeps its changes.
+    pub(crate) fn overlay_dir(&self, dot: &str) -> PathBuf {
+        self.home().join("overlay").join(dot.replace('/', "+"))
+    }
+
+    /// The base of a mounted dot: its branch's commit, with an empty top
+    /// directory for every subdot the commit lacks.
+    pub(crate) fn working_base(&self, cfg: &DotConfig) -> Result<(Option<CommitId>, Root)> {
+        let head = self.branch_commit(&cfg.name, &cfg.head)?;
+        let mut root = match head {
+            Some(c) => read_root(&self.store, &Commit::read(&self.store, &c)?.root)?,
+            None => Root::new(),
+        };
+        for sub in cfg.subdots.keys() {
+            if !root.contains_key(sub) {
+                root.insert(
+                    sub.clone(),
+                    Top {
+                        tree: write_dir(&self.store, &[])?,
+                        mode: 0o755,
+                        uid: rustix::process::geteuid().as_raw(),
+                        gid: rustix::process::getegid().as_raw(),
+                        mtime_ns: 0,
+                    },
+                );
+            }
+        }
+        Ok((head, root))
+    }
+
+    pub(crate) fn record_mounted_dot(&self, m: &MountedDot) -> Result<()> {
+        let mut b = Batch::default();
+        b.put(
+            Space::Meta,
+            mounted_key(&m.dot),
+            serde_json::to_vec(m).expect("a record serializes"),
+        );
+        Ok(self.store.commit(b)?)
+    }
+
+    pub(crate) fn drop_mounted_dot(&self, dot: &str) -> Result<()> {
+        let mut b = Batch::default();
+        b.delete(Space::Meta, mounted_key(dot));
+        Ok(self.store.commit(b)?)
+    }
+
+    /// `dot reset --hard REF` on a mount: only the branch moves; the
+    /// caller then shows its commit. Returns the commit.
+    pub(crate) fn move_branch(&self, cfg: &DotConfig, spec: &str) -> Result<CommitId> {
+        let (target, origin) = self.resolve_with_origin(cfg, spec)?;
+        if origin == Origin::Unverified {
+            self.verify_commit(target, cfg, None)?;
+        }
+        let key = ref_key(&cfg.name, &cfg.head);
+        let old = self.branch_commit(&cfg.name, &cfg.head)?;
+        let mut b = Batch::default();
+        b.expect(
+            Space::Refs,
+            key.clone(),
+            Some(old.map(|c| c.0 .0.to_vec()).unwrap_or_default()),
+        );
+        b.put(Space::Refs, key, target.0 .0.to_vec());
+        self.store.commit(b)?;
+        Ok(target)
+    }
+
+    /// `dot checkout [-b] BRANCH` on a mount: only the head moves (the
+    /// caller checked there is nothing uncommitted); returns the new
+    /// configuration.
+    pub(crate) fn switch_branch(
+        &self,
+        cfg: &DotConfig,
+        branch: &str,
+        create: bool,
+    ) -> Result<DotConfig> {
+        check_branch(branch)?;
+        let key = ref_key(&cfg.name, branch);
+        let exists = self.store.get_kv(Space::Refs, &key)?.is_some();
+        if create == exists {
+            return Err(RepoError::Usage(if create {
+                format!("branch {branch} already exists in dot {}; switch to it with dot checkout {branch}", cfg.name)
+            } else {
+                format!(
+                    "dot {} has no branch {branch}; create it with dot checkout -b {branch}",
+                    cfg.name
+                )
+            }));
+        }
+        if !create && branch == cfg.head {
+            return Err(RepoError::Conflict(format!("already on branch {branch}")));
+        }
+        let mut b = Batch::default();
+        if create {
+            let head = self.branch_commit(&cfg.name, &cfg.head)?;
+            b.expect(Space::Refs, key.clone(), None);
+            b.put(
+                Space::Refs,
+                key,
+                head.map(|c| c.0 .0.to_vec()).unwrap_or_default(),
+            );
+        }
+        let mut cfg = cfg.clone();
+        cfg.head = branch.to_string();
+        Self::put_dot(&mut b, &cfg);
+        self.store.commit(b)?;
+        Ok(cfg)
     }
 }
 

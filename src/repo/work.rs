@@ -107,7 +107,7 @@ impl Repo {
         Ok(status)
     }
 
-    pub(super) fn require_clean(&self, cfg: &DotConfig, progress: &dyn Progress) -> Result<()> {
+    pub(crate) fn require_clean(&self, cfg: &DotConfig, progress: &dyn Progress) -> Result<()> {
         let st = self.status(cfg, progress)?;
         if st.changes.is_empty() {
             Ok(())
@@ -156,10 +156,27 @@ impl Repo {
         if progress.cancelled() {
             return Err(WorkspaceError::Cancelled.into());
         }
+        self.commit_root(cfg, parent, &root, batch, message, metadata, env)
+    }
+
+    /// The commit point: records a commit of `root` over `parent` and
+    /// moves the branch to it (unless another commit moved it first),
+    /// with `batch` in the same atomic write.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn commit_root(
+        &self,
+        cfg: &DotConfig,
+        parent: Option<CommitId>,
+        root: &Root,
+        mut batch: Batch,
+        message: &str,
+        metadata: BTreeMap<String, String>,
+        env: &ClientEnv,
+    ) -> Result<CommitId> {
         let (author, email) = self.author(env)?;
         let (time, tz_minutes) = now_and_tz();
         let commit = Commit {
-            root: write_root(&self.store, &root)?,
+            root: write_root(&self.store, root)?,
             parents: parent.into_iter().collect(),
             author,
             email,

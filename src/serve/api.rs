@@ -11,7 +11,7 @@ use crate::chunker::ChunkParams;
 use crate::env::ClientEnv;
 use crate::id::CommitId;
 use crate::repo::remote::{PullReport, PushReport, RemoteConfig, Upstream};
-use crate::repo::{BranchInfo, ErrorKind, FsckReport, MountRecord, RepoError};
+use crate::repo::{BranchInfo, ErrorKind, FsckReport, MountRecord, MountedDot, RepoError};
 use crate::store::GcStats;
 use crate::sync::CreateCheck;
 use crate::tree::diff::{Change, Changed};
@@ -60,6 +60,9 @@ pub enum Request {
     Reset {
         dot: Option<String>,
         refspec: String,
+        /// On a mounted dot: even while files on it are open.
+        #[serde(default)]
+        force: bool,
     },
     Log {
         dot: Option<String>,
@@ -68,6 +71,9 @@ pub enum Request {
         dot: Option<String>,
         branch: String,
         create: bool,
+        /// On a mounted dot: even while files on it are open.
+        #[serde(default)]
+        force: bool,
     },
     Branches {
         dot: Option<String>,
@@ -142,6 +148,13 @@ pub enum Request {
         at: PathBuf,
     },
     Mounts,
+    /// The dot's working state becomes a read-write mount.
+    MountDot {
+        dot: Option<String>,
+    },
+    UnmountDot {
+        dot: String,
+    },
 }
 
 impl Request {
@@ -159,6 +172,8 @@ impl Request {
             // Held against dot rm; and gc must not take a commit only the
             // view is about to keep.
             Mount { spec, .. } => Some(Some(spec.split('@').next().unwrap_or(spec))),
+            MountDot { dot } => Some(dot.as_deref()),
+            UnmountDot { dot } => Some(Some(dot.as_str())),
             Init { spec, .. } => Some(Some(spec.split('.').next().unwrap_or(spec))),
             Clone {
                 local_name,
@@ -189,6 +204,9 @@ pub struct CommitReport {
     pub dot: String,
     pub branch: String,
     pub commit: CommitId,
+    /// On a mounted dot: how long writes were held, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -272,7 +290,7 @@ pub struct StatusReport {
     pub dot: String,
     pub branch: String,
     pub head: Option<CommitId>,
-    /// `plain` (a directory per subdot).
+    /// `plain` (a directory per subdot) or `mounted` (a FUSE mount).
     pub working_state: String,
     pub subdots: BTreeMap<String, PathBuf>,
     pub size: u64,
@@ -332,6 +350,8 @@ pub enum Response {
     Mounted(MountRecord),
     Unmounted(MountRecord),
     Mounts(Vec<MountRecord>),
+    MountedDot(MountedDot),
+    UnmountedDot(MountedDot),
 }
 
 /// An error as it crosses the socket: its kind (and so its exit code)

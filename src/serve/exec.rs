@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use super::api::*;
 use super::mounts::Mounts;
+use crate::mount::working::Working;
 use crate::progress::Progress;
 use crate::repo::names::parse_spec;
 use crate::repo::remote::{CloneOptions, Target};
@@ -55,6 +56,24 @@ impl Executor {
             mounts: Some(mounts),
             ..Executor::new(repo)
         }
+    }
+
+    /// The mount serving `cfg`'s working state, if it is mounted. A dot
+    /// recorded as mounted that no daemon serves here is refused: its
+    /// directory is a dead mount.
+    fn working(&self, cfg: &crate::repo::DotConfig) -> Result<Option<(&Mounts, Arc<Working>)>> {
+        if let Some(m) = &self.mounts {
+            if let Some(w) = m.working(&cfg.name) {
+                return Ok(Some((m, w)));
+            }
+        }
+        if self.repo.mounted_dot(&cfg.name)?.is_some() {
+            return Err(RepoError::Refused(format!(
+                "dot {} is mounted and no dot daemon serves it; start one with dot daemon start (or dot unmount {})",
+                cfg.name, cfg.name
+            )));
+        }
+        Ok(None)
     }
 
     /// Paths of the views this process serves.
@@ -153,17 +172,29 @@ impl Executor {
                 metadata,
             } => {
                 let cfg = dot(d)?;
-                progress.start("committing", 0);
-                let commit = repo.commit(&cfg, message, metadata.clone(), env, progress);
-                progress.finish();
+                let (commit, pause_ms) = match self.working(&cfg)? {
+                    Some((m, w)) => {
+                        let (id, pause) =
+                            m.commit(repo, &w, &cfg, message, metadata.clone(), env)?;
+                        (id, Some(pause))
+                    }
+                    None => {
+                        progress.start("committing", 0);
+                        let commit = repo.commit(&cfg, message, metadata.clone(), env, progress);
+                        progress.finish();
+                        (commit?, None)
+                    }
+                };
                 Response::Commit(CommitReport {
                     dot: cfg.name,
                     branch: cfg.head,
-                    commit: commit?,
+                    commit,
+                    pause_ms,
                 })
             }
             Request::Diff { dot: d } => {
                 let cfg = dot(d)?;
+                self.working(&cfg)?;
                 progress.start("scanning", 0);
                 let st = repo.status(&cfg, progress);
                 progress.finish();
@@ -177,6 +208,7 @@ impl Executor {
             }
             Request::Status { dot: d } => {
                 let cfg = dot(d)?;
+                let mounted = self.working(&cfg)?.is_some();
                 progress.start("scanning", 0);
                 let st = repo.status(&cfg, progress);
                 progress.finish();
@@ -185,7 +217,7 @@ impl Executor {
                 Response::Status(StatusReport {
                     head: repo.branch_commit(&cfg.name, &cfg.head)?,
                     upstream: repo.upstream(&cfg.name, &cfg.head)?,
-                    working_state: "plain".into(),
+                    working_state: if mounted { "mounted" } else { "plain" }.into(),
                     subdots: cfg
                         .subdots
                         .iter()
@@ -202,11 +234,21 @@ impl Executor {
                     branch: cfg.head,
                 })
             }
-            Request::Reset { dot: d, refspec } => {
+            Request::Reset {
+                dot: d,
+                refspec,
+                force,
+            } => {
                 let cfg = dot(d)?;
-                progress.start("resetting", 0);
-                let commit = repo.reset_hard(&cfg, refspec, progress);
-                progress.finish();
+                let commit = match self.working(&cfg)? {
+                    Some((m, w)) => m.reset(repo, &w, &cfg, refspec, *force),
+                    None => {
+                        progress.start("resetting", 0);
+                        let commit = repo.reset_hard(&cfg, refspec, progress);
+                        progress.finish();
+                        commit
+                    }
+                };
                 Response::Reset(ResetReport {
                     commit: commit?,
                     dot: cfg.name,
@@ -235,12 +277,18 @@ impl Executor {
                 dot: d,
                 branch,
                 create,
+                force,
             } => {
                 let cfg = dot(d)?;
-                progress.start("checking out", 0);
-                let r = repo.checkout(&cfg, branch, *create, progress);
-                progress.finish();
-                r?;
+                match self.working(&cfg)? {
+                    Some((m, w)) => m.checkout(repo, &w, &cfg, branch, *create, *force)?,
+                    None => {
+                        progress.start("checking out", 0);
+                        let r = repo.checkout(&cfg, branch, *create, progress);
+                        progress.finish();
+                        r?;
+                    }
+                }
                 Response::Checkout(CheckoutReport {
                     dot: cfg.name,
                     branch: branch.clone(),
@@ -312,6 +360,25 @@ impl Executor {
                 None => Mounts::new(Arc::new(|_| {})).unmount(repo, at)?,
             }),
             Request::Mounts => Response::Mounts(repo.mounts()?),
+            Request::MountDot { dot: d } => {
+                let cfg = dot(d)?;
+                let Some(m) = &self.mounts else {
+                    return Err(RepoError::Refused(
+                        "mounts are served by the dot daemon; start it with dot daemon start"
+                            .into(),
+                    ));
+                };
+                Response::MountedDot(m.mount_dot(repo, &cfg, progress)?)
+            }
+            Request::UnmountDot { dot: d } => {
+                let cfg = repo.dot(d)?;
+                let m = match &self.mounts {
+                    Some(m) => m,
+                    // Without a daemon: the mount a dead daemon left.
+                    None => &Mounts::new(Arc::new(|_| {})),
+                };
+                Response::UnmountedDot(m.unmount_dot(repo, &cfg, progress)?)
+            }
             Request::ConfigGet { key } => Response::Config(repo.config_get(key)?),
             Request::ConfigSet { key, value } => {
                 repo.config_set(key, value)?;
@@ -371,6 +438,12 @@ impl Executor {
                     }
                     r => r?,
                 };
+                if repo.mounted_dot(&cfg.name)?.is_some() {
+                    return Err(RepoError::Refused(format!(
+                        "dot pull into a mounted dot is not available yet; dot unmount {} first",
+                        cfg.name
+                    )));
+                }
                 Response::Pull(repo.pull(&cfg, &target.as_target(), env, progress)?)
             }
             Request::Clone {

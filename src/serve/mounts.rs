@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::repo::{MountRecord, Repo, RepoError, Result};
+use crate::chunker::Chunker;
+use crate::mount::working::Working;
+use crate::progress::Progress;
+use crate::repo::{DotConfig, MountRecord, MountedDot, Repo, RepoError, Result};
 
 /// Where the daemon logs what happens to mounts outside any request.
 pub type Log = Arc<dyn Fn(String) + Send + Sync>;
@@ -17,6 +20,9 @@ pub struct Mounts {
     live: Mutex<BTreeMap<PathBuf, crate::fuse::Mounted>>,
     #[cfg(not(target_os = "linux"))]
     live: Mutex<BTreeMap<PathBuf, ()>>,
+    /// Mounted dots' working states, by dot; their kernel mounts are in
+    /// `live` under their mount points.
+    dots: Mutex<BTreeMap<String, Arc<Working>>>,
     log: Log,
 }
 
@@ -28,6 +34,7 @@ impl Mounts {
     pub fn new(log: Log) -> Mounts {
         Mounts {
             live: Mutex::new(BTreeMap::new()),
+            dots: Mutex::new(BTreeMap::new()),
             log,
         }
     }
@@ -35,6 +42,29 @@ impl Mounts {
     /// Mounts again every recorded view (after a restart, or a crash that
     /// left dead mounts behind); failures are logged and the record kept.
     pub fn restore(&self, repo: &Repo) {
+        match repo.mounted_dots() {
+            Ok(dots) => {
+                for m in dots {
+                    #[cfg(target_os = "linux")]
+                    crate::fuse::detach_stale(&m.at);
+                    let done = repo
+                        .dot(&m.dot)
+                        .and_then(|cfg| self.attach_dot(repo, &cfg, &m.at));
+                    match done {
+                        Ok(()) => {
+                            (self.log)(format!("mounted dot {} at {} again", m.dot, m.at.display()))
+                        }
+                        Err(e) => (self.log)(format!(
+                            "cannot mount dot {} at {} again: {e}; dot unmount {} drops it",
+                            m.dot,
+                            m.at.display(),
+                            m.dot
+                        )),
+                    }
+                }
+            }
+            Err(e) => (self.log)(format!("cannot read the mount records: {e}")),
+        }
         let records = match repo.mounts() {
             Ok(r) => r,
             Err(e) => return (self.log)(format!("cannot read the mount records: {e}")),
@@ -124,19 +154,7 @@ impl Mounts {
         #[cfg(target_os = "linux")]
         {
             if live.contains_key(at) {
-                if let Err(e) = rustix::mount::unmount(at, rustix::mount::UnmountFlags::empty()) {
-                    if e == rustix::io::Errno::BUSY {
-                        return Err(RepoError::Busy(format!(
-                            "{} is in use by {}; close what uses it and run dot unmount again",
-                            at.display(),
-                            crate::mount::users_of(at).join(", ")
-                        )));
-                    }
-                    return Err(RepoError::io(
-                        format!("cannot unmount {}", at.display()),
-                        e.into(),
-                    ));
-                }
+                busy_unmount(at)?;
             } else {
                 crate::fuse::detach_stale(at);
             }
@@ -155,5 +173,322 @@ impl Mounts {
             .keys()
             .cloned()
             .collect()
+    }
+
+    /// The working state of mounted dot `dot`, if it is mounted here.
+    pub fn working(&self, dot: &str) -> Option<Arc<Working>> {
+        self.dots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(dot)
+            .cloned()
+    }
+
+    /// `dot mount [DOT]`: the dot's working state becomes a mount at the
+    /// same path. Its plain directories must hold nothing uncommitted;
+    /// their space is given back, as the mount serves the same content
+    /// from the store.
+    pub fn mount_dot(
+        &self,
+        repo: &Repo,
+        cfg: &DotConfig,
+        progress: &dyn Progress,
+    ) -> Result<MountedDot> {
+        if !cfg!(target_os = "linux") {
+            return Err(linux_only());
+        }
+        if repo.mounted_dot(&cfg.name)?.is_some() {
+            return Err(RepoError::Conflict(format!(
+                "dot {} is mounted already; see dot status {}",
+                cfg.name, cfg.name
+            )));
+        }
+        let at = repo.mount_point(cfg)?;
+        repo.require_clean(cfg, progress)?;
+        let record = MountedDot {
+            dot: cfg.name.clone(),
+            at: at.clone(),
+        };
+        repo.record_mounted_dot(&record)?;
+        for sub in cfg.subdots.values() {
+            empty_dir(&sub.path)
+                .map_err(|e| RepoError::io(format!("cannot empty {}", sub.path.display()), e))?;
+        }
+        if let Err(e) = self.attach_dot(repo, cfg, &at) {
+            // Not mounted: the plain directories come back.
+            repo.drop_mounted_dot(&cfg.name)?;
+            repo.reset_hard(cfg, "HEAD", progress).ok();
+            return Err(e);
+        }
+        Ok(record)
+    }
+
+    #[cfg(target_os = "linux")]
+    fn attach_dot(&self, repo: &Repo, cfg: &DotConfig, at: &Path) -> Result<()> {
+        let (_, root) = repo.working_base(cfg)?;
+        let upper = repo.overlay_dir(&cfg.name).join("upper");
+        let io =
+            |what: &str, e: std::io::Error| RepoError::io(format!("{what} {}", upper.display()), e);
+        let overlay = crate::mount::overlay::Overlay::open(repo.shared_store(), &upper, root)
+            .map_err(|e| io("cannot open the overlay", e))?;
+        let working = Arc::new(Working::new(overlay));
+        std::fs::create_dir_all(at).map_err(|e| io("cannot create the mount point for", e))?;
+        let mounted = crate::fuse::mount_working(
+            working.clone(),
+            &upper,
+            at,
+            &cfg.name,
+            self.log.clone(),
+        )
+        .map_err(|e| {
+            RepoError::io(
+                format!(
+                    "cannot mount at {} (FUSE needs /dev/fuse, and fusermount3 unless the daemon runs as root)",
+                    at.display()
+                ),
+                e,
+            )
+        })?;
+        self.live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(at.to_path_buf(), mounted);
+        self.dots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(cfg.name.clone(), working);
+        Ok(())
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn attach_dot(&self, _repo: &Repo, _cfg: &DotConfig, _at: &Path) -> Result<()> {
+        Err(linux_only())
+    }
+
+    /// `dot unmount DOT`: back to plain directories with the branch's
+    /// content. Refused while something is uncommitted (commit it, or
+    /// drop it with dot reset --hard HEAD) or while the mount is in use.
+    pub fn unmount_dot(
+        &self,
+        repo: &Repo,
+        cfg: &DotConfig,
+        progress: &dyn Progress,
+    ) -> Result<MountedDot> {
+        let Some(record) = repo.mounted_dot(&cfg.name)? else {
+            return Err(RepoError::NotFound(format!(
+                "dot {} is not mounted; see dot status {}",
+                cfg.name, cfg.name
+            )));
+        };
+        let upper = repo.overlay_dir(&cfg.name).join("upper");
+        let changed_on_disk = std::fs::read_dir(&upper).is_ok_and(|mut d| d.next().is_some());
+        if self.working(&cfg.name).is_none() && changed_on_disk {
+            return Err(RepoError::Refused(format!(
+                "dot {} has changes in its overlay that no daemon serves now; start one (dot daemon start), then commit or drop them before dot unmount",
+                cfg.name
+            )));
+        }
+        if let Some(w) = self.working(&cfg.name) {
+            let clean = w
+                .overlay
+                .is_clean(&Chunker::new(cfg.chunking))
+                .map_err(|e| RepoError::io("cannot read the overlay", e))?;
+            if !clean {
+                return Err(RepoError::Conflict(format!(
+                    "dot {} has uncommitted changes; commit them (dot commit) or drop them (dot reset --hard HEAD {}) before dot unmount",
+                    cfg.name, cfg.name
+                )));
+            }
+        }
+        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        #[cfg(target_os = "linux")]
+        {
+            if live.contains_key(&record.at) {
+                busy_unmount(&record.at)?;
+            } else {
+                crate::fuse::detach_stale(&record.at);
+            }
+        }
+        live.remove(&record.at);
+        drop(live);
+        self.dots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&cfg.name);
+        repo.drop_mounted_dot(&cfg.name)?;
+        let _ = std::fs::remove_dir_all(repo.overlay_dir(&cfg.name));
+        for sub in cfg.subdots.values() {
+            std::fs::create_dir_all(&sub.path)
+                .map_err(|e| RepoError::io(format!("cannot create {}", sub.path.display()), e))?;
+        }
+        if repo.branch_commit(&cfg.name, &cfg.head)?.is_some() {
+            repo.reset_hard(cfg, "HEAD", progress)?;
+        }
+        Ok(record)
+    }
+}
+
+/// Unmounts `at` unless something uses it, which is then named.
+#[cfg(target_os = "linux")]
+fn busy_unmount(at: &Path) -> Result<()> {
+    match rustix::mount::unmount(at, rustix::mount::UnmountFlags::empty()) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::BUSY) => Err(RepoError::Busy(format!(
+            "{} is in use by {}; close what uses it and run dot unmount again",
+            at.display(),
+            crate::mount::users_of(at).join(", ")
+        ))),
+        Err(e) => Err(RepoError::io(
+            format!("cannot unmount {}", at.display()),
+            e.into(),
+        )),
+    }
+}
+
+/// Removes everything in `dir`, keeping `dir`.
+fn empty_dir(dir: &Path) -> std::io::Result<()> {
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        if p.symlink_metadata()?.is_dir() {
+            std::fs::remove_dir_all(&p)?;
+        } else {
+            std::fs::remove_file(&p)?;
+        }
+    }
+    Ok(())
+}
+
+impl Mounts {
+    /// `dot commit` of a mounted dot: writes are held while the tree of
+    /// what shows is built (re-chunking only around written blocks) and
+    /// recorded, then the overlay starts empty over the new commit.
+    /// Returns the commit and how long writes were held.
+    pub fn commit(
+        &self,
+        repo: &Repo,
+        w: &Working,
+        cfg: &DotConfig,
+        message: &str,
+        metadata: std::collections::BTreeMap<String, String>,
+        env: &crate::env::ClientEnv,
+    ) -> Result<(crate::id::CommitId, u64)> {
+        let chunker = Chunker::new(cfg.chunking);
+        let held = std::time::Instant::now();
+        let _writes = w.exclusive();
+        let parent = repo.branch_commit(&cfg.name, &cfg.head)?;
+        let mut root = crate::tree::commit::Root::new();
+        for sub in cfg.subdots.keys() {
+            let top = w.overlay.top(sub, &chunker).map_err(|e| {
+                RepoError::io(
+                    format!("cannot read {}.{sub} from its overlay", cfg.name),
+                    e,
+                )
+            })?;
+            root.insert(sub.clone(), top);
+        }
+        let id = repo.commit_root(
+            cfg,
+            parent,
+            &root,
+            Default::default(),
+            message,
+            metadata,
+            env,
+        )?;
+        w.overlay
+            .rebase(root)
+            .map_err(|e| RepoError::io("cannot empty the overlay after the commit", e))?;
+        Ok((id, held.elapsed().as_millis() as u64))
+    }
+
+    /// Refuses a switch while files are open on the mount of `cfg`.
+    fn check_unused(&self, w: &Working, at: &Path, force: bool) -> Result<()> {
+        if force || w.open_files() == 0 {
+            return Ok(());
+        }
+        let users = crate::mount::users_of(at);
+        Err(RepoError::Busy(format!(
+            "files on {} are open{}; close them, or pass --force",
+            at.display(),
+            if users.is_empty() {
+                String::new()
+            } else {
+                format!(" (by {})", users.join(", "))
+            }
+        )))
+    }
+
+    /// Shows `cfg`'s branch commit on its mount, with nothing changed
+    /// over it, and has the kernel forget what it cached.
+    fn show_branch(&self, repo: &Repo, w: &Working, cfg: &DotConfig) -> Result<()> {
+        let (_, root) = repo.working_base(cfg)?;
+        w.overlay
+            .rebase(root)
+            .map_err(|e| RepoError::io("cannot empty the overlay", e))?;
+        #[cfg(target_os = "linux")]
+        if let Some(m) = repo.mounted_dot(&cfg.name)? {
+            if let Some(l) = self
+                .live
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&m.at)
+            {
+                l.invalidate(&w.known());
+            }
+        }
+        Ok(())
+    }
+
+    /// `dot reset --hard REF` of a mounted dot: no data is copied.
+    pub fn reset(
+        &self,
+        repo: &Repo,
+        w: &Working,
+        cfg: &DotConfig,
+        spec: &str,
+        force: bool,
+    ) -> Result<crate::id::CommitId> {
+        let at = repo.mount_point(cfg)?;
+        let _writes = w.exclusive();
+        self.check_unused(w, &at, force)?;
+        let target = repo.move_branch(cfg, spec)?;
+        self.show_branch(repo, w, cfg)?;
+        Ok(target)
+    }
+
+    /// `dot checkout [-b] BRANCH` of a mounted dot.
+    pub fn checkout(
+        &self,
+        repo: &Repo,
+        w: &Working,
+        cfg: &DotConfig,
+        branch: &str,
+        create: bool,
+        force: bool,
+    ) -> Result<()> {
+        let at = repo.mount_point(cfg)?;
+        let _writes = w.exclusive();
+        if !create {
+            self.check_unused(w, &at, force)?;
+        }
+        // A new branch starts at this commit, uncommitted changes and
+        // all; switching to another needs nothing uncommitted.
+        if !create {
+            let clean = w
+                .overlay
+                .is_clean(&Chunker::new(cfg.chunking))
+                .map_err(|e| RepoError::io("cannot read the overlay", e))?;
+            if !clean {
+                return Err(RepoError::Conflict(format!(
+                    "dot {} has uncommitted changes; commit them or drop them (dot reset --hard HEAD {}) first",
+                    cfg.name, cfg.name
+                )));
+            }
+        }
+        let cfg = repo.switch_branch(cfg, branch, create)?;
+        if !create {
+            self.show_branch(repo, w, &cfg)?;
+        }
+        Ok(())
     }
 }

@@ -1,0 +1,497 @@
+//! A mounted dot's working state as a file system serves it: inode
+//! numbers over an `Overlay`'s paths, the barrier that holds writes while a
+//! commit or a switch happens, and the count of open files (docs/design.md
+//! 16.6, 16.7). `crate::fuse` translates.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use super::overlay::{Overlay, Stat};
+use super::{Attr, Item, ROOT};
+use crate::repo::DEFAULT_SUBDOT;
+use crate::tree::dir::EntryKind;
+
+struct Inode {
+    parent: u64,
+    name: Vec<u8>,
+    lookups: u64,
+}
+
+#[derive(Default)]
+struct Inodes {
+    next: u64,
+    table: HashMap<u64, Inode>,
+    by_name: HashMap<(u64, Vec<u8>), u64>,
+}
+
+/// Where an inode is: the root listing subdots, or a path in a subdot.
+enum Place {
+    Subdots,
+    In(String, Vec<Vec<u8>>),
+}
+
+pub struct Working {
+    pub overlay: Overlay,
+    /// Whether the root is the default subdot's top (else it lists
+    /// subdots).
+    single: bool,
+    inodes: Mutex<Inodes>,
+    /// Every request that reads or changes the state holds it shared; a
+    /// commit or a switch holds it alone.
+    barrier: RwLock<()>,
+    /// Files open now, by inode.
+    open: Mutex<HashMap<u64, u64>>,
+}
+
+fn errno(e: i32) -> io::Error {
+    io::Error::from_raw_os_error(e)
+}
+
+impl Working {
+    pub fn new(overlay: Overlay) -> Working {
+        let subs = overlay.subdots();
+        let single = subs.is_empty() || (subs.len() == 1 && subs[0] == DEFAULT_SUBDOT);
+        let mut inodes = Inodes {
+            next: ROOT + 1,
+            ..Default::default()
+        };
+        inodes.table.insert(
+            ROOT,
+            Inode {
+                parent: ROOT,
+                name: Vec::new(),
+                lookups: 1,
+            },
+        );
+        Working {
+            overlay,
+            single,
+            inodes: Mutex::new(inodes),
+            barrier: RwLock::new(()),
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn inodes(&self) -> MutexGuard<'_, Inodes> {
+        self.inodes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Held by every request.
+    pub fn shared(&self) -> RwLockReadGuard<'_, ()> {
+        self.barrier.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Held by a commit or a switch: no request runs meanwhile.
+    pub fn exclusive(&self) -> RwLockWriteGuard<'_, ()> {
+        self.barrier.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn place(&self, ino: u64) -> io::Result<Place> {
+        let inodes = self.inodes();
+        let mut names = Vec::new();
+        let mut at = ino;
+        while at != ROOT {
+            let i = inodes.table.get(&at).ok_or_else(|| errno(libc::ENOENT))?;
+            names.push(i.name.clone());
+            at = i.parent;
+        }
+        names.reverse();
+        if self.single {
+            return Ok(Place::In(DEFAULT_SUBDOT.into(), names));
+        }
+        let mut names = names.into_iter();
+        Ok(match names.next() {
+            None => Place::Subdots,
+            Some(sub) => Place::In(
+                String::from_utf8(sub).map_err(|_| errno(libc::ENOENT))?,
+                names.collect(),
+            ),
+        })
+    }
+
+    fn path(&self, ino: u64) -> io::Result<(String, Vec<Vec<u8>>)> {
+        match self.place(ino)? {
+            Place::In(sub, path) => Ok((sub, path)),
+            Place::Subdots => Err(errno(libc::EPERM)),
+        }
+    }
+
+    fn attr(ino: u64, s: &Stat) -> Attr {
+        Attr {
+            ino,
+            kind: s.kind,
+            mode: s.mode,
+            uid: s.uid,
+            gid: s.gid,
+            mtime_ns: s.mtime_ns,
+            size: s.size,
+            rdev: s.rdev,
+            nlink: if s.kind == EntryKind::Dir { 2 } else { 1 },
+        }
+    }
+
+    pub fn getattr(&self, ino: u64) -> io::Result<Attr> {
+        match self.place(ino)? {
+            Place::Subdots => Ok(Attr {
+                ino,
+                kind: EntryKind::Dir,
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+                mtime_ns: 0,
+                size: 0,
+                rdev: 0,
+                nlink: 2,
+            }),
+            Place::In(sub, path) => {
+                let parts: Vec<&[u8]> = path.iter().map(Vec::as_slice).collect();
+                let s = self
+                    .overlay
+                    .stat(&sub, &parts)?
+                    .ok_or_else(|| errno(libc::ENOENT))?;
+                Ok(Self::attr(ino, &s))
+            }
+        }
+    }
+
+    /// The inode of `name` in `parent`, counted as one more lookup.
+    fn remember(&self, parent: u64, name: &[u8]) -> u64 {
+        let mut inodes = self.inodes();
+        let key = (parent, name.to_vec());
+        let ino = match inodes.by_name.get(&key) {
+            Some(&ino) => ino,
+            None => {
+                let ino = inodes.next;
+                inodes.next += 1;
+                inodes.table.insert(
+                    ino,
+                    Inode {
+                        parent,
+                        name: name.to_vec(),
+                        lookups: 0,
+                    },
+                );
+                inodes.by_name.insert(key, ino);
+                ino
+            }
+        };
+        inodes.table.get_mut(&ino).expect("present").lookups += 1;
+        ino
+    }
+
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> io::Result<Attr> {
+        let exists = match self.place(parent)? {
+            Place::Subdots => self.overlay.subdots().iter().any(|s| s.as_bytes() == name),
+            Place::In(sub, mut path) => {
+                path.push(name.to_vec());
+                let parts: Vec<&[u8]> = path.iter().map(Vec::as_slice).collect();
+                self.overlay.stat(&sub, &parts)?.is_some()
+            }
+        };
+        if !exists {
+            return Err(errno(libc::ENOENT));
+        }
+        let ino = self.remember(parent, name);
+        self.getattr(ino)
+    }
+
+    pub fn forget(&self, ino: u64, n: u64) {
+        if ino == ROOT {
+            return;
+        }
+        let mut inodes = self.inodes();
+        let Some(i) = inodes.table.get_mut(&ino) else {
+            return;
+        };
+        i.lookups = i.lookups.saturating_sub(n);
+        if i.lookups == 0 {
+            let i = inodes.table.remove(&ino).expect("present");
+            if inodes.by_name.get(&(i.parent, i.name.clone())) == Some(&ino) {
+                inodes.by_name.remove(&(i.parent, i.name));
+            }
+        }
+    }
+
+    fn child(&self, parent: u64, name: &[u8]) -> io::Result<(String, Vec<Vec<u8>>)> {
+        let (sub, mut path) = self.path(parent)?;
+        path.push(name.to_vec());
+        Ok((sub, path))
+    }
+
+    pub fn readdir(&self, ino: u64, offset: u64, max: usize) -> io::Result<Vec<Item>> {
+        let listing: Vec<(Vec<u8>, EntryKind)> = match self.place(ino)? {
+            Place::Subdots => self
+                .overlay
+                .subdots()
+                .into_iter()
+                .map(|s| (s.into_bytes(), EntryKind::Dir))
+                .collect(),
+            Place::In(sub, path) => {
+                let parts: Vec<&[u8]> = path.iter().map(Vec::as_slice).collect();
+                self.overlay.list(&sub, &parts)?
+            }
+        };
+        let parent = self.inodes().table.get(&ino).map_or(ROOT, |i| i.parent);
+        let mut out = Vec::new();
+        let all = [
+            (b".".to_vec(), EntryKind::Dir),
+            (b"..".to_vec(), EntryKind::Dir),
+        ]
+        .into_iter()
+        .chain(listing);
+        for (i, (name, kind)) in all.enumerate().skip(offset as usize).take(max) {
+            let ino = match i {
+                0 => ino,
+                1 => parent,
+                _ => self
+                    .inodes()
+                    .by_name
+                    .get(&(ino, name.clone()))
+                    .copied()
+                    .unwrap_or(u64::MAX),
+            };
+            out.push(Item {
+                ino,
+                kind,
+                name,
+                next: i as u64 + 1,
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn read(&self, ino: u64, off: u64, len: usize) -> io::Result<Vec<u8>> {
+        let (sub, path) = self.path(ino)?;
+        let parts: Vec<&[u8]> = path.iter().map(Vec::as_slice).collect();
+        self.overlay.read(&sub, &parts, off, len)
+    }
+
+    pub fn write(&self, ino: u64, off: u64, data: &[u8]) -> io::Result<()> {
+        let (sub, path) = self.path(ino)?;
+        let parts: Vec<&[u8]> = path.iter().map(Vec::as_slice).collect();
+        self.overlay.write(&sub, &parts, off, data)
+    }
+
+    pub fn readlink(&self, ino: u64) -> io::Result<Vec<u8>> {
+        let (sub, path) = self.path(ino)?;
+        let parts: Vec<&[u8]> = path.iter().map(Vec::as_slice).collect();
+        self.overlay.readlink(&sub, &parts)
+    }
+
+    /// Creates `name` in `parent` with `make`, owned by `uid`:`gid`.
+    fn make(
+        &self,
+        parent: u64,
+        name: &[u8],
+        uid: u32,
+        gid: u32,
+        make: impl FnOnce(&str, &[&[u8]]) -> io::Result<()>,
+    ) -> io::Result<Attr> {
+        let (sub, path) = self.child(parent, name)?;
+        let parts: Vec<&[u8]> = path.iter().map(Vec::as_slice).collect();
+        make(&sub, &parts)?;
+        if crate::workspace::fsmeta::is_root() {
+            self.overlay.set_owner(&sub, &parts, Some(uid), Some(gid))?;
+        }
+        let ino = self.remember(parent, name);
+        self.getattr(ino)
+    }
+
+    pub fn create(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> io::Result<Attr> {
+        self.make(parent, name, uid, gid, |s, p| {
+            self.overlay.create(s, p, mode)
+        })
+    }
+
+    pub fn mkdir(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> io::Result<Attr> {
+        self.make(parent, name, uid, gid, |s, p| {
+            self.overlay.mkdir(s, p, mode)
+        })
+    }
+
+    pub fn symlink(
+        &self,
+        parent: u64,
+        name: &[u8],
+        target: &[u8],
+        uid: u32,
+        gid: u32,
+    ) -> io::Result<Attr> {
+        self.make(parent, name, uid, gid, |s, p| {
+            self.overlay.symlink(s, p, target)
+        })
+    }
+
+    pub fn mknod(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        rdev: u64,
+        uid: u32,
+        gid: u32,
+    ) -> io::Result<Attr> {
+        self.make(parent, name, uid, gid, |s, p| {
+            self.overlay.mknod(s, p, mode, rdev)
+        })
+    }
+
+    /// Forgets the name `name` in `parent` (its inode, if the kernel still
+    /// holds it, keeps no name).
+    fn unname(&self, parent: u64, name: &[u8]) {
+        let mut inodes = self.inodes();
+        if let Some(ino) = inodes.by_name.remove(&(parent, name.to_vec())) {
+            if let Some(i) = inodes.table.get_mut(&ino) {
+                // Detached: any further use of it fails as a removed file.
+                i.parent = u64::MAX;
+            }
+        }
+    }
+
+    pub fn unlink(&self, parent: u64, name: &[u8]) -> io::Result<()> {
+        let (sub, path) = self.child(parent, name)?;
+        let parts: Vec<&[u8]> = path.iter().map(Vec::as_slice).collect();
+        self.overlay.unlink(&sub, &parts)?;
+        self.unname(parent, name);
+        Ok(())
+    }
+
+    pub fn rmdir(&self, parent: u64, name: &[u8]) -> io::Result<()> {
+        let (sub, path) = self.child(parent, name)?;
+        let parts: Vec<&[u8]> = path.iter().map(Vec::as_slice).collect();
+        self.overlay.rmdir(&sub, &parts)?;
+        self.unname(parent, name);
+        Ok(())
+    }
+
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &[u8],
+        to_parent: u64,
+        to_name: &[u8],
+    ) -> io::Result<()> {
+        let (sub, from) = self.child(parent, name)?;
+        let (to_sub, to) = self.child(to_parent, to_name)?;
+        if sub != to_sub {
+            return Err(errno(libc::EXDEV));
+        }
+        let f: Vec<&[u8]> = from.iter().map(Vec::as_slice).collect();
+        let t: Vec<&[u8]> = to.iter().map(Vec::as_slice).collect();
+        self.overlay.rename(&sub, &f, &t)?;
+        self.unname(to_parent, to_name);
+        let mut inodes = self.inodes();
+        if let Some(ino) = inodes.by_name.remove(&(parent, name.to_vec())) {
+            if let Some(i) = inodes.table.get_mut(&ino) {
+                i.parent = to_parent;
+                i.name = to_name.to_vec();
+            }
+            inodes.by_name.insert((to_parent, to_name.to_vec()), ino);
+        }
+        Ok(())
+    }
+
+    /// chmod, chown, truncate and utimens, in that order.
+    pub fn setattr(
+        &self,
+        ino: u64,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        mtime_ns: Option<i64>,
+    ) -> io::Result<Attr> {
+        let (sub, path) = self.path(ino)?;
+        let parts: Vec<&[u8]> = path.iter().map(Vec::as_slice).collect();
+        if let Some(m) = mode {
+            self.overlay.set_mode(&sub, &parts, m)?;
+        }
+        if uid.is_some() || gid.is_some() {
+            self.overlay.set_owner(&sub, &parts, uid, gid)?;
+        }
+        if let Some(n) = size {
+            self.overlay.truncate(&sub, &parts, n)?;
+        }
+        if let Some(t) = mtime_ns {
+            self.overlay.set_mtime(&sub, &parts, t)?;
+        }
+        self.getattr(ino)
+    }
+
+    pub fn fsync(&self, ino: u64) -> io::Result<()> {
+        let (sub, path) = self.path(ino)?;
+        let parts: Vec<&[u8]> = path.iter().map(Vec::as_slice).collect();
+        self.overlay.fsync(&sub, &parts)
+    }
+
+    pub fn xattrs(&self, ino: u64) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let (sub, path) = self.path(ino)?;
+        let parts: Vec<&[u8]> = path.iter().map(Vec::as_slice).collect();
+        self.overlay.xattrs(&sub, &parts)
+    }
+
+    pub fn set_xattr(&self, ino: u64, name: &[u8], value: &[u8]) -> io::Result<()> {
+        let (sub, path) = self.path(ino)?;
+        let parts: Vec<&[u8]> = path.iter().map(Vec::as_slice).collect();
+        self.overlay.set_xattr(&sub, &parts, name, value)
+    }
+
+    pub fn remove_xattr(&self, ino: u64, name: &[u8]) -> io::Result<()> {
+        let (sub, path) = self.path(ino)?;
+        let parts: Vec<&[u8]> = path.iter().map(Vec::as_slice).collect();
+        self.overlay.remove_xattr(&sub, &parts, name)
+    }
+
+    pub fn opened(&self, ino: u64) {
+        *self
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(ino)
+            .or_default() += 1;
+    }
+
+    pub fn released(&self, ino: u64) {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&ino) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&ino);
+            }
+        }
+    }
+
+    /// How many files are open on the mount now.
+    pub fn open_files(&self) -> u64 {
+        self.open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .sum()
+    }
+
+    /// The inodes the kernel holds, with the parent and name each was
+    /// found under (for invalidating its caches).
+    pub fn known(&self) -> Vec<(u64, u64, Vec<u8>)> {
+        self.inodes()
+            .table
+            .iter()
+            .map(|(ino, i)| (*ino, i.parent, i.name.clone()))
+            .collect()
+    }
+}
