@@ -68,7 +68,14 @@ impl Server<'_> {
             std::fs::read_to_string(&log).unwrap_or_default()
         );
     }
+    /// Stops the server and waits until its postmaster has exited (pg_ctl
+    /// returns once postmaster.pid is gone, a moment earlier): a commit of
+    /// a running server holds that pid, and PostgreSQL started on it
+    /// refuses while the pid lives.
     fn stop(&self) {
+        let pid = std::fs::read_to_string(self.data.join("postmaster.pid"))
+            .ok()
+            .and_then(|s| s.lines().next().map(str::to_string));
         pg(
             "pg_ctl",
             &[
@@ -81,6 +88,12 @@ impl Server<'_> {
             ],
         )
         .ok();
+        if let Some(pid) = pid {
+            let proc_dir = std::path::Path::new("/proc").join(pid);
+            while proc_dir.exists() {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
     }
     fn sql(&self, sql: &str) -> String {
         pg(
@@ -191,5 +204,126 @@ fn postgres_state_comes_back_after_reset() {
         "100|0"
     );
     server.stop();
+    t.fsck_ok();
+}
+
+/// PostgreSQL under pgbench on a mounted dot, committed while it writes:
+/// every commit, reset to and started, recovers and passes pg_amcheck
+/// --heapallindexed with all its accounts.
+#[test]
+fn postgres_on_a_mount_is_committed_while_it_runs() {
+    let t = Env::new();
+    t.dot(&["init", "pg"]).ok();
+    t.dot(&["mount", "pg"]).ok();
+    let data = t.path("pg");
+    let sock = t.tmp.path().join("sock");
+    std::fs::create_dir(&sock).unwrap();
+    if util::is_root() {
+        for p in [
+            t.tmp.path(),
+            &t.home,
+            &t.home.join("work"),
+            &t.home.join("work/pg"),
+        ] {
+            Command::new("chmod").arg("755").arg(p).status().unwrap();
+        }
+        Command::new("chmod")
+            .args(["1777", util::scratch().to_str().unwrap()])
+            .status()
+            .unwrap();
+        let r = Command::new("chown")
+            .args([
+                "postgres:postgres",
+                data.to_str().unwrap(),
+                sock.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    }
+    pg(
+        "initdb",
+        &[
+            "-D",
+            data.to_str().unwrap(),
+            "-U",
+            "postgres",
+            "--auth=trust",
+        ],
+    )
+    .ok();
+    let server = Server {
+        data: &data,
+        sock: sock.to_str().unwrap().to_string(),
+        port: (20000 + (std::process::id() + 7) % 20000).to_string(),
+    };
+    server.start();
+    let bench = |args: &[&str]| {
+        let mut all = vec!["-h", &server.sock, "-p", &server.port, "-U", "postgres"];
+        all.extend_from_slice(args);
+        all.push("postgres");
+        pg("pgbench", &all)
+    };
+    bench(&["-i", "-s", "2", "-q"]).ok();
+
+    // pgbench runs while three commits are taken.
+    let runner = {
+        let sock = server.sock.clone();
+        let port = server.port.clone();
+        std::thread::spawn(move || {
+            pg(
+                "pgbench",
+                &[
+                    "-h", &sock, "-p", &port, "-U", "postgres", "-c", "4", "-j", "2", "-T", "6",
+                    "postgres",
+                ],
+            )
+        })
+    };
+    let mut commits = Vec::new();
+    for i in 0..3 {
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let r = t
+            .dot(&["commit", "-m", &format!("live {i}"), "--json"])
+            .ok()
+            .json();
+        assert!(r["pause_ms"].as_u64().is_some(), "{r}");
+        commits.push(r["commit"].as_str().unwrap().to_string());
+    }
+    let r = runner.join().unwrap().ok();
+    assert!(r.out.contains("tps"), "{}", r.out);
+    server.stop();
+
+    for id in &commits {
+        t.dot(&["reset", "--hard", id]).ok();
+        server.start();
+        assert_eq!(
+            server.sql("SELECT count(*) FROM pgbench_accounts"),
+            "200000",
+            "at {id}"
+        );
+        let check = pg(
+            "pg_amcheck",
+            &[
+                "-h",
+                &server.sock,
+                "-p",
+                &server.port,
+                "-U",
+                "postgres",
+                "--heapallindexed",
+                "--install-missing",
+                "postgres",
+            ],
+        );
+        assert_eq!(
+            check.code, 0,
+            "pg_amcheck at {id}: {}{}",
+            check.out, check.err
+        );
+        server.stop();
+    }
+    t.dot(&["reset", "--hard", "HEAD"]).ok();
+    t.dot(&["unmount", "pg"]).ok();
     t.fsck_ok();
 }
