@@ -488,3 +488,26 @@ fn a_mount_refuses_what_it_cannot_do_yet() {
     let r = t.dot(&["unmount", "app"]).typed();
     assert!(r.err.contains("not mounted"), "{}", r.err);
 }
+
+#[test]
+fn init_and_clone_make_mounted_dots() {
+    let t = Env::new();
+    let r = t.dot(&["init", "app", "--mount"]).ok();
+    assert!(r.out.contains("is mounted at"), "{}", r.out);
+    let dir = t.path("app");
+    write(&dir.join("f"), b"on a new mount\n");
+    commit(&t, "one");
+    let remote = t.tmp.path().join("remote");
+    t.dot(&["remote", "add", "hub", remote.to_str().unwrap()]).ok();
+    t.dot(&["push", "hub", "app"]).ok();
+    let r = t
+        .dot(&["clone", "hub", "app", "--local-name", "copy", "--mount"])
+        .ok();
+    assert!(r.out.contains("cloned") && r.out.contains("is mounted at"), "{}", r.out);
+    let st = t.dot(&["status", "copy", "--json"]).ok().json();
+    assert_eq!(st["working_state"], "mounted");
+    assert_eq!(fs::read(t.path("copy").join("f")).unwrap(), b"on a new mount\n");
+    t.dot(&["unmount", "copy"]).ok();
+    t.dot(&["unmount", "app"]).ok();
+    assert_eq!(fs::read(t.path("copy").join("f")).unwrap(), b"on a new mount\n");
+}

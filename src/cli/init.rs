@@ -26,6 +26,10 @@ pub struct InitArgs {
     /// Maximum chunk size in bytes [default: 262144].
     #[arg(long)]
     chunk_max: Option<u32>,
+    /// Make the working state a read-write FUSE mount at the same path
+    /// (see dot mount).
+    #[arg(long)]
+    pub mount: bool,
 }
 
 pub fn run(s: &Session, a: InitArgs) -> Result<()> {
@@ -50,6 +54,9 @@ pub fn run(s: &Session, a: InitArgs) -> Result<()> {
             "Created subdot {}.{} on branch {}",
             r.dot, r.subdot, r.branch
         );
+    }
+    if a.mount {
+        super::mount::mount_dot(s, &r.dot, true)?;
     }
     Ok(())
 }

@@ -181,11 +181,15 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if let Command::Daemon(a) = args.command {
         return daemon::run(&home, a);
     }
-    if let Command::Mount(a) = &args.command {
-        if mount::needs_daemon(a) {
-            if let daemon::Started::Now(pid) = daemon::ensure_running(&home)? {
-                eprintln!("dot: started a dot daemon to serve the mount (pid {pid})");
-            }
+    let mounts = match &args.command {
+        Command::Mount(a) => mount::needs_daemon(a),
+        Command::Init(a) => a.mount,
+        Command::Clone(a) => a.mount,
+        _ => false,
+    };
+    if mounts {
+        if let daemon::Started::Now(pid) = daemon::ensure_running(&home)? {
+            eprintln!("dot: started a dot daemon to serve the mount (pid {pid})");
         }
     }
     let session = Session::open(&home)?;

@@ -73,11 +73,7 @@ pub fn mount(s: &Session, a: MountArgs, progress: &dyn Progress) -> Result<()> {
         if a.json {
             return super::print_json(&r);
         }
-        println!(
-            "dot {} is mounted at {}: commit, reset and checkout work on it while programs write",
-            r.dot,
-            r.at.display()
-        );
+        print_mounted(&r);
         return Ok(());
     };
     let Some(spec) = a.spec else {
@@ -101,6 +97,30 @@ pub fn mount(s: &Session, a: MountArgs, progress: &dyn Progress) -> Result<()> {
         r.commit.short(),
         r.at.display()
     );
+    Ok(())
+}
+
+fn print_mounted(r: &dot::repo::MountedDot) {
+    println!(
+        "dot {} is mounted at {}: commit, reset and checkout work on it while programs write",
+        r.dot,
+        r.at.display()
+    );
+}
+
+/// Mounts `dot` after `dot init --mount` or `dot clone --mount`, saying
+/// so when `say`.
+pub fn mount_dot(s: &Session, dot: &str, say: bool) -> Result<()> {
+    let request = Request::MountDot {
+        dot: Some(dot.to_string()),
+    };
+    let r = reply!(
+        s.call(request, &dot::progress::Silent)?,
+        Response::MountedDot
+    );
+    if say {
+        print_mounted(&r);
+    }
     Ok(())
 }
 

@@ -113,6 +113,10 @@ pub struct CloneArgs {
     /// everyone who can write to is trusted.
     #[arg(long)]
     allow_special_files: bool,
+    /// Make the new dot's working state a read-write FUSE mount (see dot
+    /// mount).
+    #[arg(long)]
+    pub mount: bool,
     #[arg(long)]
     json: bool,
 }
@@ -288,6 +292,9 @@ pub fn clone(s: &Session, a: CloneArgs, progress: &dyn Progress) -> Result<()> {
     };
     let r = reply!(s.call(request, progress)?, Response::Clone);
     if a.json {
+        if a.mount {
+            super::mount::mount_dot(s, &r.dot, false)?;
+        }
         return super::print_json(&r);
     }
     println!(
@@ -299,6 +306,9 @@ pub fn clone(s: &Session, a: CloneArgs, progress: &dyn Progress) -> Result<()> {
         r.new.short(),
         received(&r)
     );
+    if a.mount {
+        super::mount::mount_dot(s, &r.dot, true)?;
+    }
     Ok(())
 }
 
