@@ -498,16 +498,27 @@ fn init_and_clone_make_mounted_dots() {
     write(&dir.join("f"), b"on a new mount\n");
     commit(&t, "one");
     let remote = t.tmp.path().join("remote");
-    t.dot(&["remote", "add", "hub", remote.to_str().unwrap()]).ok();
+    t.dot(&["remote", "add", "hub", remote.to_str().unwrap()])
+        .ok();
     t.dot(&["push", "hub", "app"]).ok();
     let r = t
         .dot(&["clone", "hub", "app", "--local-name", "copy", "--mount"])
         .ok();
-    assert!(r.out.contains("cloned") && r.out.contains("is mounted at"), "{}", r.out);
+    assert!(
+        r.out.contains("cloned") && r.out.contains("is mounted at"),
+        "{}",
+        r.out
+    );
     let st = t.dot(&["status", "copy", "--json"]).ok().json();
     assert_eq!(st["working_state"], "mounted");
-    assert_eq!(fs::read(t.path("copy").join("f")).unwrap(), b"on a new mount\n");
+    assert_eq!(
+        fs::read(t.path("copy").join("f")).unwrap(),
+        b"on a new mount\n"
+    );
     t.dot(&["unmount", "copy"]).ok();
     t.dot(&["unmount", "app"]).ok();
-    assert_eq!(fs::read(t.path("copy").join("f")).unwrap(), b"on a new mount\n");
+    assert_eq!(
+        fs::read(t.path("copy").join("f")).unwrap(),
+        b"on a new mount\n"
+    );
 }

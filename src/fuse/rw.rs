@@ -241,7 +241,9 @@ impl Filesystem for RwFs {
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         self.w.opened(ino.0);
-        reply.opened(FileHandle(0), FopenFlags::empty());
+        // Everything changes through this mount, and a switch invalidates
+        // what the kernel cached: its pages stay valid across opens.
+        reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE);
     }
 
     fn read(
@@ -451,7 +453,7 @@ impl Filesystem for RwFs {
                     &file_attr(&a),
                     Generation(0),
                     FileHandle(0),
-                    FopenFlags::empty(),
+                    FopenFlags::FOPEN_KEEP_CACHE,
                 )
             }
             Err(e) => reply.error(self.errno(e)),

@@ -19,13 +19,14 @@
 //! content. Attributes under `user.dot.` are the overlay's own and are not
 //! shown or committed.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
 
 use crate::chunker::Chunker;
 use crate::codec::{Reader, Writer};
@@ -188,6 +189,19 @@ pub struct Overlay {
     cache: Cache,
     upper: PathBuf,
     base: RwLock<Base>,
+    /// Upper files kept open for reads and writes, by path; forgotten
+    /// whenever names change.
+    files: Mutex<HashMap<PathBuf, Arc<OpenFile>>>,
+    /// Upper entries made by copying up (not by a program's own create or
+    /// rename, whose directory it fsyncs itself): their directory is
+    /// fsynced with the first fsync below it.
+    fresh: Mutex<std::collections::HashSet<PathBuf>>,
+}
+
+/// An upper regular file, open, and what its holes show.
+struct OpenFile {
+    file: File,
+    partial: Option<PartialBase>,
 }
 
 impl Overlay {
@@ -202,6 +216,8 @@ impl Overlay {
             cache: Cache::new(CACHE_BYTES),
             upper: upper.to_path_buf(),
             base: RwLock::new(Base { root }),
+            files: Mutex::new(HashMap::new()),
+            fresh: Mutex::new(Default::default()),
         })
     }
 
@@ -228,7 +244,15 @@ impl Overlay {
         let Some((name, parent)) = rel.split_last() else {
             return Ok(None);
         };
-        let tree = match self.origin(&self.upper_path(sub, parent))? {
+        let parent_up = self.upper_path(sub, parent);
+        match fs::symlink_metadata(&parent_up) {
+            // A file, symlink or whiteout there: nothing of the base below.
+            Ok(md) if !md.is_dir() => return Ok(None),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let tree = match self.origin(&parent_up)? {
             Some(origin) => origin,
             None if parent.is_empty() => self.base().root.get(sub).map(|top| top.tree),
             None => match self.base_entry(sub, parent)? {
@@ -336,8 +360,46 @@ impl Overlay {
         Ok(names.into_iter().collect())
     }
 
+    /// The upper regular file at `rel`, open (kept open for the next
+    /// request), or None when `rel` is not one.
+    fn open_upper(&self, sub: &str, rel: &[&[u8]]) -> io::Result<Option<Arc<OpenFile>>> {
+        let up = self.upper_path(sub, rel);
+        if let Some(f) = self.files().get(&up) {
+            return Ok(Some(f.clone()));
+        }
+        let Found::Upper(md, partial) = self.find(sub, rel)? else {
+            return Ok(None);
+        };
+        if !md.is_file() {
+            return Ok(None);
+        }
+        let file = match OpenOptions::new().read(true).write(true).open(&up) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => File::open(&up)?,
+            Err(e) => return Err(e),
+        };
+        let f = Arc::new(OpenFile { file, partial });
+        self.files().insert(up, f.clone());
+        Ok(Some(f))
+    }
+
+    fn files(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Arc<OpenFile>>> {
+        self.files.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Forgets every open upper file (names changed).
+    fn forget_files(&self) {
+        self.files().clear();
+    }
+
     /// Reads up to `len` bytes at `off` of file `rel`.
     pub fn read(&self, sub: &str, rel: &[&[u8]], off: u64, len: usize) -> io::Result<Vec<u8>> {
+        if let Some(o) = self.open_upper(sub, rel)? {
+            let size = o.file.metadata()?.len();
+            let mut buf = vec![0u8; len.min(size.saturating_sub(off) as usize)];
+            self.read_merged(&o.file, o.partial.as_ref(), off, &mut buf)?;
+            return Ok(buf);
+        }
         match self.find(sub, rel)? {
             Found::Absent => Err(errno(libc::ENOENT)),
             Found::Base(e) => {
@@ -351,16 +413,7 @@ impl Overlay {
                     .map_err(damaged)?;
                 Ok(buf)
             }
-            Found::Upper(md, partial) => {
-                if !md.is_file() {
-                    return Err(errno(libc::EISDIR));
-                }
-                let f = File::open(self.upper_path(sub, rel))?;
-                let n = len.min(md.len().saturating_sub(off) as usize);
-                let mut buf = vec![0u8; n];
-                self.read_merged(&f, partial.as_ref(), off, &mut buf)?;
-                Ok(buf)
-            }
+            Found::Upper(..) => Err(errno(libc::EISDIR)),
         }
     }
 
@@ -440,6 +493,7 @@ impl Overlay {
         // a new one) is replaced.
         let _ = fs::remove_file(&up);
         fs::create_dir(&up)?;
+        self.fresh().insert(up.clone());
         if let Some(t) = tree {
             set_attr(&up, ORIGIN, t.0.to_hex().as_bytes())?;
         }
@@ -496,6 +550,7 @@ impl Overlay {
                         rustix::fs::XattrFlags::empty(),
                     )?;
                 }
+                self.fresh().insert(up.clone());
                 apply_stat(&up, &stat_of_entry(&e))
             }
         }
@@ -503,37 +558,46 @@ impl Overlay {
 
     /// Writes `data` at `off` of file `rel`.
     pub fn write(&self, sub: &str, rel: &[&[u8]], off: u64, data: &[u8]) -> io::Result<()> {
-        self.copy_up(sub, rel)?;
-        let up = self.upper_path(sub, rel);
-        let Found::Upper(md, partial) = self.find(sub, rel)? else {
-            return Err(errno(libc::ENOENT));
+        let o = match self.open_upper(sub, rel)? {
+            Some(o) => o,
+            None => {
+                self.copy_up(sub, rel)?;
+                self.open_upper(sub, rel)?
+                    .ok_or_else(|| errno(libc::EISDIR))?
+            }
         };
-        if !md.is_file() {
-            return Err(errno(libc::EISDIR));
-        }
-        let f = OpenOptions::new().read(true).write(true).open(&up)?;
-        let Some(p) = partial else {
-            return f.write_all_at(data, off);
+        let Some(p) = &o.partial else {
+            return o.file.write_all_at(data, off);
         };
-        // Whole blocks: the rest of each block comes from what shows now.
+        // Whole blocks: the rest of the first and last block comes from
+        // what shows now, so every allocated block holds true bytes.
+        let size = o.file.metadata()?.len();
         let end = off + data.len() as u64;
         let a = off / BLOCK * BLOCK;
-        let b = end.div_ceil(BLOCK) * BLOCK;
-        let size = md.len().max(end);
-        let b = b.min(size.max(end));
+        let b = (end.div_ceil(BLOCK) * BLOCK).min(size.max(end));
         let mut block = vec![0u8; (b - a) as usize];
-        let shown = md.len().min(b);
-        if shown > a {
-            self.read_merged(&f, Some(&p), a, &mut block[..(shown - a) as usize])?;
+        let head = off.min(size);
+        if head > a {
+            self.read_merged(&o.file, Some(p), a, &mut block[..(head - a) as usize])?;
+        }
+        let tail = b.min(size);
+        if tail > end {
+            self.read_merged(
+                &o.file,
+                Some(p),
+                end,
+                &mut block[(end - a) as usize..(tail - a) as usize],
+            )?;
         }
         block[(off - a) as usize..(end - a) as usize].copy_from_slice(data);
-        f.write_all_at(&block, a)
+        o.file.write_all_at(&block, a)
     }
 
     /// Sets the size of file `rel`.
     pub fn truncate(&self, sub: &str, rel: &[&[u8]], size: u64) -> io::Result<()> {
         self.copy_up(sub, rel)?;
         let up = self.upper_path(sub, rel);
+        self.files().remove(&up);
         if let Found::Upper(_, Some(mut p)) = self.find(sub, rel)? {
             if size < p.limit {
                 p.limit = size;
@@ -563,6 +627,7 @@ impl Overlay {
         }
         self.copy_up_dir(sub, parent)?;
         let up = self.upper_path(sub, rel);
+        self.forget_files();
         let _ = fs::remove_file(&up); // a whiteout
         make(&up)
     }
@@ -633,6 +698,7 @@ impl Overlay {
     /// has one, leaves a whiteout.
     fn remove(&self, sub: &str, rel: &[&[u8]]) -> io::Result<()> {
         let up = self.upper_path(sub, rel);
+        self.forget_files();
         match fs::symlink_metadata(&up) {
             Ok(md) if md.is_dir() => fs::remove_dir_all(&up)?,
             Ok(_) => fs::remove_file(&up)?,
@@ -702,6 +768,7 @@ impl Overlay {
         self.copy_up_dir(sub, &to[..to.len() - 1])?;
         let up_to = self.upper_path(sub, to);
         let _ = fs::remove_file(&up_to); // a whiteout
+        self.forget_files();
         fs::rename(self.upper_path(sub, from), &up_to)?;
         // What the base had at `from` stays hidden.
         self.remove(sub, from)
@@ -752,20 +819,33 @@ impl Overlay {
         })
     }
 
-    /// Makes what `rel` shows durable (its data and its name).
+    fn fresh(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<PathBuf>> {
+        self.fresh.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Makes `rel` durable as on a local filesystem: its own data and
+    /// attributes (fsync of a directory: its entries). The upper entries
+    /// copying up made above it are made durable too, since the program
+    /// never created them.
     pub fn fsync(&self, sub: &str, rel: &[&[u8]]) -> io::Result<()> {
         let up = self.upper_path(sub, rel);
-        if let Ok(f) = File::open(&up) {
-            f.sync_all()?;
+        match self.files().get(&up) {
+            Some(o) => o.file.sync_all()?,
+            None => {
+                if let Ok(f) = File::open(&up) {
+                    f.sync_all()?;
+                }
+            }
         }
-        let mut dir = up.clone();
-        while dir.pop() {
-            if let Ok(d) = File::open(&dir) {
-                d.sync_all()?;
-            }
-            if dir == self.upper {
+        let mut child = up;
+        while child != self.upper {
+            let Some(parent) = child.parent().map(Path::to_path_buf) else {
                 break;
+            };
+            if self.fresh().remove(&child) {
+                File::open(&parent)?.sync_all()?;
             }
+            child = parent;
         }
         Ok(())
     }
@@ -921,6 +1001,8 @@ impl Overlay {
     /// A new base, with nothing changed over it (after a commit of what
     /// showed, or a reset). The caller holds writes.
     pub fn rebase(&self, root: Root) -> io::Result<()> {
+        self.forget_files();
+        self.fresh().clear();
         let old = self.upper.with_extension("old");
         let _ = fs::remove_dir_all(&old);
         fs::rename(&self.upper, &old)?;
