@@ -208,8 +208,15 @@ impl Overlay {
     /// An overlay over `root` whose changes live in `upper` (created when
     /// missing; what it holds is kept).
     pub fn open(store: Arc<Store>, upper: &Path, root: Root) -> io::Result<Overlay> {
-        // What a rebase cut short left: already superseded.
-        let _ = fs::remove_dir_all(upper.with_extension("old"));
+        // What rebases left: already superseded.
+        if let (Some(dir), Some(name)) = (upper.parent(), upper.file_name()) {
+            let prefix = format!("{}.old", name.to_string_lossy());
+            for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                    let _ = fs::remove_dir_all(e.path());
+                }
+            }
+        }
         fs::create_dir_all(upper)?;
         Ok(Overlay {
             store,
@@ -1003,12 +1010,17 @@ impl Overlay {
     pub fn rebase(&self, root: Root) -> io::Result<()> {
         self.forget_files();
         self.fresh().clear();
-        let old = self.upper.with_extension("old");
-        let _ = fs::remove_dir_all(&old);
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let old = self.upper.with_extension(format!("old.{stamp}"));
         fs::rename(&self.upper, &old)?;
         fs::create_dir(&self.upper)?;
         *self.base.write().unwrap_or_else(PoisonError::into_inner) = Base { root };
-        fs::remove_dir_all(&old)
+        // Deleting what was changed takes time in proportion to it; no
+        // request waits for it (a crash leaves it for the next open).
+        std::thread::spawn(move || fs::remove_dir_all(old));
+        Ok(())
     }
 
     /// Whether what shows is exactly the base (nothing changed, or only

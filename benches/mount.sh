@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# pgbench TPS (-c 4 -j 2) on a mounted dot against the same on a native
+# directory of the same disk and on the FUSE peers (bindfs, a passthrough;
+# fuse-overlayfs, an overlay), side by side in one run, plus the pauses
+# of live commits taken while pgbench runs on the mount and the reset and
+# checkout times. Runs are interleaved; medians are reported.
+#
+#   SCALE=50 RUNS=3 T=30 benches/mount.sh    (as root; Debian's postgresql,
+#                                             bindfs and fuse-overlayfs)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SCALE=${SCALE:-50}; RUNS=${RUNS:-3}; T=${T:-30}
+DOT=${DOT:-$PWD/target/release/dot}
+[ "$(id -u)" -eq 0 ] || { echo "benches/mount.sh: run as root" >&2; exit 1; }
+[ -x "$DOT" ] || cargo build --release
+BIN=$(ls -d /usr/lib/postgresql/*/bin | sort | tail -1)
+W=$(mktemp -d /var/tmp/dot-mount-bench-XXXXXX); chmod 1777 "$W"
+export DOT_HOME=$W/home
+run() { runuser -u postgres -- "$@"; }
+cleanup() {
+  for c in native dot bindfs overlayfs; do run "$BIN/pg_ctl" -D "$(dir_of $c)" -m immediate stop >/dev/null 2>&1 || true; done
+  for m in "$W/bindfs" "$W/ofs"; do umount -l "$m" 2>/dev/null || true; done
+  "$DOT" daemon stop --force >/dev/null 2>&1 || true
+  umount -l "$DOT_HOME/work/pg/__default__" 2>/dev/null || true
+  rm -rf "$W"
+}
+trap cleanup EXIT
+port_of() { case $1 in native) echo 25440;; dot) echo 25441;; bindfs) echo 25442;; overlayfs) echo 25443;; esac; }
+
+# One PostgreSQL data directory per contender, all loaded the same way.
+mkdir -p "$W/native" "$W/bindfs-src" "$W/bindfs" "$W/ofs-lower" "$W/ofs-upper" "$W/ofs-work" "$W/ofs"
+"$DOT" init pg --mount >/dev/null 2>&1
+chmod 755 "$DOT_HOME" "$DOT_HOME/work" "$DOT_HOME/work/pg"
+bindfs "$W/bindfs-src" "$W/bindfs"
+fuse-overlayfs -o "lowerdir=$W/ofs-lower,upperdir=$W/ofs-upper,workdir=$W/ofs-work" "$W/ofs"
+dir_of() { case $1 in native) echo "$W/native";; dot) "$DOT" path pg;; bindfs) echo "$W/bindfs";; overlayfs) echo "$W/ofs";; esac; }
+for c in native dot bindfs overlayfs; do
+  d=$(dir_of $c); chown postgres:postgres "$d"; chmod 700 "$d"
+  run "$BIN/initdb" -D "$d" -U postgres --auth=trust >/dev/null
+done
+start() { run "$BIN/pg_ctl" -D "$(dir_of $1)" -o "-p $(port_of $1) -k $W -c listen_addresses=''" -l "$W/log-$1" -w start >/dev/null; }
+stop() { run "$BIN/pg_ctl" -D "$(dir_of $1)" -m fast -w stop >/dev/null; }
+bench() { local p; p=$(port_of "$1"); shift; run "$BIN/pgbench" -h "$W" -p "$p" -U postgres "$@" postgres; }
+for c in native dot bindfs overlayfs; do
+  start $c; bench $c -i -s "$SCALE" -q > "$W/init-$c.log" 2>&1 || { cat "$W/init-$c.log"; exit 1; }; stop $c
+done
+"$DOT" commit -m "pgbench scale $SCALE" pg >/dev/null
+
+declare -A tps
+for i in $(seq "$RUNS"); do
+  for c in native dot bindfs overlayfs; do
+    start $c
+    t=$(bench $c -c 4 -j 2 -T "$T" 2>/dev/null | awk '/^tps/ {print $3; exit}')
+    stop $c
+    tps[$c]="${tps[$c]:-} $t"
+  done
+done
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+echo "pgbench -c 4 -j 2 -T $T, scale $SCALE, medians of $RUNS (TPS; ratio to native)"
+n=$(median ${tps[native]})
+for c in native dot bindfs overlayfs; do
+  m=$(median ${tps[$c]})
+  printf '%-10s %10s  %5.2fx   runs:%s\n' "$c" "$m" "$(python3 -c "print($m/$n)")" "${tps[$c]}"
+done
+
+# Live commits while pgbench runs on the mount: each commit's pause.
+start dot
+bench dot -c 4 -j 2 -T 20 -P 1 > "$W/live.txt" 2>&1 &
+pauses=()
+for i in 1 2 3 4 5; do
+  sleep 3
+  pauses+=("$("$DOT" commit -m "live $i" --json pg | python3 -c 'import json,sys; print(json.load(sys.stdin)["pause_ms"])')")
+done
+wait
+stop dot
+echo "live commits during pgbench: pause_ms ${pauses[*]} (largest $(printf '%s\n' "${pauses[@]}" | sort -n | tail -1))"
+grep -E "^progress" "$W/live.txt" | awk '{print $4}' | sort -n | awk '{a[NR]=$1} END {printf "pgbench tps per second during them: min %s, median %s\n", a[1], a[int((NR+1)/2)]}'
+
+# Reset and checkout on the mount (the volume's size: $(du -sh)).
+size=$(du -sh --apparent-size "$DOT_HOME/overlay" "$DOT_HOME/packs" 2>/dev/null | tail -1 | cut -f1)
+first=$("$DOT" log --json pg | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["commit"])')
+ms() { python3 -c 'import sys,time,subprocess; t=time.perf_counter(); subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); print(round((time.perf_counter()-t)*1000))' "$@"; }
+r1=$(ms "$DOT" reset --hard "$first" pg)
+c1=$(ms "$DOT" checkout -b other pg)
+c2=$(ms "$DOT" checkout master pg)
+echo "reset --hard to the first commit: $r1 ms; checkout -b: $c1 ms; checkout: $c2 ms (dot store $size)"
