@@ -5,9 +5,10 @@
 # tests, and a peer in the push benchmark), moto from PyPI (the S3 server of
 # the remote tests), fuse3 (fusermount3, which mounts views when the daemon
 # is not root; the mount tests need /dev/fuse), and the peer tools the
-# benchmark compares.
+# benchmarks compare (restic, borg, casync, rclone; bindfs and
+# fuse-overlayfs for benches/mount.sh).
 set -euo pipefail
-need=(clang libclang-dev postgresql attr util-linux time restic borgbackup casync rclone python3-pip fuse3)
+need=(clang libclang-dev postgresql attr util-linux time restic borgbackup casync rclone python3-pip fuse3 bindfs fuse-overlayfs)
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -522,3 +522,71 @@ fn init_and_clone_make_mounted_dots() {
         b"on a new mount\n"
     );
 }
+
+/// SQLite in WAL mode writing transactions on a mounted dot while it is
+/// committed: every commit passes integrity_check and holds only whole
+/// transactions.
+#[test]
+fn sqlite_in_wal_mode_is_committed_while_it_writes() {
+    let t = Env::new();
+    t.dot(&["init", "app", "--mount"]).ok();
+    let dir = t.path("app");
+    let db = dir.join("app.db");
+    let stop = t.tmp.path().join("stop");
+    let writer = r#"
+import os, sqlite3, sys
+db, stop = sys.argv[1], sys.argv[2]
+c = sqlite3.connect(db, isolation_level=None)
+c.execute("PRAGMA journal_mode=WAL")
+c.execute("CREATE TABLE IF NOT EXISTS batches (n INTEGER PRIMARY KEY)")
+c.execute("CREATE TABLE IF NOT EXISTS rows (batch INTEGER, v BLOB)")
+n = 0
+while not os.path.exists(stop):
+    n += 1
+    c.execute("BEGIN")
+    c.executemany("INSERT INTO rows VALUES (?, randomblob(300))", [(n,)] * 50)
+    c.execute("INSERT INTO batches VALUES (?)", (n,))
+    c.execute("COMMIT")
+print(n)
+"#;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", writer, db.to_str().unwrap(), stop.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut commits = Vec::new();
+    for i in 0..4 {
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        let r = t
+            .dot(&["commit", "-m", &format!("live {i}"), "--json"])
+            .ok()
+            .json();
+        commits.push(r["commit"].as_str().unwrap().to_string());
+    }
+    fs::write(&stop, b"").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let written: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let query = |sql: &str| {
+        let r = std::process::Command::new("sqlite3")
+            .arg(&db)
+            .arg(sql)
+            .output()
+            .unwrap();
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        String::from_utf8_lossy(&r.stdout).trim().to_string()
+    };
+    let mut seen = Vec::new();
+    for id in &commits {
+        t.dot(&["reset", "--hard", id]).ok();
+        assert_eq!(query("PRAGMA integrity_check"), "ok", "at {id}");
+        // Whole transactions only: every batch has its 50 rows.
+        let batches: u64 = query("SELECT count(*) FROM batches").parse().unwrap();
+        let rows: u64 = query("SELECT count(*) FROM rows").parse().unwrap();
+        assert_eq!(rows, batches * 50, "at {id}");
+        seen.push(batches);
+    }
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+    assert!(*seen.last().unwrap() <= written);
+    assert!(*seen.last().unwrap() > 0, "{seen:?}");
+}
