@@ -549,7 +549,7 @@ while not os.path.exists(stop):
     c.execute("COMMIT")
 print(n)
 "#;
-    let mut child = std::process::Command::new("python3")
+    let child = std::process::Command::new("python3")
         .args(["-c", writer, db.to_str().unwrap(), stop.to_str().unwrap()])
         .stdout(std::process::Stdio::piped())
         .spawn()
