@@ -172,6 +172,27 @@ pub(crate) fn file_attr(a: &Attr) -> FileAttr {
     }
 }
 
+/// Answers a readdir with as many of `items` as its buffer holds.
+pub(crate) fn reply_items(mut reply: ReplyDirectory, items: Vec<crate::mount::Item>) {
+    for item in items {
+        let name = OsStr::from_bytes(&item.name);
+        if reply.add(INodeNo(item.ino), item.next, file_type(item.kind), name) {
+            break;
+        }
+    }
+    reply.ok();
+}
+
+/// Attribute names as listxattr returns them: each followed by a NUL.
+pub(crate) fn name_list(names: impl IntoIterator<Item = Vec<u8>>) -> Vec<u8> {
+    let mut list = Vec::new();
+    for n in names {
+        list.extend_from_slice(&n);
+        list.push(0);
+    }
+    list
+}
+
 /// Answers an xattr request as the kernel asks: size 0 means "how big".
 pub(crate) fn reply_xattr(reply: ReplyXattr, data: &[u8], size: u32) {
     if size == 0 {
@@ -249,19 +270,10 @@ impl Filesystem for Fs {
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectory,
+        reply: ReplyDirectory,
     ) {
-        // A page of entries; the buffer says when it is full.
         match self.view.readdir(ino.0, offset, 256) {
-            Ok(items) => {
-                for item in items {
-                    let name = OsStr::from_bytes(&item.name);
-                    if reply.add(INodeNo(item.ino), item.next, file_type(item.kind), name) {
-                        break;
-                    }
-                }
-                reply.ok();
-            }
+            Ok(items) => reply_items(reply, items),
             Err(f) => reply.error(self.errno(f)),
         }
     }
@@ -279,14 +291,7 @@ impl Filesystem for Fs {
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         match self.view.xattr_names(ino.0) {
-            Ok(names) => {
-                let mut list = Vec::new();
-                for n in names {
-                    list.extend_from_slice(&n);
-                    list.push(0);
-                }
-                reply_xattr(reply, &list, size)
-            }
+            Ok(names) => reply_xattr(reply, &name_list(names), size),
             Err(f) => reply.error(self.errno(f)),
         }
     }

@@ -15,7 +15,7 @@ use fuser::{
     ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use super::{config, file_attr, file_type, reply_xattr, Log, Mounted};
+use super::{config, file_attr, name_list, reply_items, reply_xattr, Log, Mounted};
 use crate::mount::working::Working;
 
 /// What the kernel may cache of names and attributes; a switch (reset,
@@ -329,19 +329,11 @@ impl Filesystem for RwFs {
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectory,
+        reply: ReplyDirectory,
     ) {
         let _s = self.w.shared();
         match self.w.readdir(ino.0, offset, 512) {
-            Ok(items) => {
-                for item in items {
-                    let name = OsStr::from_bytes(&item.name);
-                    if reply.add(INodeNo(item.ino), item.next, file_type(item.kind), name) {
-                        break;
-                    }
-                }
-                reply.ok();
-            }
+            Ok(items) => reply_items(reply, items),
             Err(e) => reply.error(self.errno(e)),
         }
     }
@@ -408,14 +400,7 @@ impl Filesystem for RwFs {
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let _s = self.w.shared();
         match self.w.xattrs(ino.0) {
-            Ok(x) => {
-                let mut list = Vec::new();
-                for (k, _) in x {
-                    list.extend_from_slice(&k);
-                    list.push(0);
-                }
-                reply_xattr(reply, &list, size)
-            }
+            Ok(x) => reply_xattr(reply, &name_list(x.into_iter().map(|(k, _)| k)), size),
             Err(e) => reply.error(self.errno(e)),
         }
     }

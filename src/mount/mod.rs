@@ -4,10 +4,10 @@
 //! reads through `tree::read` and decides nothing about the kernel;
 //! `crate::fuse` translates.
 
+mod inodes;
 pub mod overlay;
 pub mod working;
 
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -19,6 +19,7 @@ use crate::tree::commit::{read_root, Commit, Root};
 use crate::tree::dir::{Content, DirEntry, EntryKind};
 use crate::tree::read::{Cache, TreeReader, CACHE_BYTES};
 use crate::tree::TreeError;
+use inodes::Inodes;
 
 /// The root directory's inode number.
 pub const ROOT: u64 = 1;
@@ -76,27 +77,12 @@ enum Node {
     Entry(DirEntry),
 }
 
-struct Inode {
-    parent: u64,
-    name: Vec<u8>,
-    node: Arc<Node>,
-    /// How many lookups the kernel holds (released by `forget`).
-    lookups: u64,
-}
-
-#[derive(Default)]
-struct Inodes {
-    next: u64,
-    table: HashMap<u64, Inode>,
-    by_name: HashMap<(u64, Vec<u8>), u64>,
-}
-
 /// A commit served read-only.
 pub struct View {
     store: Arc<Store>,
     cache: Cache,
     root: Root,
-    inodes: Mutex<Inodes>,
+    inodes: Mutex<Inodes<Arc<Node>>>,
     pub commit: CommitId,
 }
 
@@ -127,24 +113,11 @@ impl View {
             }
             _ => Node::Subdots,
         };
-        let mut inodes = Inodes {
-            next: ROOT + 1,
-            ..Default::default()
-        };
-        inodes.table.insert(
-            ROOT,
-            Inode {
-                parent: ROOT,
-                name: Vec::new(),
-                node: Arc::new(top),
-                lookups: 1,
-            },
-        );
         Ok(View {
             store,
             cache: Cache::new(CACHE_BYTES),
             root,
-            inodes: Mutex::new(inodes),
+            inodes: Mutex::new(Inodes::new(Arc::new(top))),
             commit,
         })
     }
@@ -156,14 +129,14 @@ impl View {
         }
     }
 
-    fn inodes(&self) -> std::sync::MutexGuard<'_, Inodes> {
+    fn inodes(&self) -> std::sync::MutexGuard<'_, Inodes<Arc<Node>>> {
         self.inodes.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn node(&self, ino: u64) -> Result<(Arc<Node>, u64)> {
         let inodes = self.inodes();
-        let i = inodes.table.get(&ino).ok_or(Fault::NoEntry)?;
-        Ok((i.node.clone(), i.parent))
+        let i = inodes.get(ino).ok_or(Fault::NoEntry)?;
+        Ok((i.value.clone(), i.parent))
     }
 
     fn attr_of(&self, ino: u64, node: &Node) -> Attr {
@@ -221,62 +194,32 @@ impl View {
             },
         };
         let mut inodes = self.inodes();
-        let key = (parent, name.to_vec());
-        let ino = match inodes.by_name.get(&key) {
-            Some(&ino) => ino,
-            None => {
-                let ino = inodes.next;
-                inodes.next += 1;
-                inodes.table.insert(
-                    ino,
-                    Inode {
-                        parent,
-                        name: name.to_vec(),
-                        node: Arc::new(node),
-                        lookups: 0,
-                    },
-                );
-                inodes.by_name.insert(key, ino);
-                ino
-            }
-        };
-        let i = inodes.table.get_mut(&ino).expect("just found");
-        i.lookups += 1;
-        let node = i.node.clone();
+        let ino = inodes.remember(parent, name, || Arc::new(node));
+        let node = inodes.get(ino).expect("remembered").value.clone();
         drop(inodes);
         Ok(self.attr_of(ino, &node))
     }
 
     fn getattr_counted(&self, ino: u64) -> Result<Attr> {
-        let mut inodes = self.inodes();
-        let i = inodes.table.get_mut(&ino).ok_or(Fault::NoEntry)?;
-        i.lookups += 1;
-        let node = i.node.clone();
-        drop(inodes);
+        let node = self
+            .inodes()
+            .count(ino)
+            .ok_or(Fault::NoEntry)?
+            .value
+            .clone();
         Ok(self.attr_of(ino, &node))
     }
 
-    /// The kernel dropped `n` lookups of `ino`; at none it is forgotten.
+    /// The kernel dropped `n` lookups of `ino`.
     pub fn forget(&self, ino: u64, n: u64) {
-        if ino == ROOT {
-            return;
-        }
-        let mut inodes = self.inodes();
-        let Some(i) = inodes.table.get_mut(&ino) else {
-            return;
-        };
-        i.lookups = i.lookups.saturating_sub(n);
-        if i.lookups == 0 {
-            let i = inodes.table.remove(&ino).expect("present");
-            inodes.by_name.remove(&(i.parent, i.name));
-        }
+        self.inodes().forget(ino, n);
     }
 
     /// The inode number a directory listing shows for an entry: the one
     /// the kernel holds, or a stable number from its name (high bit set,
     /// so it never equals an allocated one).
     fn listed_ino(&self, parent: u64, name: &[u8]) -> u64 {
-        if let Some(&ino) = self.inodes().by_name.get(&(parent, name.to_vec())) {
+        if let Some(ino) = self.inodes().named(parent, name) {
             return ino;
         }
         let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -382,7 +325,7 @@ impl View {
 
     /// Inodes the view holds now (bounded by what the kernel holds).
     pub fn inodes_held(&self) -> usize {
-        self.inodes().table.len()
+        self.inodes().len()
     }
 }
 

@@ -1329,6 +1329,17 @@ mod tests {
     }
 
     proptest! {
+        /// The partial-file attribute read back from disk decodes or fails
+        /// cleanly whatever it holds, and round-trips what was written.
+        #[test]
+        fn partial_bases_decode_or_fail_cleanly(bytes in prop::collection::vec(any::<u8>(), 0..80), size in any::<u64>(), limit in any::<u64>()) {
+            let _ = PartialBase::decode(&bytes);
+            let p = PartialBase { content: ContentRef::Chunk(crate::id::ChunkId(Id::of(&bytes))), size, limit };
+            prop_assert_eq!(PartialBase::decode(&p.encode()).unwrap(), p);
+        }
+    }
+
+    proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
 
         /// Any sequence of changes shows through the overlay as on a local

@@ -4,6 +4,8 @@
 //! 16.6, 16.7). `crate::fuse` translates.
 
 use std::collections::HashMap;
+
+use super::inodes::Inodes;
 use std::io;
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -11,19 +13,6 @@ use super::overlay::{Overlay, Stat};
 use super::{Attr, Item, ROOT};
 use crate::repo::DEFAULT_SUBDOT;
 use crate::tree::dir::EntryKind;
-
-struct Inode {
-    parent: u64,
-    name: Vec<u8>,
-    lookups: u64,
-}
-
-#[derive(Default)]
-struct Inodes {
-    next: u64,
-    table: HashMap<u64, Inode>,
-    by_name: HashMap<(u64, Vec<u8>), u64>,
-}
 
 /// Where an inode is: the root listing subdots, or a path in a subdot.
 enum Place {
@@ -36,7 +25,7 @@ pub struct Working {
     /// Whether the root is the default subdot's top (else it lists
     /// subdots).
     single: bool,
-    inodes: Mutex<Inodes>,
+    inodes: Mutex<Inodes<()>>,
     /// Every request that reads or changes the state holds it shared; a
     /// commit or a switch holds it alone.
     barrier: RwLock<()>,
@@ -48,32 +37,30 @@ fn errno(e: i32) -> io::Error {
     io::Error::from_raw_os_error(e)
 }
 
+/// A name the kernel hands over is one path component; anything else
+/// (which it never sends) must not reach the upper directory's paths.
+fn check_name(name: &[u8]) -> io::Result<()> {
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
+    {
+        return Err(errno(libc::EINVAL));
+    }
+    Ok(())
+}
+
 impl Working {
     pub fn new(overlay: Overlay) -> Working {
         let subs = overlay.subdots();
         let single = subs.is_empty() || (subs.len() == 1 && subs[0] == DEFAULT_SUBDOT);
-        let mut inodes = Inodes {
-            next: ROOT + 1,
-            ..Default::default()
-        };
-        inodes.table.insert(
-            ROOT,
-            Inode {
-                parent: ROOT,
-                name: Vec::new(),
-                lookups: 1,
-            },
-        );
         Working {
             overlay,
             single,
-            inodes: Mutex::new(inodes),
+            inodes: Mutex::new(Inodes::new(())),
             barrier: RwLock::new(()),
             open: Mutex::new(HashMap::new()),
         }
     }
 
-    fn inodes(&self) -> MutexGuard<'_, Inodes> {
+    fn inodes(&self) -> MutexGuard<'_, Inodes<()>> {
         self.inodes.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -92,7 +79,7 @@ impl Working {
         let mut names = Vec::new();
         let mut at = ino;
         while at != ROOT {
-            let i = inodes.table.get(&at).ok_or_else(|| errno(libc::ENOENT))?;
+            let i = inodes.get(at).ok_or_else(|| errno(libc::ENOENT))?;
             names.push(i.name.clone());
             at = i.parent;
         }
@@ -155,32 +142,8 @@ impl Working {
         }
     }
 
-    /// The inode of `name` in `parent`, counted as one more lookup.
-    fn remember(&self, parent: u64, name: &[u8]) -> u64 {
-        let mut inodes = self.inodes();
-        let key = (parent, name.to_vec());
-        let ino = match inodes.by_name.get(&key) {
-            Some(&ino) => ino,
-            None => {
-                let ino = inodes.next;
-                inodes.next += 1;
-                inodes.table.insert(
-                    ino,
-                    Inode {
-                        parent,
-                        name: name.to_vec(),
-                        lookups: 0,
-                    },
-                );
-                inodes.by_name.insert(key, ino);
-                ino
-            }
-        };
-        inodes.table.get_mut(&ino).expect("present").lookups += 1;
-        ino
-    }
-
     pub fn lookup(&self, parent: u64, name: &[u8]) -> io::Result<Attr> {
+        check_name(name)?;
         let exists = match self.place(parent)? {
             Place::Subdots => self.overlay.subdots().iter().any(|s| s.as_bytes() == name),
             Place::In(sub, mut path) => {
@@ -192,28 +155,16 @@ impl Working {
         if !exists {
             return Err(errno(libc::ENOENT));
         }
-        let ino = self.remember(parent, name);
+        let ino = self.inodes().remember(parent, name, || ());
         self.getattr(ino)
     }
 
     pub fn forget(&self, ino: u64, n: u64) {
-        if ino == ROOT {
-            return;
-        }
-        let mut inodes = self.inodes();
-        let Some(i) = inodes.table.get_mut(&ino) else {
-            return;
-        };
-        i.lookups = i.lookups.saturating_sub(n);
-        if i.lookups == 0 {
-            let i = inodes.table.remove(&ino).expect("present");
-            if inodes.by_name.get(&(i.parent, i.name.clone())) == Some(&ino) {
-                inodes.by_name.remove(&(i.parent, i.name));
-            }
-        }
+        self.inodes().forget(ino, n);
     }
 
     fn child(&self, parent: u64, name: &[u8]) -> io::Result<(String, Vec<Vec<u8>>)> {
+        check_name(name)?;
         let (sub, mut path) = self.path(parent)?;
         path.push(name.to_vec());
         Ok((sub, path))
@@ -232,7 +183,7 @@ impl Working {
                 self.overlay.list(&sub, &parts)?
             }
         };
-        let parent = self.inodes().table.get(&ino).map_or(ROOT, |i| i.parent);
+        let parent = self.inodes().get(ino).map_or(ROOT, |i| i.parent);
         let mut out = Vec::new();
         let all = [
             (b".".to_vec(), EntryKind::Dir),
@@ -244,12 +195,7 @@ impl Working {
             let ino = match i {
                 0 => ino,
                 1 => parent,
-                _ => self
-                    .inodes()
-                    .by_name
-                    .get(&(ino, name.clone()))
-                    .copied()
-                    .unwrap_or(u64::MAX),
+                _ => self.inodes().named(ino, &name).unwrap_or(u64::MAX),
             };
             out.push(Item {
                 ino,
@@ -294,7 +240,7 @@ impl Working {
         if crate::workspace::fsmeta::is_root() {
             self.overlay.set_owner(&sub, &parts, Some(uid), Some(gid))?;
         }
-        let ino = self.remember(parent, name);
+        let ino = self.inodes().remember(parent, name, || ());
         self.getattr(ino)
     }
 
@@ -351,23 +297,11 @@ impl Working {
         })
     }
 
-    /// Forgets the name `name` in `parent` (its inode, if the kernel still
-    /// holds it, keeps no name).
-    fn unname(&self, parent: u64, name: &[u8]) {
-        let mut inodes = self.inodes();
-        if let Some(ino) = inodes.by_name.remove(&(parent, name.to_vec())) {
-            if let Some(i) = inodes.table.get_mut(&ino) {
-                // Detached: any further use of it fails as a removed file.
-                i.parent = u64::MAX;
-            }
-        }
-    }
-
     pub fn unlink(&self, parent: u64, name: &[u8]) -> io::Result<()> {
         let (sub, path) = self.child(parent, name)?;
         let parts: Vec<&[u8]> = path.iter().map(Vec::as_slice).collect();
         self.overlay.unlink(&sub, &parts)?;
-        self.unname(parent, name);
+        self.inodes().unname(parent, name);
         Ok(())
     }
 
@@ -375,7 +309,7 @@ impl Working {
         let (sub, path) = self.child(parent, name)?;
         let parts: Vec<&[u8]> = path.iter().map(Vec::as_slice).collect();
         self.overlay.rmdir(&sub, &parts)?;
-        self.unname(parent, name);
+        self.inodes().unname(parent, name);
         Ok(())
     }
 
@@ -394,15 +328,7 @@ impl Working {
         let f: Vec<&[u8]> = from.iter().map(Vec::as_slice).collect();
         let t: Vec<&[u8]> = to.iter().map(Vec::as_slice).collect();
         self.overlay.rename(&sub, &f, &t)?;
-        self.unname(to_parent, to_name);
-        let mut inodes = self.inodes();
-        if let Some(ino) = inodes.by_name.remove(&(parent, name.to_vec())) {
-            if let Some(i) = inodes.table.get_mut(&ino) {
-                i.parent = to_parent;
-                i.name = to_name.to_vec();
-            }
-            inodes.by_name.insert((to_parent, to_name.to_vec()), ino);
-        }
+        self.inodes().rename(parent, name, to_parent, to_name);
         Ok(())
     }
 
@@ -489,9 +415,8 @@ impl Working {
     /// found under (for invalidating its caches).
     pub fn known(&self) -> Vec<(u64, u64, Vec<u8>)> {
         self.inodes()
-            .table
-            .iter()
-            .map(|(ino, i)| (*ino, i.parent, i.name.clone()))
+            .all()
+            .map(|(ino, i)| (ino, i.parent, i.name.clone()))
             .collect()
     }
 }
