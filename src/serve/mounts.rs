@@ -373,6 +373,13 @@ impl Mounts {
         env: &crate::env::ClientEnv,
     ) -> Result<(crate::id::CommitId, u64)> {
         let chunker = Chunker::new(cfg.chunking);
+        // A first pass while writes flow builds what changed and stores its
+        // chunks (a racing write only leaves chunks no tree names yet);
+        // the pass under the barrier re-chunks only what was written
+        // since (Overlay::build_top keeps what it built).
+        for sub in cfg.subdots.keys() {
+            let _ = w.overlay.top(sub, &chunker);
+        }
         let held = std::time::Instant::now();
         let _writes = w.exclusive();
         let parent = repo.branch_commit(&cfg.name, &cfg.head)?;
