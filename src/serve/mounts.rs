@@ -1,6 +1,8 @@
-//! The views a daemon serves (docs/design.md 16.1): mounted on request,
-//! recorded in the store first, mounted again when the daemon starts, and
-//! unmounted only when nothing uses them.
+//! The mounts a daemon serves (docs/design.md 16): views of commits and
+//! mounted dots' working states, mounted on request, recorded in the
+//! store first, mounted again when the daemon starts, and unmounted only
+//! when nothing uses them; and what commit, reset and checkout do on a
+//! mounted dot.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -150,6 +152,14 @@ impl Mounts {
                 at.display()
             )));
         };
+        self.detach(at)?;
+        repo.drop_mount(at)?;
+        Ok(record)
+    }
+
+    /// Unmounts what is mounted at `at`, unless something uses it; a
+    /// dead mount (a killed daemon's) is detached.
+    fn detach(&self, at: &Path) -> Result<()> {
         let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
         #[cfg(target_os = "linux")]
         {
@@ -160,9 +170,7 @@ impl Mounts {
             }
         }
         live.remove(at);
-        drop(live);
-        repo.drop_mount(at)?;
-        Ok(record)
+        Ok(())
     }
 
     /// Paths of the views mounted now.
@@ -300,17 +308,7 @@ impl Mounts {
                 )));
             }
         }
-        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
-        #[cfg(target_os = "linux")]
-        {
-            if live.contains_key(&record.at) {
-                busy_unmount(&record.at)?;
-            } else {
-                crate::fuse::detach_stale(&record.at);
-            }
-        }
-        live.remove(&record.at);
-        drop(live);
+        self.detach(&record.at)?;
         self.dots
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
