@@ -427,10 +427,11 @@ impl Overlay {
         b.since.retain(|p, _| !p.starts_with(up));
     }
 
-    /// Records that bytes `from..to` of `up` were just written.
+    /// Records that bytes `from..to` of `up` were just written, if a
+    /// build has taken (or is taking) the file.
     fn written(&self, up: &Path, from: u64, to: u64) {
         let mut b = self.built();
-        if b.content.contains_key(up) {
+        if b.since.contains_key(up) {
             b.since
                 .entry(up.to_path_buf())
                 .or_default()
@@ -1014,7 +1015,12 @@ impl Overlay {
         // again for the next build.
         let (epoch, before, since) = {
             let mut b = self.built();
-            let since = b.since.remove(path).unwrap_or_default();
+            // From now on writes to the file are recorded, including those
+            // that land while this build reads it.
+            let since = b
+                .since
+                .insert(path.to_path_buf(), Vec::new())
+                .unwrap_or_default();
             (b.epoch, b.content.get(path).copied(), since)
         };
         let content = match before {
