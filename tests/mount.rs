@@ -365,6 +365,8 @@ fn a_mounted_dot_commits_resets_and_switches_without_copying() {
     assert_eq!(t.path("app"), dir, "dot path is unchanged");
     let st = t.dot(&["status", "--json"]).ok().out;
     assert!(st.contains("\"working_state\": \"mounted\""), "{st}");
+    let list = t.dot(&["list"]).ok().out;
+    assert!(list.contains("STATE") && list.contains("mounted"), "{list}");
     assert_eq!(content(&dir), content(&plain));
 
     // Changes show as on a plain directory, and commit as one.
@@ -455,6 +457,8 @@ fn what_was_fsynced_on_a_mount_survives_a_killed_daemon() {
     if !util::through_daemon() {
         let r = t.dot(&["commit", "-m", "x"]).typed();
         assert!(r.err.contains("dot daemon start"), "{}", r.err);
+        // dot list still lists it, unread.
+        assert!(t.dot(&["list"]).ok().out.contains("mounted"));
     }
     t.restart_daemon();
     assert_eq!(content(&dir), want);

@@ -33,9 +33,13 @@ pub fn run(s: &Session, a: ListArgs, progress: &dyn Progress) -> Result<()> {
                 } else {
                     "-".into()
                 },
+                if d.mounted { "mounted" } else { "plain" }.into(),
             ]
         })
         .collect();
-    super::print_table(&["", "DOT", "BRANCH", "SIZE", "COMMITS", "DIRTY"], &rows);
+    super::print_table(
+        &["", "DOT", "BRANCH", "SIZE", "COMMITS", "DIRTY", "STATE"],
+        &rows,
+    );
     Ok(())
 }

@@ -73,6 +73,8 @@ pub struct DotSummary {
     pub size: u64,
     pub commits: usize,
     pub status: Status,
+    /// Whether its working state is a mount.
+    pub mounted: bool,
 }
 
 impl Repo {
@@ -369,8 +371,15 @@ impl Repo {
         let current = self.current()?;
         let mut out = Vec::new();
         for cfg in self.dots()? {
-            let status = self.status(&cfg, progress)?;
+            let mounted = self.mounted_dot(&cfg.name)?.is_some();
+            let status = match self.status(&cfg, progress) {
+                Ok(s) => s,
+                // A mount no daemon serves cannot be read; it is listed.
+                Err(_) if mounted => Status::default(),
+                Err(e) => return Err(e),
+            };
             out.push(DotSummary {
+                mounted,
                 current: current.as_deref() == Some(cfg.name.as_str()),
                 branch: cfg.head.clone(),
                 size: status.size,

@@ -282,6 +282,9 @@ pub struct ListEntry {
     pub dirty: bool,
     pub dirty_bytes: u64,
     pub changes: usize,
+    /// Whether its working state is a mount.
+    #[serde(default)]
+    pub mounted: bool,
 }
 
 /// `dot status`: where a dot is and what it holds.

@@ -319,6 +319,7 @@ impl Executor {
                             dirty: !d.status.changes.is_empty(),
                             dirty_bytes: d.status.new_bytes,
                             changes: d.status.changes.len(),
+                            mounted: d.mounted,
                             name: d.name,
                         })
                         .collect(),
