@@ -40,9 +40,11 @@ impl Mounted {
         if let Some(s) = &self.session {
             let n = s.notifier();
             for (ino, parent, name) in inodes {
-                if *ino != crate::mount::ROOT {
-                    let _ = n.inval_entry(INodeNo(*parent), OsStr::from_bytes(name));
+                if *ino == crate::mount::ROOT {
+                    let _ = n.inval_inode(INodeNo(*ino), 0, -1);
+                    continue;
                 }
+                let _ = n.inval_entry(INodeNo(*parent), OsStr::from_bytes(name));
                 let _ = n.inval_inode(INodeNo(*ino), 0, -1);
             }
         }

@@ -1121,6 +1121,72 @@ impl Overlay {
         Ok(())
     }
 
+    /// The paths (`sub/a/b`, with every parent) whose content or entries
+    /// differ between what shows now and `root`: what a rebase to `root`
+    /// changes for the kernel's caches. None when it cannot tell (a name
+    /// that is not UTF-8): then everything may have changed.
+    pub fn changes_to(&self, root: &Root) -> io::Result<Option<std::collections::HashSet<String>>> {
+        let mut out = std::collections::HashSet::new();
+        let mut add = |sub: &str, path: &str| -> bool {
+            if path.contains('\u{FFFD}') {
+                return false;
+            }
+            let mut at = sub.to_string();
+            out.insert(at.clone());
+            for part in path
+                .trim_end_matches('/')
+                .split('/')
+                .filter(|p| !p.is_empty())
+            {
+                at.push('/');
+                at.push_str(part);
+                out.insert(at.clone());
+            }
+            true
+        };
+        let base = self.base();
+        let subs: std::collections::BTreeSet<&String> =
+            base.root.keys().chain(root.keys()).collect();
+        for sub in subs {
+            let mut changed = Vec::new();
+            crate::tree::diff::diff(
+                &self.store,
+                base.root.get(sub).map(|t| &t.tree),
+                root.get(sub).map(|t| &t.tree),
+                "",
+                &mut changed,
+            )
+            .map_err(damaged)?;
+            for c in changed {
+                if !add(sub, &c.path) {
+                    return Ok(None);
+                }
+            }
+            // What was changed over the base goes too.
+            let top = self.upper.join(sub);
+            let mut todo = vec![top.clone()];
+            while let Some(d) = todo.pop() {
+                let Ok(entries) = fs::read_dir(&d) else {
+                    continue;
+                };
+                for e in entries.flatten() {
+                    let p = e.path();
+                    let rel = p.strip_prefix(&top).map_err(damaged)?;
+                    let Some(rel) = rel.to_str() else {
+                        return Ok(None);
+                    };
+                    if !add(sub, rel) {
+                        return Ok(None);
+                    }
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        todo.push(p);
+                    }
+                }
+            }
+        }
+        Ok(Some(out))
+    }
+
     /// Whether what shows is exactly the base (nothing changed, or only
     /// changed back). Builds the trees of changed subdots to tell.
     pub fn is_clean(&self, chunker: &Chunker) -> io::Result<bool> {

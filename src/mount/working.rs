@@ -411,6 +411,35 @@ impl Working {
             .sum()
     }
 
+    /// The inodes the kernel holds whose path (`sub/a/b`) is in `paths`
+    /// (all of them with None), with the parent and name each was found
+    /// under: what to invalidate after a switch.
+    pub fn known_in(
+        &self,
+        paths: Option<&std::collections::HashSet<String>>,
+    ) -> Vec<(u64, u64, Vec<u8>)> {
+        self.known()
+            .into_iter()
+            .filter(|(ino, _, _)| {
+                let Some(paths) = paths else { return true };
+                if *ino == ROOT {
+                    return true;
+                }
+                match self.place(*ino) {
+                    Ok(Place::In(sub, path)) => {
+                        let mut p = sub;
+                        for c in path {
+                            p.push('/');
+                            p.push_str(&String::from_utf8_lossy(&c));
+                        }
+                        paths.contains(&p)
+                    }
+                    _ => true,
+                }
+            })
+            .collect()
+    }
+
     /// The inodes the kernel holds, with the parent and name each was
     /// found under (for invalidating its caches).
     pub fn known(&self) -> Vec<(u64, u64, Vec<u8>)> {

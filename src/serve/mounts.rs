@@ -424,12 +424,29 @@ impl Mounts {
     }
 
     /// Shows `cfg`'s branch commit on its mount, with nothing changed
-    /// over it, and has the kernel forget what it cached.
-    fn show_branch(&self, repo: &Repo, w: &Working, cfg: &DotConfig) -> Result<()> {
+    /// over it, then lets writes go (`writes`) and has the kernel forget
+    /// what it cached. The kernel's invalidation takes the locks of the
+    /// inodes it drops, which a request waiting at the barrier may hold:
+    /// it must not wait for the barrier's holder.
+    fn show_branch(
+        &self,
+        repo: &Repo,
+        w: &Working,
+        cfg: &DotConfig,
+        writes: std::sync::RwLockWriteGuard<'_, ()>,
+    ) -> Result<()> {
         let (_, root) = repo.working_base(cfg)?;
+        // Only what the switch changes is dropped from the kernel's caches
+        // (each inode costs it a round trip).
+        let changed = w
+            .overlay
+            .changes_to(&root)
+            .map_err(|e| RepoError::io("cannot compare the overlay", e))?;
         w.overlay
             .rebase(root)
             .map_err(|e| RepoError::io("cannot empty the overlay", e))?;
+        let known = w.known_in(changed.as_ref());
+        drop(writes);
         #[cfg(target_os = "linux")]
         if let Some(m) = repo.mounted_dot(&cfg.name)? {
             if let Some(l) = self
@@ -438,9 +455,11 @@ impl Mounts {
                 .unwrap_or_else(PoisonError::into_inner)
                 .get(&m.at)
             {
-                l.invalidate(&w.known());
+                l.invalidate(&known);
             }
         }
+        #[cfg(not(target_os = "linux"))]
+        let _ = known;
         Ok(())
     }
 
@@ -454,10 +473,10 @@ impl Mounts {
         force: bool,
     ) -> Result<crate::id::CommitId> {
         let at = repo.mount_point(cfg)?;
-        let _writes = w.exclusive();
+        let writes = w.exclusive();
         self.check_unused(w, &at, force)?;
         let target = repo.move_branch(cfg, spec)?;
-        self.show_branch(repo, w, cfg)?;
+        self.show_branch(repo, w, cfg, writes)?;
         Ok(target)
     }
 
@@ -472,7 +491,7 @@ impl Mounts {
         force: bool,
     ) -> Result<()> {
         let at = repo.mount_point(cfg)?;
-        let _writes = w.exclusive();
+        let writes = w.exclusive();
         if !create {
             self.check_unused(w, &at, force)?;
         }
@@ -492,7 +511,7 @@ impl Mounts {
         }
         let cfg = repo.switch_branch(cfg, branch, create)?;
         if !create {
-            self.show_branch(repo, w, &cfg)?;
+            self.show_branch(repo, w, &cfg, writes)?;
         }
         Ok(())
     }
