@@ -25,6 +25,20 @@ pub mod sync;
 pub mod tree;
 pub(crate) mod workspace;
 
+/// Test support: deterministic bytes (xorshift) that do not compress.
+#[cfg(test)]
+pub(crate) fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 /// Test support: the largest single allocation a closure makes on its
 /// thread, so property tests can prove decoders allocate within the
 /// format's limits whatever a header claims.

@@ -140,12 +140,7 @@ fn a_view_outlives_its_branch_a_killed_daemon_and_gc() {
 
     // Killed, the daemon leaves a dead mount; started again, it mounts
     // the view again.
-    let pid = t.daemon_pid();
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(pid as i32).unwrap(),
-        rustix::process::Signal::KILL,
-    )
-    .unwrap();
+    t.kill_daemon();
     t.restart_daemon();
     assert_eq!(fs::read(v.join("f")).unwrap(), gone);
 
@@ -194,16 +189,7 @@ fn a_dead_view_is_dropped_without_a_daemon() {
     commit(&t, "one");
     let v = t.tmp.path().join("v");
     t.dot(&["mount", "app", "--at", v.to_str().unwrap()]).ok();
-    let pid = t.daemon_pid();
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(pid as i32).unwrap(),
-        rustix::process::Signal::KILL,
-    )
-    .unwrap();
-    // Wait for the socket to go dead, then unmount in-process.
-    while t.dot(&["daemon", "status"]).code == 0 {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    t.kill_daemon();
     if util::through_daemon() {
         t.restart_daemon();
     }
@@ -444,16 +430,8 @@ fn what_was_fsynced_on_a_mount_survives_a_killed_daemon() {
         n.sync_all().unwrap();
     }
     let want = content(&dir);
-    let pid = t.daemon_pid();
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(pid as i32).unwrap(),
-        rustix::process::Signal::KILL,
-    )
-    .unwrap();
     // Without its daemon the dot says what to do.
-    while t.dot(&["daemon", "status"]).code == 0 {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    t.kill_daemon();
     if !util::through_daemon() {
         let r = t.dot(&["commit", "-m", "x"]).typed();
         assert!(r.err.contains("dot daemon start"), "{}", r.err);

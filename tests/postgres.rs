@@ -110,11 +110,9 @@ impl Server<'_> {
     }
 }
 
-#[test]
-fn postgres_state_comes_back_after_reset() {
-    let t = Env::new();
-    t.dot(&["init", "pg"]).ok();
-    let data = t.path("pg");
+/// Lets PostgreSQL (run as postgres when we are root) use the dot's
+/// directory `data` and a socket directory, which it returns.
+fn postgres_may_use(t: &Env, data: &Path) -> PathBuf {
     let sock = t.tmp.path().join("sock");
     std::fs::create_dir(&sock).unwrap();
     if util::is_root() {
@@ -130,15 +128,25 @@ fn postgres_state_comes_back_after_reset() {
             .args(["1777", util::scratch().to_str().unwrap()])
             .status()
             .unwrap();
-        Command::new("chown")
+        let r = Command::new("chown")
             .args([
                 "postgres:postgres",
                 data.to_str().unwrap(),
                 sock.to_str().unwrap(),
             ])
-            .status()
+            .output()
             .unwrap();
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     }
+    sock
+}
+
+#[test]
+fn postgres_state_comes_back_after_reset() {
+    let t = Env::new();
+    t.dot(&["init", "pg"]).ok();
+    let data = t.path("pg");
+    let sock = postgres_may_use(&t, &data);
     pg(
         "initdb",
         &[
@@ -216,31 +224,7 @@ fn postgres_on_a_mount_is_committed_while_it_runs() {
     t.dot(&["init", "pg"]).ok();
     t.dot(&["mount", "pg"]).ok();
     let data = t.path("pg");
-    let sock = t.tmp.path().join("sock");
-    std::fs::create_dir(&sock).unwrap();
-    if util::is_root() {
-        for p in [
-            t.tmp.path(),
-            &t.home,
-            &t.home.join("work"),
-            &t.home.join("work/pg"),
-        ] {
-            Command::new("chmod").arg("755").arg(p).status().unwrap();
-        }
-        Command::new("chmod")
-            .args(["1777", util::scratch().to_str().unwrap()])
-            .status()
-            .unwrap();
-        let r = Command::new("chown")
-            .args([
-                "postgres:postgres",
-                data.to_str().unwrap(),
-                sock.to_str().unwrap(),
-            ])
-            .output()
-            .unwrap();
-        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    }
+    let sock = postgres_may_use(&t, &data);
     pg(
         "initdb",
         &[

@@ -378,9 +378,7 @@ fn a_push_killed_midway_resumes_without_sending_again() {
     }
     if a.daemon {
         // Through a daemon, the daemon is what dies mid-push.
-        let pid = a.daemon_pid();
-        // SAFETY: kill has no memory effects.
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        a.kill_daemon();
         child.wait().unwrap();
         a.restart_daemon();
     } else {

@@ -61,6 +61,23 @@ pub struct Attr {
     pub nlink: u32,
 }
 
+impl Attr {
+    /// The root of a dot with named subdots: a directory listing them.
+    pub(crate) fn subdots(ino: u64, subdots: usize) -> Attr {
+        Attr {
+            ino,
+            kind: EntryKind::Dir,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime_ns: 0,
+            size: 0,
+            rdev: 0,
+            nlink: 2 + subdots as u32,
+        }
+    }
+}
+
 /// One directory entry of a page: `next` is the offset to ask for to go
 /// on after it.
 #[derive(Clone, Debug)]
@@ -141,17 +158,7 @@ impl View {
 
     fn attr_of(&self, ino: u64, node: &Node) -> Attr {
         match node {
-            Node::Subdots => Attr {
-                ino,
-                kind: EntryKind::Dir,
-                mode: 0o755,
-                uid: 0,
-                gid: 0,
-                mtime_ns: 0,
-                size: 0,
-                rdev: 0,
-                nlink: 2 + self.root.len() as u32,
-            },
+            Node::Subdots => Attr::subdots(ino, self.root.len()),
             Node::Entry(e) => Attr {
                 ino,
                 kind: e.kind,

@@ -1269,6 +1269,7 @@ fn apply_stat(path: &Path, s: &Stat) -> io::Result<()> {
 mod tests {
     use super::*;
     use crate::chunker::ChunkParams;
+    use crate::noise;
     use crate::progress::Silent;
     use crate::workspace::cache::StatCache;
     use crate::workspace::scan::Scanner;
@@ -1282,18 +1283,6 @@ mod tests {
             avg: 8192,
             max: 32768,
         })
-    }
-
-    fn bytes(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
     }
 
     /// A path of one or two components from a small set of names.
@@ -1346,7 +1335,7 @@ mod tests {
                 .map(drop),
             Op::Write(p, off, n, seed) => {
                 let f = OpenOptions::new().write(true).open(at(p))?;
-                f.write_all_at(&bytes(*n, *seed), *off)
+                f.write_all_at(&noise(*n, *seed), *off)
             }
             Op::Truncate(p, n) => OpenOptions::new().write(true).open(at(p))?.set_len(*n),
             Op::Mkdir(p) => fs::create_dir(at(p)),
@@ -1378,7 +1367,7 @@ mod tests {
                     Some(s) if s.kind == EntryKind::Dir => return Err(errno(libc::EISDIR)),
                     _ => {}
                 }
-                o.write(SUB, &parts(p), *off, &bytes(*n, *seed))
+                o.write(SUB, &parts(p), *off, &noise(*n, *seed))
             }
             Op::Truncate(p, n) => {
                 match o.stat(SUB, &parts(p))? {
@@ -1508,7 +1497,7 @@ mod tests {
         let store = Arc::new(Store::open(&tmp.path().join("home"), "test").unwrap());
         let dir = tmp.path().join("real");
         fs::create_dir(&dir).unwrap();
-        fs::write(dir.join("f"), bytes(200_000, 1)).unwrap();
+        fs::write(dir.join("f"), noise(200_000, 1)).unwrap();
         let mut root = Root::new();
         root.insert(
             SUB.into(),
@@ -1522,7 +1511,7 @@ mod tests {
         );
         let o = Overlay::open(store.clone(), &tmp.path().join("upper"), root).unwrap();
         for (i, at) in [1000u64, 150_000, 5].into_iter().enumerate() {
-            let data = bytes(3000, 10 + i as u64);
+            let data = noise(3000, 10 + i as u64);
             o.write(SUB, &[b"f"], at, &data).unwrap();
             let f = OpenOptions::new().write(true).open(dir.join("f")).unwrap();
             f.write_all_at(&data, at).unwrap();
@@ -1571,7 +1560,7 @@ mod tests {
                 if at.exists() {
                     continue;
                 }
-                fs::write(&at, bytes(*len, *seed)).unwrap();
+                fs::write(&at, noise(*len, *seed)).unwrap();
             }
             let base = scan(&store, &dir);
             let mut root = Root::new();

@@ -120,17 +120,7 @@ impl Working {
 
     pub fn getattr(&self, ino: u64) -> io::Result<Attr> {
         match self.place(ino)? {
-            Place::Subdots => Ok(Attr {
-                ino,
-                kind: EntryKind::Dir,
-                mode: 0o755,
-                uid: 0,
-                gid: 0,
-                mtime_ns: 0,
-                size: 0,
-                rdev: 0,
-                nlink: 2,
-            }),
+            Place::Subdots => Ok(Attr::subdots(ino, self.overlay.subdots().len())),
             Place::In(sub, path) => {
                 let parts: Vec<&[u8]> = path.iter().map(Vec::as_slice).collect();
                 let s = self

@@ -51,22 +51,31 @@ impl Repo {
     /// Every recorded view, in path order. A record that does not decode
     /// is damage in the index.
     pub(crate) fn mounts(&self) -> Result<Vec<MountRecord>> {
+        self.records(MOUNT_PREFIX, |r: &MountRecord, k| {
+            mount_key(&r.at).is_ok_and(|key| key == k)
+        })
+    }
+
+    /// The records stored under `prefix`, each checked to sit at its own
+    /// key; one that does not decode, or sits elsewhere, is damage.
+    fn records<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: &str,
+        at_own_key: impl Fn(&T, &[u8]) -> bool,
+    ) -> Result<Vec<T>> {
         let mut out = Vec::new();
         let mut bad = None;
-        self.store
-            .scan_kv(Space::Meta, MOUNT_PREFIX.as_bytes(), |k, v| {
-                match serde_json::from_slice::<MountRecord>(v) {
-                    Ok(r) if r.at.as_os_str().as_encoded_bytes() == &k[MOUNT_PREFIX.len()..] => {
-                        out.push(r)
-                    }
-                    _ => bad = Some(String::from_utf8_lossy(k).into_owned()),
-                }
-                Ok(true)
-            })?;
+        self.store.scan_kv(Space::Meta, prefix.as_bytes(), |k, v| {
+            match serde_json::from_slice::<T>(v) {
+                Ok(r) if at_own_key(&r, k) => out.push(r),
+                _ => bad = Some(String::from_utf8_lossy(k).into_owned()),
+            }
+            Ok(true)
+        })?;
         if let Some(key) = bad {
             return Err(RepoError::Damaged {
                 what: format!("the mount record {key}"),
-                why: "it does not decode".into(),
+                why: "it does not decode or is not at its own key".into(),
             });
         }
         Ok(out)
@@ -185,23 +194,7 @@ fn mounted_key(dot: &str) -> Vec<u8> {
 impl Repo {
     /// Every dot whose working state is a mount.
     pub(crate) fn mounted_dots(&self) -> Result<Vec<MountedDot>> {
-        let mut out = Vec::new();
-        let mut bad = None;
-        self.store
-            .scan_kv(Space::Meta, MOUNTED_PREFIX.as_bytes(), |k, v| {
-                match serde_json::from_slice::<MountedDot>(v) {
-                    Ok(m) if mounted_key(&m.dot) == k => out.push(m),
-                    _ => bad = Some(String::from_utf8_lossy(k).into_owned()),
-                }
-                Ok(true)
-            })?;
-        if let Some(key) = bad {
-            return Err(RepoError::Damaged {
-                what: format!("the mount record {key}"),
-                why: "it does not decode".into(),
-            });
-        }
-        Ok(out)
+        self.records(MOUNTED_PREFIX, |m: &MountedDot, k| mounted_key(&m.dot) == k)
     }
 
     pub(crate) fn mounted_dot(&self, dot: &str) -> Result<Option<MountedDot>> {

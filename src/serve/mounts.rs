@@ -28,6 +28,17 @@ pub struct Mounts {
     log: Log,
 }
 
+#[cfg(target_os = "linux")]
+fn mount_failed(at: &Path, e: std::io::Error) -> RepoError {
+    RepoError::io(
+        format!(
+            "cannot mount at {} (FUSE needs /dev/fuse, and fusermount3 unless the daemon runs as root)",
+            at.display()
+        ),
+        e,
+    )
+}
+
 fn linux_only() -> RepoError {
     RepoError::Refused("mounts need Linux's FUSE; on this system dots are plain directories".into())
 }
@@ -116,21 +127,9 @@ impl Mounts {
             }
         })?;
         let log = self.log.clone();
-        let mounted = crate::fuse::mount(
-            Arc::new(view),
-            &r.at,
-            &format!("{}@{}", r.dot, r.rev),
-            log,
-        )
-        .map_err(|e| {
-            RepoError::io(
-                format!(
-                    "cannot mount at {} (FUSE needs /dev/fuse, and fusermount3 unless the daemon runs as root)",
-                    r.at.display()
-                ),
-                e,
-            )
-        })?;
+        let mounted =
+            crate::fuse::mount(Arc::new(view), &r.at, &format!("{}@{}", r.dot, r.rev), log)
+                .map_err(|e| mount_failed(&r.at, e))?;
         self.live
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -241,22 +240,9 @@ impl Mounts {
             .map_err(|e| io("cannot open the overlay", e))?;
         let working = Arc::new(Working::new(overlay));
         std::fs::create_dir_all(at).map_err(|e| io("cannot create the mount point for", e))?;
-        let mounted = crate::fuse::mount_working(
-            working.clone(),
-            &upper,
-            at,
-            &cfg.name,
-            self.log.clone(),
-        )
-        .map_err(|e| {
-            RepoError::io(
-                format!(
-                    "cannot mount at {} (FUSE needs /dev/fuse, and fusermount3 unless the daemon runs as root)",
-                    at.display()
-                ),
-                e,
-            )
-        })?;
+        let mounted =
+            crate::fuse::mount_working(working.clone(), &upper, at, &cfg.name, self.log.clone())
+                .map_err(|e| mount_failed(at, e))?;
         self.live
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -230,21 +230,15 @@ mod tests {
         }
     }
 
+    /// Noise with runs of zeros, so zero leaves are met.
     fn bytes(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|i| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                // Runs of zeros too, so zero leaves are met.
-                if (i / 40_000) % 5 == 3 {
-                    0
-                } else {
-                    x as u8
-                }
-            })
-            .collect()
+        let mut b = crate::noise(len, seed);
+        for (i, x) in b.iter_mut().enumerate() {
+            if (i / 40_000) % 5 == 3 {
+                *x = 0;
+            }
+        }
+        b
     }
 
     #[derive(Clone, Debug)]

@@ -122,9 +122,16 @@ impl Env {
         st.json()["pid"].as_u64().unwrap() as u32
     }
 
-    /// After the daemon was killed: waits until its socket is dead, then
-    /// starts a new one.
-    pub fn restart_daemon(&self) {
+    /// Kills the daemon serving this home with SIGKILL and waits until its
+    /// socket is dead.
+    pub fn kill_daemon(&self) {
+        let pid = self.daemon_pid();
+        // SAFETY: kill has no memory effects.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        self.wait_daemon_gone();
+    }
+
+    fn wait_daemon_gone(&self) {
         while self
             .cmd(&["daemon", "status"])
             .output()
@@ -134,6 +141,12 @@ impl Env {
         {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
+    }
+
+    /// After the daemon was killed: waits until its socket is dead, then
+    /// starts a new one.
+    pub fn restart_daemon(&self) {
+        self.wait_daemon_gone();
         let r = to_run(self.cmd(&["daemon", "start"]).output().expect("run dot"));
         assert_eq!(r.code, 0, "daemon start: {}", r.err);
     }
