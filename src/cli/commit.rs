@@ -11,7 +11,7 @@ use super::{reply, Session};
 
 #[derive(Args)]
 #[command(
-    after_help = "A plain working directory cannot be snapshotted atomically while a database writes to it: stop the database before committing (dot mount, coming later, lifts this)."
+    after_help = "A plain working directory cannot be snapshotted atomically while a database writes to it: stop the database before committing, or mount the dot (dot mount): a mounted dot is committed atomically while programs keep writing, with writes held only for an instant (pause_ms in --json)."
 )]
 pub struct CommitArgs {
     /// The commit message.

@@ -12,11 +12,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use fuser::{
     Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig, LockOwner,
     OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
-    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    WriteFlags,
 };
 
 use super::{config, file_attr, name_list, reply_items, reply_xattr, Log, Mounted};
 use crate::mount::working::Working;
+use crate::tree::dir::EntryKind;
 
 /// What the kernel may cache of names and attributes; a switch (reset,
 /// checkout) also invalidates what it holds.
@@ -225,25 +227,94 @@ impl Filesystem for RwFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        if !flags.is_empty() {
-            // RENAME_EXCHANGE and RENAME_NOREPLACE: not yet.
-            return reply.error(Errno::EINVAL);
-        }
         let _s = self.w.shared();
-        match self
-            .w
-            .rename(parent.0, name.as_bytes(), newparent.0, newname.as_bytes())
-        {
+        match self.w.rename_with(
+            parent.0,
+            name.as_bytes(),
+            newparent.0,
+            newname.as_bytes(),
+            flags.bits(),
+        ) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.errno(e)),
         }
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        self.w.opened(ino.0);
         // Everything changes through this mount, and a switch invalidates
-        // what the kernel cached: its pages stay valid across opens.
-        reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE);
+        // what the kernel cached: its pages stay valid across opens. A
+        // file with several names is several inodes to the kernel, each
+        // with its own pages: those are dropped at each open instead.
+        let linked = {
+            let _s = self.w.shared();
+            self.w
+                .getattr(ino.0)
+                .is_ok_and(|a| a.nlink > 1 && a.kind == EntryKind::File)
+        };
+        self.w.opened(ino.0);
+        let flags = if linked {
+            FopenFlags::empty()
+        } else {
+            FopenFlags::FOPEN_KEEP_CACHE
+        };
+        reply.opened(FileHandle(0), flags);
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let _s = self.w.shared();
+        match self.w.link(ino.0, newparent.0, newname.as_bytes()) {
+            Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
+            Err(e) => reply.error(self.errno(e)),
+        }
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let _s = self.w.shared();
+        match self.w.fallocate(ino.0, offset, length, mode) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(self.errno(e)),
+        }
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        // The kernel sends only SEEK_DATA and SEEK_HOLE.
+        let data = match whence {
+            libc::SEEK_DATA => true,
+            libc::SEEK_HOLE => false,
+            _ => return reply.error(Errno::EINVAL),
+        };
+        let Ok(off) = u64::try_from(offset) else {
+            return reply.error(Errno::ENXIO);
+        };
+        let _s = self.w.shared();
+        match self.w.seek(ino.0, off, data) {
+            Ok(at) => reply.offset(at as i64),
+            Err(e) => reply.error(self.errno(e)),
+        }
     }
 
     fn read(

@@ -12,6 +12,9 @@ pub(crate) struct Inode<T> {
     pub name: Vec<u8>,
     pub value: T,
     lookups: u64,
+    /// Further names of the same file (hard links); one replaces `name`
+    /// when that is removed.
+    pub aliases: Vec<(u64, Vec<u8>)>,
 }
 
 pub(crate) struct Inodes<T> {
@@ -35,6 +38,7 @@ impl<T> Inodes<T> {
                 name: Vec::new(),
                 value: root,
                 lookups: 1,
+                aliases: Vec::new(),
             },
         );
         Inodes {
@@ -64,6 +68,7 @@ impl<T> Inodes<T> {
                         name: name.to_vec(),
                         value: value(),
                         lookups: 0,
+                        aliases: Vec::new(),
                     },
                 );
                 self.by_name.insert(key, ino);
@@ -92,8 +97,44 @@ impl<T> Inodes<T> {
         i.lookups = i.lookups.saturating_sub(n);
         if i.lookups == 0 {
             let i = self.table.remove(&ino).expect("present");
-            if self.by_name.get(&(i.parent, i.name.clone())) == Some(&ino) {
-                self.by_name.remove(&(i.parent, i.name));
+            for key in std::iter::once((i.parent, i.name)).chain(i.aliases) {
+                if self.by_name.get(&key) == Some(&ino) {
+                    self.by_name.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// `name` in `parent` is a further name of `ino` (a hard link), with
+    /// one more lookup counted.
+    pub fn alias(&mut self, ino: u64, parent: u64, name: &[u8]) {
+        let Some(i) = self.table.get_mut(&ino) else {
+            return;
+        };
+        i.lookups += 1;
+        i.aliases.push((parent, name.to_vec()));
+        self.by_name.insert((parent, name.to_vec()), ino);
+    }
+
+    /// Replaces the name `old` of `ino` (its name or an alias) with
+    /// `new`; None drops it. Leaves `by_name` alone.
+    fn rename_in(&mut self, ino: u64, old: &(u64, Vec<u8>), new: Option<(u64, Vec<u8>)>) {
+        let Some(i) = self.table.get_mut(&ino) else {
+            return;
+        };
+        if (i.parent, &i.name) == (old.0, &old.1) {
+            let (parent, name) = match new.or_else(|| i.aliases.pop()) {
+                Some(n) => n,
+                None => (DETACHED, i.name.clone()),
+            };
+            i.parent = parent;
+            i.name = name;
+        } else if let Some(a) = i.aliases.iter().position(|a| a == old) {
+            match new {
+                Some(n) => i.aliases[a] = n,
+                None => {
+                    i.aliases.swap_remove(a);
+                }
             }
         }
     }
@@ -105,22 +146,35 @@ impl<T> Inodes<T> {
 
     /// The name `name` in `parent` is gone (unlinked, or replaced).
     pub fn unname(&mut self, parent: u64, name: &[u8]) {
-        if let Some(ino) = self.by_name.remove(&(parent, name.to_vec())) {
-            if let Some(i) = self.table.get_mut(&ino) {
-                i.parent = DETACHED;
-            }
+        let key = (parent, name.to_vec());
+        if let Some(ino) = self.by_name.remove(&key) {
+            self.rename_in(ino, &key, None);
         }
     }
 
     /// The inode named `name` in `parent` is now `to_name` in `to_parent`.
     pub fn rename(&mut self, parent: u64, name: &[u8], to_parent: u64, to_name: &[u8]) {
         self.unname(to_parent, to_name);
-        if let Some(ino) = self.by_name.remove(&(parent, name.to_vec())) {
-            if let Some(i) = self.table.get_mut(&ino) {
-                i.parent = to_parent;
-                i.name = to_name.to_vec();
+        let key = (parent, name.to_vec());
+        if let Some(ino) = self.by_name.remove(&key) {
+            let to = (to_parent, to_name.to_vec());
+            self.rename_in(ino, &key, Some(to.clone()));
+            self.by_name.insert(to, ino);
+        }
+    }
+
+    /// The inodes named `a` in `pa` and `b` in `pb` swapped names.
+    #[cfg(target_os = "linux")]
+    pub fn exchange(&mut self, pa: u64, a: &[u8], pb: u64, b: &[u8]) {
+        let ka = (pa, a.to_vec());
+        let kb = (pb, b.to_vec());
+        let ia = self.by_name.remove(&ka);
+        let ib = self.by_name.remove(&kb);
+        for (ino, from, to) in [(ia, &ka, &kb), (ib, &kb, &ka)] {
+            if let Some(ino) = ino {
+                self.rename_in(ino, from, Some(to.clone()));
+                self.by_name.insert(to.clone(), ino);
             }
-            self.by_name.insert((to_parent, to_name.to_vec()), ino);
         }
     }
 

@@ -65,6 +65,12 @@ pub struct Stat {
     pub mtime_ns: i64,
     pub size: u64,
     pub rdev: u64,
+    /// Names the file has on the mount (hard links); 1 for what only the
+    /// base holds, which records no links.
+    pub links: u64,
+    /// The upper file's device and inode when it has several names: what
+    /// tells that two names are one file.
+    pub file: Option<(u64, u64)>,
 }
 
 /// Where a path's current state is.
@@ -152,6 +158,12 @@ fn stat_of(md: &fs::Metadata) -> Stat {
         mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
         size: if kind == EntryKind::Dir { 0 } else { md.size() },
         rdev: md.rdev(),
+        links: if kind == EntryKind::Dir {
+            1
+        } else {
+            md.nlink()
+        },
+        file: (kind != EntryKind::Dir && md.nlink() > 1).then(|| (md.dev(), md.ino())),
     }
 }
 
@@ -167,6 +179,8 @@ fn stat_of_entry(e: &DirEntry) -> Stat {
             Content::Device(r) => r,
             _ => 0,
         },
+        links: 1,
+        file: None,
     }
 }
 
@@ -521,16 +535,16 @@ impl Overlay {
         if !rel.is_empty() {
             self.copy_up_dir(sub, &rel[..rel.len() - 1])?;
         }
-        let (tree, stat) = if rel.is_empty() {
+        let (tree, stat, xattrs) = if rel.is_empty() {
             let base = self.base();
             match base.root.get(sub) {
-                Some(top) => (Some(top.tree), top_stat(top)),
-                None => (None, None),
+                Some(top) => (Some(top.tree), top_stat(top), Vec::new()),
+                None => (None, None, Vec::new()),
             }
         } else {
             match self.base_entry(sub, rel)? {
                 Some(e) => match e.content {
-                    Content::Dir(t) => (Some(t), Some(stat_of_entry(&e))),
+                    Content::Dir(t) => (Some(t), Some(stat_of_entry(&e)), e.xattrs),
                     _ => return Err(errno(libc::ENOTDIR)),
                 },
                 None => return Err(errno(libc::ENOENT)),
@@ -539,11 +553,12 @@ impl Overlay {
         // A whiteout in the way (the directory was removed, then this is
         // a new one) is replaced.
         let _ = fs::remove_file(&up);
-        fs::create_dir(&up)?;
+        unseen_in_parent(&up, || fs::create_dir(&up))?;
         self.fresh().insert(up.clone());
         if let Some(t) = tree {
             set_attr(&up, ORIGIN, t.0.to_hex().as_bytes())?;
         }
+        set_xattrs(&up, &xattrs)?;
         if let Some(s) = stat {
             apply_stat(&up, &s)?;
         }
@@ -557,51 +572,47 @@ impl Overlay {
         match self.find(sub, rel)? {
             Found::Upper(..) => Ok(()),
             Found::Absent => Err(errno(libc::ENOENT)),
+            Found::Base(e) if e.kind == EntryKind::Dir => self.copy_up_dir(sub, rel),
             Found::Base(e) => {
                 self.copy_up_parents(sub, rel)?;
                 self.untrack(&up);
-                let _ = fs::remove_file(&up);
-                match &e.content {
-                    Content::Dir(_) => return self.copy_up_dir(sub, rel),
-                    Content::File(c) => {
-                        let f = OpenOptions::new().write(true).create_new(true).open(&up)?;
-                        f.set_len(e.size)?;
-                        if e.size > 0 {
-                            let p = PartialBase {
-                                content: *c,
-                                size: e.size,
-                                limit: e.size,
-                            };
-                            set_attr(&up, BASE, &p.encode())?;
-                        }
-                    }
-                    Content::Symlink(t) => {
-                        std::os::unix::fs::symlink(OsStr::from_bytes(t), &up)?;
-                    }
-                    Content::Fifo => {
-                        fsmeta::mknod(&up, rustix::fs::FileType::Fifo, e.mode, 0)?;
-                    }
-                    Content::Device(rdev) => {
-                        let kind = if e.kind == EntryKind::CharDevice {
-                            rustix::fs::FileType::CharacterDevice
-                        } else {
-                            rustix::fs::FileType::BlockDevice
-                        };
-                        fsmeta::mknod(&up, kind, e.mode, *rdev)?;
-                    }
-                }
-                for (k, v) in &e.xattrs {
-                    rustix::fs::lsetxattr(
-                        &up,
-                        OsStr::from_bytes(k),
-                        v,
-                        rustix::fs::XattrFlags::empty(),
-                    )?;
-                }
-                self.fresh().insert(up.clone());
-                apply_stat(&up, &stat_of_entry(&e))
+                unseen_in_parent(&up, || self.copy_up_entry(&up, &e))
             }
         }
+    }
+
+    /// Makes the upper entry `up` continue base entry `e`, not a
+    /// directory.
+    fn copy_up_entry(&self, up: &Path, e: &DirEntry) -> io::Result<()> {
+        let _ = fs::remove_file(up);
+        match &e.content {
+            Content::Dir(_) => return Err(errno(libc::EISDIR)),
+            Content::File(c) => {
+                let f = OpenOptions::new().write(true).create_new(true).open(up)?;
+                f.set_len(e.size)?;
+                if e.size > 0 {
+                    let p = PartialBase {
+                        content: *c,
+                        size: e.size,
+                        limit: e.size,
+                    };
+                    set_attr(up, BASE, &p.encode())?;
+                }
+            }
+            Content::Symlink(t) => std::os::unix::fs::symlink(OsStr::from_bytes(t), up)?,
+            Content::Fifo => fsmeta::mknod(up, rustix::fs::FileType::Fifo, e.mode, 0)?,
+            Content::Device(rdev) => {
+                let kind = if e.kind == EntryKind::CharDevice {
+                    rustix::fs::FileType::CharacterDevice
+                } else {
+                    rustix::fs::FileType::BlockDevice
+                };
+                fsmeta::mknod(up, kind, e.mode, *rdev)?;
+            }
+        }
+        set_xattrs(up, &e.xattrs)?;
+        self.fresh().insert(up.to_path_buf());
+        apply_stat(up, &stat_of_entry(e))
     }
 
     /// Writes `data` at `off` of file `rel`.
@@ -650,7 +661,8 @@ impl Overlay {
     pub fn truncate(&self, sub: &str, rel: &[&[u8]], size: u64) -> io::Result<()> {
         self.copy_up(sub, rel)?;
         let up = self.upper_path(sub, rel);
-        self.files().remove(&up);
+        // Every name of the file (hard links) shows the new limit.
+        self.forget_files();
         if let Found::Upper(_, Some(mut p)) = self.find(sub, rel)? {
             if size < p.limit {
                 p.limit = size;
@@ -801,7 +813,8 @@ impl Overlay {
         if to.starts_with(from) && to.len() > from.len() {
             return Err(errno(libc::EINVAL));
         }
-        if from == to {
+        if from == to || self.same_file(sub, from, to)? {
+            // Two names of one file: rename(2) leaves both.
             return Ok(());
         }
         if let Some(dst) = self.stat(sub, to)? {
@@ -831,6 +844,182 @@ impl Overlay {
         fs::rename(self.upper_path(sub, from), &up_to)?;
         // What the base had at `from` stays hidden.
         self.remove(sub, from)
+    }
+
+    /// Whether `a` and `b` are names of one upper file (hard links).
+    fn same_file(&self, sub: &str, a: &[&[u8]], b: &[&[u8]]) -> io::Result<bool> {
+        match (self.find(sub, a)?, self.find(sub, b)?) {
+            (Found::Upper(x, _), Found::Upper(y, _)) => {
+                Ok(x.dev() == y.dev() && x.ino() == y.ino())
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Swaps what `a` and `b` show (rename with RENAME_EXCHANGE): both
+    /// must exist, and neither may be inside the other.
+    #[cfg(target_os = "linux")]
+    pub fn exchange(&self, sub: &str, a: &[&[u8]], b: &[&[u8]]) -> io::Result<()> {
+        if self.stat(sub, a)?.is_none() || self.stat(sub, b)?.is_none() {
+            return Err(errno(libc::ENOENT));
+        }
+        if a == b {
+            return Ok(());
+        }
+        if a.starts_with(b) || b.starts_with(a) {
+            return Err(errno(libc::EINVAL));
+        }
+        self.copy_up(sub, a)?;
+        self.copy_up(sub, b)?;
+        let (up_a, up_b) = (self.upper_path(sub, a), self.upper_path(sub, b));
+        self.forget_files();
+        self.untrack(&up_a);
+        self.untrack(&up_b);
+        // A directory carries its origin along: its base entries follow.
+        rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            &up_a,
+            rustix::fs::CWD,
+            &up_b,
+            rustix::fs::RenameFlags::EXCHANGE,
+        )?;
+        Ok(())
+    }
+
+    /// Gives file `from` the further name `to` (a hard link): both show
+    /// the same bytes and attributes from now on. A commit records each
+    /// name as a file; the link holds on the mount until a switch
+    /// (docs/design.md 16.4).
+    pub fn link(&self, sub: &str, from: &[&[u8]], to: &[&[u8]]) -> io::Result<()> {
+        match self.stat(sub, from)? {
+            None => return Err(errno(libc::ENOENT)),
+            Some(s) if s.kind == EntryKind::Dir => return Err(errno(libc::EPERM)),
+            Some(_) => {}
+        }
+        self.copy_up(sub, from)?;
+        let up_from = self.upper_path(sub, from);
+        // What a build kept for the old name no longer follows its writes.
+        self.untrack(&up_from);
+        self.create_at(sub, to, |up| fs::hard_link(&up_from, up))
+    }
+
+    /// fallocate(2) of file `rel`: with mode 0 or KEEP_SIZE it reserves
+    /// space (mode 0 grows the file to `off + len`); PUNCH_HOLE (with
+    /// KEEP_SIZE) and ZERO_RANGE make the range read as zeros.
+    #[cfg(target_os = "linux")]
+    pub fn fallocate(
+        &self,
+        sub: &str,
+        rel: &[&[u8]],
+        off: u64,
+        len: u64,
+        mode: i32,
+    ) -> io::Result<()> {
+        use libc::{FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE};
+        let end = off.checked_add(len).ok_or_else(|| errno(libc::EFBIG))?;
+        let zero = mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE) != 0;
+        let keep = mode & FALLOC_FL_KEEP_SIZE != 0;
+        if len == 0
+            || mode & !(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE) != 0
+            || (mode & FALLOC_FL_PUNCH_HOLE != 0 && !keep)
+        {
+            return Err(errno(libc::EOPNOTSUPP));
+        }
+        match self.stat(sub, rel)? {
+            None => return Err(errno(libc::ENOENT)),
+            Some(s) if s.kind == EntryKind::Dir => return Err(errno(libc::EISDIR)),
+            Some(s) if s.kind != EntryKind::File => return Err(errno(libc::ENODEV)),
+            Some(_) => {}
+        }
+        self.copy_up(sub, rel)?;
+        let o = self
+            .open_upper(sub, rel)?
+            .ok_or_else(|| errno(libc::ENODEV))?;
+        let up = self.upper_path(sub, rel);
+        let size = o.file.metadata()?.len();
+        let grown = if keep { size } else { size.max(end) };
+        let stop = end.min(size);
+        match (&o.partial, zero) {
+            (None, false) => {
+                let flags = rustix::fs::FallocateFlags::from_bits_retain(mode as u32);
+                rustix::fs::fallocate(&o.file, flags, off, len)?;
+            }
+            (None, true) => {
+                if stop > off {
+                    punch(&o.file, off, stop - off)?;
+                }
+            }
+            // A partial file's holes below its limit show the base: only
+            // what lies above the limit is left to the upper file system.
+            (Some(p), false) => {
+                let above = off.max(p.limit);
+                if end > above {
+                    let flags = rustix::fs::FallocateFlags::KEEP_SIZE;
+                    rustix::fs::fallocate(&o.file, flags, above, end - above)?;
+                }
+            }
+            (Some(p), true) if off < p.limit && end >= p.limit => {
+                // The range reaches the limit: from now on base bytes
+                // show only below `off`.
+                let lowered = PartialBase {
+                    limit: off,
+                    ..p.clone()
+                };
+                set_attr(&up, BASE, &lowered.encode())?;
+                self.forget_files();
+                self.untrack(&up);
+                punch(&o.file, off, stop - off)?;
+            }
+            (Some(p), true) if off < stop => {
+                if off < p.limit {
+                    // Within what the base shows: written as zeros.
+                    let mut at = off;
+                    while at < stop {
+                        let n = (stop - at).min(1 << 20);
+                        self.write(sub, rel, at, &vec![0u8; n as usize])?;
+                        at += n;
+                    }
+                } else {
+                    punch(&o.file, off, stop - off)?;
+                }
+            }
+            (Some(_), true) => {}
+        }
+        if grown > size {
+            o.file.set_len(grown)?;
+        }
+        self.written(&up, off, end.min(grown));
+        Ok(())
+    }
+
+    /// Where the next data (`data`) or hole at or after `off` of file
+    /// `rel` is, as lseek(2) SEEK_DATA and SEEK_HOLE answer; None past the
+    /// end. What the base shows counts as data.
+    pub fn seek(&self, sub: &str, rel: &[&[u8]], off: u64, data: bool) -> io::Result<Option<u64>> {
+        let Some(o) = self.open_upper(sub, rel)? else {
+            let s = self.stat(sub, rel)?.ok_or_else(|| errno(libc::ENOENT))?;
+            return Ok((off < s.size).then_some(if data { off } else { s.size }));
+        };
+        let size = o.file.metadata()?.len();
+        if off >= size {
+            return Ok(None);
+        }
+        let limit = o.partial.as_ref().map_or(0, |p| p.limit);
+        if off < limit {
+            if data {
+                return Ok(Some(off));
+            }
+            // The next hole at or after the limit.
+            return Ok(Some(
+                seek(&o.file, limit, rustix::fs::SeekFrom::Hole)?.unwrap_or(size),
+            ));
+        }
+        let how = if data {
+            rustix::fs::SeekFrom::Data
+        } else {
+            rustix::fs::SeekFrom::Hole
+        };
+        seek(&o.file, off, how)
     }
 
     pub fn set_mode(&self, sub: &str, rel: &[&[u8]], mode: u32) -> io::Result<()> {
@@ -1010,6 +1199,15 @@ impl Overlay {
         read: &mut u64,
     ) -> io::Result<ContentRef> {
         let size = md.len();
+        if md.nlink() > 1 {
+            // Written through another name perhaps: what was built under
+            // this one proves nothing.
+            let mut b = self.built();
+            b.content.remove(path);
+            b.since.remove(path);
+            drop(b);
+            return self.chunk_file(path, size, partial, chunker, read);
+        }
         // What was built before, and what was written since, taken before
         // the bytes are read: a write landing during the read is recorded
         // again for the next build.
@@ -1103,8 +1301,9 @@ impl Overlay {
     }
 
     /// A new base, with nothing changed over it (after a commit of what
-    /// showed, or a reset). The caller holds writes.
-    pub fn rebase(&self, root: Root) -> io::Result<()> {
+    /// showed, or a reset). After a commit (`keep_links`) files with
+    /// several names keep them. The caller holds writes.
+    pub fn rebase(&self, root: Root, keep_links: bool) -> io::Result<()> {
         self.forget_files();
         self.fresh().clear();
         *self.built() = Built::default();
@@ -1115,9 +1314,48 @@ impl Overlay {
         fs::rename(&self.upper, &old)?;
         fs::create_dir(&self.upper)?;
         *self.base.write().unwrap_or_else(PoisonError::into_inner) = Base { root };
+        if keep_links {
+            // Shows what it showed either way (the commit holds each
+            // name's bytes): failing, the names only stop being linked.
+            let _ = self.carry_links(&old);
+        }
         // Deleting what was changed takes time in proportion to it; no
         // request waits for it (a crash leaves it for the next open).
         std::thread::spawn(move || fs::remove_dir_all(old));
+        Ok(())
+    }
+
+    /// Moves the entries of the `old` upper directory that have several
+    /// names (hard links, of files or symlinks) into the new one under the same names: a partial file keeps
+    /// its base, whose bytes the new base also holds.
+    fn carry_links(&self, old: &Path) -> io::Result<()> {
+        let mut todo = vec![old.to_path_buf()];
+        while let Some(d) = todo.pop() {
+            for e in fs::read_dir(&d)? {
+                let p = e?.path();
+                let md = p.symlink_metadata()?;
+                if md.is_dir() {
+                    todo.push(p);
+                    continue;
+                }
+                if md.nlink() < 2 {
+                    continue;
+                }
+                let rel: Vec<&[u8]> = p
+                    .strip_prefix(old)
+                    .map_err(damaged)?
+                    .iter()
+                    .map(|c| c.as_bytes())
+                    .collect();
+                let Some((sub, rel)) = rel.split_first() else {
+                    continue;
+                };
+                let sub = std::str::from_utf8(sub).map_err(damaged)?;
+                self.copy_up_parents(sub, rel)?;
+                let to = self.upper_path(sub, rel);
+                unseen_in_parent(&to, || fs::rename(&p, &to))?;
+            }
+        }
         Ok(())
     }
 
@@ -1237,6 +1475,8 @@ fn top_stat(top: &Top) -> Option<Stat> {
         mtime_ns: top.mtime_ns,
         size: 0,
         rdev: 0,
+        links: 1,
+        file: None,
     })
 }
 
@@ -1244,6 +1484,38 @@ fn own_filtered(x: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<(Vec<u8>, Vec<u8>)> {
     x.into_iter()
         .filter(|(k, _)| !k.starts_with(OWN_PREFIX))
         .collect()
+}
+
+/// Runs `f`, which adds `up` to its directory, keeping that directory's
+/// modification time: copying up is no change a program made there.
+fn unseen_in_parent<R>(up: &Path, f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
+    let Some(parent) = up.parent() else {
+        return f();
+    };
+    let md = fs::symlink_metadata(parent)?;
+    let r = f()?;
+    set_mtime(parent, md.mtime() * 1_000_000_000 + md.mtime_nsec())?;
+    Ok(r)
+}
+
+/// Gives an upper entry the attributes of the base entry it continues.
+fn set_xattrs(path: &Path, xattrs: &[(Vec<u8>, Vec<u8>)]) -> io::Result<()> {
+    for (k, v) in xattrs {
+        rustix::fs::lsetxattr(
+            path,
+            OsStr::from_bytes(k),
+            v,
+            rustix::fs::XattrFlags::empty(),
+        )?;
+    }
+    Ok(())
+}
+
+/// Frees `len` bytes at `off` of an upper file; they read as zeros.
+#[cfg(target_os = "linux")]
+fn punch(f: &File, off: u64, len: u64) -> io::Result<()> {
+    let flags = rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE;
+    Ok(rustix::fs::fallocate(f, flags, off, len)?)
 }
 
 fn seek(f: &File, at: u64, how: fn(u64) -> rustix::fs::SeekFrom) -> io::Result<Option<u64>> {
@@ -1265,7 +1537,7 @@ fn apply_stat(path: &Path, s: &Stat) -> io::Result<()> {
     set_mtime(path, s.mtime_ns)
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
     use crate::chunker::ChunkParams;
@@ -1303,7 +1575,20 @@ mod tests {
         Symlink(Vec<Vec<u8>>),
         Chmod(Vec<Vec<u8>>, u32),
         SetXattr(Vec<Vec<u8>>, u8),
+        Link(Vec<Vec<u8>>, Vec<Vec<u8>>),
+        Exchange(Vec<Vec<u8>>, Vec<Vec<u8>>),
+        /// fallocate(2) with a mode of `FALLOC_MODES`.
+        Fallocate(Vec<Vec<u8>>, usize, u64, u64),
+        /// A commit: the tree built, then the overlay rebased on it.
+        Commit,
     }
+
+    const FALLOC_MODES: [i32; 4] = [
+        0,
+        libc::FALLOC_FL_KEEP_SIZE,
+        libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+        libc::FALLOC_FL_ZERO_RANGE,
+    ];
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
@@ -1318,6 +1603,11 @@ mod tests {
             1 => path().prop_map(Op::Symlink),
             1 => (path(), 0u32..0o100).prop_map(|(p, m)| Op::Chmod(p, 0o700 | m)),
             1 => (path(), any::<u8>()).prop_map(|(p, v)| Op::SetXattr(p, v)),
+            1 => (path(), path()).prop_map(|(a, b)| Op::Link(a, b)),
+            1 => (path(), path()).prop_map(|(a, b)| Op::Exchange(a, b)),
+            2 => (path(), 0..FALLOC_MODES.len(), 0u64..200_000, 1u64..60_000)
+                .prop_map(|(p, m, o, n)| Op::Fallocate(p, m, o, n)),
+            1 => Just(Op::Commit),
         ]
     }
 
@@ -1355,6 +1645,20 @@ mod tests {
                 &[*v],
                 rustix::fs::XattrFlags::empty(),
             )?),
+            Op::Link(a, b) => fs::hard_link(at(a), at(b)),
+            Op::Exchange(a, b) => Ok(rustix::fs::renameat_with(
+                rustix::fs::CWD,
+                at(a),
+                rustix::fs::CWD,
+                at(b),
+                rustix::fs::RenameFlags::EXCHANGE,
+            )?),
+            Op::Fallocate(p, m, off, len) => {
+                let f = OpenOptions::new().write(true).open(at(p))?;
+                let flags = rustix::fs::FallocateFlags::from_bits_retain(FALLOC_MODES[*m] as u32);
+                Ok(rustix::fs::fallocate(&f, flags, *off, *len)?)
+            }
+            Op::Commit => Ok(()),
         }
     }
 
@@ -1392,6 +1696,17 @@ mod tests {
                 Some(s) if s.kind == EntryKind::Symlink => Err(errno(libc::EPERM)),
                 _ => o.set_xattr(SUB, &parts(p), b"user.t", &[*v]),
             },
+            Op::Link(a, b) => o.link(SUB, &parts(a), &parts(b)),
+            Op::Exchange(a, b) => o.exchange(SUB, &parts(a), &parts(b)),
+            Op::Fallocate(p, m, off, len) => {
+                o.fallocate(SUB, &parts(p), *off, *len, FALLOC_MODES[*m])
+            }
+            Op::Commit => {
+                let mut root = o.base().root.clone();
+                let top = o.top(SUB, &chunker())?;
+                root.insert(SUB.into(), top);
+                o.rebase(root, true)
+            }
         }
     }
 
@@ -1418,8 +1733,8 @@ mod tests {
                 };
                 let x = own_filtered(read_xattrs(&p).unwrap());
                 out.push(format!(
-                    "{r} {:?} {:o} {} {what} {x:?}",
-                    st.kind, st.mode, st.size
+                    "{r} {:?} {:o} {} {} {what} {x:?}",
+                    st.kind, st.mode, st.size, st.links
                 ));
                 if st.kind == EntryKind::Dir {
                     todo.push((p, r));
@@ -1452,8 +1767,8 @@ mod tests {
                 };
                 let x = o.xattrs(SUB, &parts(&p)).unwrap();
                 out.push(format!(
-                    "{r} {:?} {:o} {} {what} {x:?}",
-                    st.kind, st.mode, st.size
+                    "{r} {:?} {:o} {} {} {what} {x:?}",
+                    st.kind, st.mode, st.size, st.links
                 ));
                 if st.kind == EntryKind::Dir {
                     todo.push(p);

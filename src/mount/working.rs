@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use super::inodes::Inodes;
+use super::inodes::{Inodes, DETACHED};
 use std::io;
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -31,6 +31,9 @@ pub struct Working {
     barrier: RwLock<()>,
     /// Files open now, by inode.
     open: Mutex<HashMap<u64, u64>>,
+    /// The inode given to each upper file with several names, by its
+    /// device and inode there: every name of it is that one inode.
+    linked: Mutex<HashMap<(u64, u64), u64>>,
 }
 
 fn errno(e: i32) -> io::Error {
@@ -57,6 +60,7 @@ impl Working {
             inodes: Mutex::new(Inodes::new(())),
             barrier: RwLock::new(()),
             open: Mutex::new(HashMap::new()),
+            linked: Mutex::new(HashMap::new()),
         }
     }
 
@@ -114,7 +118,11 @@ impl Working {
             mtime_ns: s.mtime_ns,
             size: s.size,
             rdev: s.rdev,
-            nlink: if s.kind == EntryKind::Dir { 2 } else { 1 },
+            nlink: if s.kind == EntryKind::Dir {
+                2
+            } else {
+                s.links.min(u64::from(u32::MAX)) as u32
+            },
         }
     }
 
@@ -134,19 +142,43 @@ impl Working {
 
     pub fn lookup(&self, parent: u64, name: &[u8]) -> io::Result<Attr> {
         check_name(name)?;
-        let exists = match self.place(parent)? {
-            Place::Subdots => self.overlay.subdots().iter().any(|s| s.as_bytes() == name),
+        match self.place(parent)? {
+            Place::Subdots => {
+                if !self.overlay.subdots().iter().any(|s| s.as_bytes() == name) {
+                    return Err(errno(libc::ENOENT));
+                }
+                let ino = self.inodes().remember(parent, name, || ());
+                self.getattr(ino)
+            }
             Place::In(sub, mut path) => {
                 path.push(name.to_vec());
                 let parts: Vec<&[u8]> = path.iter().map(Vec::as_slice).collect();
-                self.overlay.stat(&sub, &parts)?.is_some()
+                let s = self
+                    .overlay
+                    .stat(&sub, &parts)?
+                    .ok_or_else(|| errno(libc::ENOENT))?;
+                Ok(Self::attr(self.name_inode(parent, name, s.file), &s))
             }
-        };
-        if !exists {
-            return Err(errno(libc::ENOENT));
         }
-        let ino = self.inodes().remember(parent, name, || ());
-        self.getattr(ino)
+    }
+
+    /// The inode for `name` in `parent`, one more lookup counted: the one
+    /// its file already has when it is a further name (`file`) of it.
+    fn name_inode(&self, parent: u64, name: &[u8], file: Option<(u64, u64)>) -> u64 {
+        let mut inodes = self.inodes();
+        let Some(id) = file.filter(|_| inodes.named(parent, name).is_none()) else {
+            return inodes.remember(parent, name, || ());
+        };
+        let mut linked = self.linked.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(&ino) = linked.get(&id) {
+            if inodes.get(ino).is_some_and(|i| i.parent != DETACHED) {
+                inodes.alias(ino, parent, name);
+                return ino;
+            }
+        }
+        let ino = inodes.remember(parent, name, || ());
+        linked.insert(id, ino);
+        ino
     }
 
     pub fn forget(&self, ino: u64, n: u64) {
@@ -322,6 +354,85 @@ impl Working {
         Ok(())
     }
 
+    /// rename(2) with its flags: RENAME_NOREPLACE fails when `to_name`
+    /// exists, RENAME_EXCHANGE swaps the two.
+    #[cfg(target_os = "linux")]
+    pub fn rename_with(
+        &self,
+        parent: u64,
+        name: &[u8],
+        to_parent: u64,
+        to_name: &[u8],
+        flags: u32,
+    ) -> io::Result<()> {
+        const NOREPLACE: u32 = libc::RENAME_NOREPLACE;
+        const EXCHANGE: u32 = libc::RENAME_EXCHANGE;
+        match flags {
+            0 => self.rename(parent, name, to_parent, to_name),
+            NOREPLACE => {
+                let (sub, to) = self.child(to_parent, to_name)?;
+                let t: Vec<&[u8]> = to.iter().map(Vec::as_slice).collect();
+                if self.overlay.stat(&sub, &t)?.is_some() {
+                    return Err(errno(libc::EEXIST));
+                }
+                self.rename(parent, name, to_parent, to_name)
+            }
+            EXCHANGE => {
+                let (sub, a) = self.child(parent, name)?;
+                let (to_sub, b) = self.child(to_parent, to_name)?;
+                if sub != to_sub {
+                    return Err(errno(libc::EXDEV));
+                }
+                let pa: Vec<&[u8]> = a.iter().map(Vec::as_slice).collect();
+                let pb: Vec<&[u8]> = b.iter().map(Vec::as_slice).collect();
+                self.overlay.exchange(&sub, &pa, &pb)?;
+                self.inodes().exchange(parent, name, to_parent, to_name);
+                Ok(())
+            }
+            _ => Err(errno(libc::EINVAL)),
+        }
+    }
+
+    /// A further name `to_name` in `to_parent` for file `ino`.
+    pub fn link(&self, ino: u64, to_parent: u64, to_name: &[u8]) -> io::Result<Attr> {
+        let (sub, from) = self.path(ino)?;
+        let (to_sub, to) = self.child(to_parent, to_name)?;
+        if sub != to_sub {
+            return Err(errno(libc::EXDEV));
+        }
+        let f: Vec<&[u8]> = from.iter().map(Vec::as_slice).collect();
+        let t: Vec<&[u8]> = to.iter().map(Vec::as_slice).collect();
+        self.overlay.link(&sub, &f, &t)?;
+        let s = self
+            .overlay
+            .stat(&sub, &t)?
+            .ok_or_else(|| errno(libc::ENOENT))?;
+        if let Some(id) = s.file {
+            // The new name is this inode, as on a local file system.
+            self.linked
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(id, ino);
+        }
+        Ok(Self::attr(self.name_inode(to_parent, to_name, s.file), &s))
+    }
+
+    #[cfg(target_os = "linux")]
+    pub fn fallocate(&self, ino: u64, off: u64, len: u64, mode: i32) -> io::Result<()> {
+        let (sub, path) = self.path(ino)?;
+        let parts: Vec<&[u8]> = path.iter().map(Vec::as_slice).collect();
+        self.overlay.fallocate(&sub, &parts, off, len, mode)
+    }
+
+    /// lseek(2) with SEEK_DATA (`data`) or SEEK_HOLE; ENXIO past the end.
+    pub fn seek(&self, ino: u64, off: u64, data: bool) -> io::Result<u64> {
+        let (sub, path) = self.path(ino)?;
+        let parts: Vec<&[u8]> = path.iter().map(Vec::as_slice).collect();
+        self.overlay
+            .seek(&sub, &parts, off, data)?
+            .ok_or_else(|| errno(libc::ENXIO))
+    }
+
     /// chmod, chown, truncate and utimens, in that order.
     pub fn setattr(
         &self,
@@ -412,7 +523,13 @@ impl Working {
             .into_iter()
             .filter(|(ino, _, _)| {
                 let Some(paths) = paths else { return true };
-                if *ino == ROOT {
+                if *ino == ROOT
+                    || self
+                        .inodes()
+                        .get(*ino)
+                        .is_some_and(|i| !i.aliases.is_empty())
+                {
+                    // A file with several names: each may have changed.
                     return true;
                 }
                 match self.place(*ino) {
@@ -430,12 +547,16 @@ impl Working {
             .collect()
     }
 
-    /// The inodes the kernel holds, with the parent and name each was
+    /// The inodes the kernel holds, once with each parent and name it was
     /// found under (for invalidating its caches).
     pub fn known(&self) -> Vec<(u64, u64, Vec<u8>)> {
         self.inodes()
             .all()
-            .map(|(ino, i)| (ino, i.parent, i.name.clone()))
+            .flat_map(|(ino, i)| {
+                std::iter::once((i.parent, i.name.clone()))
+                    .chain(i.aliases.iter().cloned())
+                    .map(move |(parent, name)| (ino, parent, name))
+            })
             .collect()
     }
 }

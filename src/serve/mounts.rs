@@ -387,7 +387,7 @@ impl Mounts {
             env,
         )?;
         w.overlay
-            .rebase(root)
+            .rebase(root, true)
             .map_err(|e| RepoError::io("cannot empty the overlay after the commit", e))?;
         Ok((id, held.elapsed().as_millis() as u64))
     }
@@ -429,7 +429,7 @@ impl Mounts {
             .changes_to(&root)
             .map_err(|e| RepoError::io("cannot compare the overlay", e))?;
         w.overlay
-            .rebase(root)
+            .rebase(root, false)
             .map_err(|e| RepoError::io("cannot empty the overlay", e))?;
         let known = w.known_in(changed.as_ref());
         drop(writes);
