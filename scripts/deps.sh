@@ -6,9 +6,10 @@
 # the remote tests), fuse3 (fusermount3, which mounts views when the daemon
 # is not root; the mount tests need /dev/fuse), and the peer tools the
 # benchmarks compare (restic, borg, casync, rclone; bindfs and
-# fuse-overlayfs for benches/mount.sh).
+# fuse-overlayfs for benches/mount.sh); sqlite3 and fio, which the mount
+# tests run on a mount.
 set -euo pipefail
-need=(clang libclang-dev postgresql attr util-linux time restic borgbackup casync rclone python3-pip fuse3 bindfs fuse-overlayfs)
+need=(clang libclang-dev postgresql attr util-linux time restic borgbackup casync rclone python3-pip fuse3 bindfs fuse-overlayfs sqlite3 fio)
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

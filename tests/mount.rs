@@ -572,3 +572,166 @@ print(n)
     assert!(*seen.last().unwrap() <= written);
     assert!(*seen.last().unwrap() > 0, "{seen:?}");
 }
+
+/// Flips one byte in the records of the largest pack of `t`'s store.
+fn damage_largest_pack(t: &Env) {
+    let mut packs: Vec<_> = fs::read_dir(t.home.join("packs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    packs.sort_by_key(|p| fs::metadata(p).unwrap().len());
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(packs.last().unwrap())
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, 100_000).unwrap();
+    f.write_all_at(&[b[0] ^ 0xff], 100_000).unwrap();
+}
+
+/// A damaged chunk read through a mount fails the read with EIO, never
+/// wrong bytes, and the daemon's log says what is damaged and what to run.
+#[test]
+fn a_damaged_chunk_reads_as_an_error_through_a_mount() {
+    let t = Env::new();
+    t.dot(&["init", "app"]).ok();
+    let dir = t.path("app");
+    write(&dir.join("data"), &noise(1_000_000, 1));
+    commit(&t, "one");
+    write(&dir.join("small"), b"intact\n");
+    commit(&t, "two");
+    t.dot(&["mount", "app"]).ok();
+    damage_largest_pack(&t);
+    let err = fs::read(dir.join("data")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert_eq!(fs::read(dir.join("small")).unwrap(), b"intact\n");
+    let log = fs::read_to_string(t.home.join("daemon.log")).unwrap();
+    assert!(
+        log.contains("damaged") && log.contains("dot fsck"),
+        "the log must name the damage: {log}"
+    );
+}
+
+/// A small tmpfs mounted (as root) at `at` for the life of the value.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Tmpfs {
+        assert!(util::is_root(), "mounting a small tmpfs needs root");
+        fs::create_dir_all(at).unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        Tmpfs(at.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// On a full disk a write to the mount fails with ENOSPC; what was there
+/// stays, and once space is freed writes and commits work again.
+#[test]
+fn a_full_disk_fails_writes_on_a_mount_and_loses_nothing() {
+    let t = Env::new();
+    t.dot(&["init", "app"]).ok();
+    let dir = t.path("app");
+    let kept = noise(300_000, 1);
+    write(&dir.join("kept"), &kept);
+    commit(&t, "one");
+    // The overlays live on a disk of 8 MiB.
+    let _disk = Tmpfs::mount(&t.home.join("overlay"), "8m");
+    t.dot(&["mount", "app"]).ok();
+    let page = noise(8192, 2);
+    {
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join("kept"))
+            .unwrap();
+        f.write_all_at(&page, 4096).unwrap();
+        f.sync_all().unwrap();
+    }
+    let mut want = kept.clone();
+    want[4096..4096 + 8192].copy_from_slice(&page);
+
+    let mut big = fs::File::create(dir.join("big")).unwrap();
+    let block = noise(1 << 20, 3);
+    let err = (0..32)
+        .find_map(|_| std::io::Write::write_all(&mut big, &block).err())
+        .expect("the disk fills up");
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+    drop(big);
+    assert_eq!(fs::read(dir.join("kept")).unwrap(), want);
+
+    fs::remove_file(dir.join("big")).unwrap();
+    write(&dir.join("after"), b"space again\n");
+    commit(&t, "two");
+    t.dot(&["unmount", "app"]).ok();
+    assert_eq!(fs::read(dir.join("kept")).unwrap(), want);
+    assert_eq!(fs::read(dir.join("after")).unwrap(), b"space again\n");
+    assert!(!dir.join("big").exists());
+    t.fsck_ok();
+}
+
+/// Runs fio in `dir` with `args`, failing the test with its output.
+fn fio(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("fio")
+        .arg(format!("--directory={}", dir.display()))
+        .args(args)
+        .output()
+        .expect("fio runs (scripts/deps.sh installs it)");
+    assert!(
+        out.status.success(),
+        "fio {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// fio's own verification on a mount: random writes, buffered and
+/// O_DIRECT, with fsyncs, each block checked as it is read back; then
+/// committed, reset to and verified again from the store.
+#[test]
+fn fio_verifies_what_it_wrote_on_a_mount() {
+    let t = Env::new();
+    t.dot(&["init", "app", "--mount"]).ok();
+    let dir = t.path("app");
+    let job = |direct: &str| {
+        vec![
+            "--name=verify".to_string(),
+            "--rw=randwrite".into(),
+            "--bs=4k".into(),
+            "--size=24m".into(),
+            "--numjobs=2".into(),
+            "--ioengine=psync".into(),
+            "--fsync=64".into(),
+            format!("--direct={direct}"),
+            "--verify=crc32c".into(),
+            "--verify_fatal=1".into(),
+        ]
+    };
+    for direct in ["0", "1"] {
+        let args = job(direct);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        fio(&dir, &args);
+    }
+    commit(&t, "fio");
+    t.dot(&["reset", "--hard", "HEAD"]).ok();
+    // The files as committed: read back and checked once more.
+    let mut args = job("0");
+    args.push("--verify_only".into());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    fio(&dir, &args);
+    t.dot(&["unmount", "app"]).ok();
+    t.fsck_ok();
+}

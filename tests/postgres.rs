@@ -311,3 +311,110 @@ fn postgres_on_a_mount_is_committed_while_it_runs() {
     t.dot(&["unmount", "pg"]).ok();
     t.fsck_ok();
 }
+
+/// kill -9 of the daemon while PostgreSQL writes on the mount, then a
+/// restart: every transaction PostgreSQL acknowledged is there, and the
+/// database recovers and passes pg_amcheck.
+#[test]
+fn postgres_keeps_what_it_acknowledged_when_the_daemon_is_killed() {
+    let t = Env::new();
+    t.dot(&["init", "pg"]).ok();
+    t.dot(&["mount", "pg"]).ok();
+    let data = t.path("pg");
+    let sock = postgres_may_use(&t, &data);
+    pg(
+        "initdb",
+        &[
+            "-D",
+            data.to_str().unwrap(),
+            "-U",
+            "postgres",
+            "--auth=trust",
+        ],
+    )
+    .ok();
+    let server = Server {
+        data: &data,
+        sock: sock.to_str().unwrap().to_string(),
+        port: (20000 + (std::process::id() + 13) % 20000).to_string(),
+    };
+    server.start();
+    server.sql("CREATE TABLE acked (n int PRIMARY KEY, pad text)");
+    t.dot(&["commit", "-m", "empty table"]).ok();
+
+    // One transaction per psql: when psql succeeds, the row is durable.
+    let acked = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let writer = {
+        let (sock, port, acked) = (server.sock.clone(), server.port.clone(), acked.clone());
+        std::thread::spawn(move || {
+            for n in 1.. {
+                let sql = format!("INSERT INTO acked VALUES ({n}, repeat('x', 2000))");
+                let r = pg(
+                    "psql",
+                    &[
+                        "-h", &sock, "-p", &port, "-U", "postgres", "-d", "postgres", "-Atqc", &sql,
+                    ],
+                );
+                if r.code != 0 {
+                    return;
+                }
+                acked.store(n, std::sync::atomic::Ordering::SeqCst);
+            }
+        })
+    };
+    while acked.load(std::sync::atomic::Ordering::SeqCst) < 30 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let postmaster = std::fs::read_to_string(data.join("postmaster.pid"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    t.kill_daemon();
+    // PostgreSQL meets a dead mount: it is stopped as a crash would.
+    Command::new("pkill")
+        .args(["-9", "-P", &postmaster])
+        .status()
+        .unwrap();
+    Command::new("kill")
+        .args(["-9", &postmaster])
+        .status()
+        .unwrap();
+    writer.join().unwrap();
+    let last = acked.load(std::sync::atomic::Ordering::SeqCst);
+    while Path::new("/proc").join(&postmaster).exists() {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+
+    t.restart_daemon();
+    server.start();
+    let max: u64 = server
+        .sql("SELECT coalesce(max(n), 0) FROM acked")
+        .parse()
+        .unwrap();
+    assert!(
+        max >= last,
+        "PostgreSQL acknowledged {last} rows, {max} came back"
+    );
+    assert_eq!(server.sql("SELECT count(*) = max(n) FROM acked"), "t");
+    let check = pg(
+        "pg_amcheck",
+        &[
+            "-h",
+            &server.sock,
+            "-p",
+            &server.port,
+            "-U",
+            "postgres",
+            "--heapallindexed",
+            "--install-missing",
+            "postgres",
+        ],
+    );
+    assert_eq!(check.code, 0, "pg_amcheck: {}{}", check.out, check.err);
+    server.stop();
+    t.dot(&["commit", "-m", "after the crash"]).ok();
+    t.dot(&["unmount", "pg"]).ok();
+    t.fsck_ok();
+}

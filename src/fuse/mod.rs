@@ -125,13 +125,20 @@ impl Fs {
             Fault::NotLink => Errno::EINVAL,
             Fault::NoAttr => Errno::NO_XATTR,
             Fault::Damaged(why) => {
-                (self.log)(format!(
-                    "view of commit {}: {why}; run dot fsck",
-                    self.view.commit.short()
-                ));
+                let what = format!("view of commit {}", self.view.commit.short());
+                (self.log)(damage_note(&what, &why));
                 Errno::EIO
             }
         }
+    }
+}
+
+/// The log line for damage met serving `what`: says what to run.
+pub(crate) fn damage_note(what: &str, why: &str) -> String {
+    if why.contains("dot fsck") {
+        format!("{what}: {why}")
+    } else {
+        format!("{what}: {why}; run dot fsck")
     }
 }
 

@@ -16,7 +16,7 @@ use fuser::{
     WriteFlags,
 };
 
-use super::{config, file_attr, name_list, reply_items, reply_xattr, Log, Mounted};
+use super::{config, damage_note, file_attr, name_list, reply_items, reply_xattr, Log, Mounted};
 use crate::mount::working::Working;
 use crate::tree::dir::EntryKind;
 
@@ -55,7 +55,7 @@ impl RwFs {
         match e.raw_os_error() {
             Some(n) => Errno::from_i32(n),
             None => {
-                (self.log)(format!("mount: {e}; run dot fsck"));
+                (self.log)(damage_note("mount", &e.to_string()));
                 Errno::EIO
             }
         }
