@@ -76,11 +76,36 @@ stop dot
 echo "live commits during pgbench: pause_ms ${pauses[*]} (largest $(printf '%s\n' "${pauses[@]}" | sort -n | tail -1))"
 grep -E "^progress" "$W/live.txt" | awk '{print $4}' | sort -n | awk '{a[NR]=$1} END {printf "pgbench tps per second during them: min %s, median %s\n", a[1], a[int((NR+1)/2)]}'
 
-# Reset and checkout on the mount (the volume's size: $(du -sh)).
+# The commit after 500 transactions (pgbench -c 1 -t 500, the server
+# stopped) on the mount, against restic's second backup of the same change
+# on the native directory.
+export RESTIC_PASSWORD=bench RESTIC_CACHE_DIR=$W/restic-cache
+restic init --repo "$W/restic" >/dev/null 2>&1
+restic backup --repo "$W/restic" "$W/native" >/dev/null 2>&1
+secs() { python3 -c 'import sys,time,subprocess; t=time.perf_counter(); subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); print(round(time.perf_counter()-t, 3))' "$@"; }
+small=(); restic2=()
+"$DOT" commit -m "before the 500" pg >/dev/null 2>&1 || true
+for i in $(seq "$RUNS"); do
+  start dot; bench dot -c 1 -t 500 >/dev/null 2>&1; stop dot
+  small+=("$(secs "$DOT" commit -m "500 more $i" pg)")
+  start native; bench native -c 1 -t 500 >/dev/null 2>&1; stop native
+  restic2+=("$(secs restic backup --repo "$W/restic" "$W/native")")
+done
+sm=$(median "${small[@]}"); rm2=$(median "${restic2[@]}")
+echo "commit after pgbench -c 1 -t 500: dot on the mount $sm s, restic's second backup $rm2 s: $(python3 -c "print(round($sm/$rm2, 3))")x (runs: dot ${small[*]}; restic ${restic2[*]})"
+
+# Reset and checkout on the mount (the volume's size: $(du -sh)), after
+# 10 s of pgbench each time so that there is something to switch.
 size=$(du -sh --apparent-size "$DOT_HOME/overlay" "$DOT_HOME/packs" 2>/dev/null | tail -1 | cut -f1)
 first=$("$DOT" log --json pg | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["commit"])')
 ms() { python3 -c 'import sys,time,subprocess; t=time.perf_counter(); subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); print(round((time.perf_counter()-t)*1000))' "$@"; }
-r1=$(ms "$DOT" reset --hard "$first" pg)
-c1=$(ms "$DOT" checkout -b other pg)
-c2=$(ms "$DOT" checkout master pg)
-echo "reset --hard to the first commit: $r1 ms; checkout -b: $c1 ms; checkout: $c2 ms (dot store $size)"
+resets=(); checkouts=()
+for i in $(seq "$RUNS"); do
+  start dot; bench dot -c 4 -j 2 -T 10 >/dev/null 2>&1; stop dot
+  "$DOT" commit -m "switch $i" pg >/dev/null
+  "$DOT" checkout -b "w$i" pg >/dev/null
+  "$DOT" checkout master pg >/dev/null
+  resets+=("$(ms "$DOT" reset --hard "$first" pg)")
+  checkouts+=("$(ms "$DOT" checkout "w$i" pg)" "$(ms "$DOT" checkout master pg)")
+done
+echo "after 10 s of pgbench: reset --hard to the first commit: median $(median "${resets[@]}") ms (runs: ${resets[*]}); checkout between the two: median $(median "${checkouts[@]}") ms (runs: ${checkouts[*]}) (dot store $size)"

@@ -2,7 +2,7 @@
 //! FUSE mount) and to a directory on the local file system, compared after
 //! every step and across commit, reset and checkout. proptest shrinks a
 //! failing sequence to a minimal one. `DOT_DIFF_CASES` sets how many
-//! sequences run (default 24).
+//! sequences run (default 64).
 
 mod util;
 
@@ -328,7 +328,7 @@ fn random_operations_on_a_mount_match_a_local_directory() {
     let cases = std::env::var("DOT_DIFF_CASES")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(24);
+        .unwrap_or(64);
     // A failure names its seed; DOT_DIFF_SEED runs the same sequences.
     let seed: u64 = std::env::var("DOT_DIFF_SEED")
         .ok()

@@ -101,6 +101,10 @@ impl Chunker {
         self.params.max as usize
     }
 
+    pub fn avg_len(&self) -> usize {
+        self.params.avg as usize
+    }
+
     /// All final cuts at the start of `data`: (offset, length) pairs that tile
     /// a prefix of it (all of it when `eof`).
     pub fn cuts(&self, data: &[u8], eof: bool) -> Vec<(usize, usize)> {

@@ -14,6 +14,8 @@ use fuser::{
     ReplyDirectory, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request, SessionACL,
 };
 
+use crate::mount::overlay::Change;
+use crate::mount::working::Stale;
 use crate::mount::{Attr, Fault, View};
 use crate::tree::dir::EntryKind;
 
@@ -36,16 +38,30 @@ impl Mounted {
     /// Tells the kernel to forget what it cached of `inodes` (inode,
     /// parent, name), their names and their pages, after the state under
     /// a read-write mount was switched.
-    pub fn invalidate(&self, inodes: &[(u64, u64, Vec<u8>)]) {
-        if let Some(s) = &self.session {
-            let n = s.notifier();
-            for (ino, parent, name) in inodes {
-                if *ino == crate::mount::ROOT {
-                    let _ = n.inval_inode(INodeNo(*ino), 0, -1);
-                    continue;
+    pub fn invalidate(&self, stale: &[Stale]) {
+        let Some(s) = &self.session else { return };
+        let n = s.notifier();
+        for st in stale {
+            let ino = INodeNo(st.ino);
+            match &st.change {
+                // What stays a file or a directory keeps its name and
+                // inode: its attributes and the pages of what changed go.
+                Change::Kept(ranges) => {
+                    let _ = n.inval_inode(ino, -1, 0);
+                    for &(a, b) in ranges {
+                        let (Ok(off), len) = (i64::try_from(a), i64::try_from(b - a)) else {
+                            continue;
+                        };
+                        // A length of 0: to the end.
+                        let _ = n.inval_inode(ino, off, len.unwrap_or(0));
+                    }
                 }
-                let _ = n.inval_entry(INodeNo(*parent), OsStr::from_bytes(name));
-                let _ = n.inval_inode(INodeNo(*ino), 0, -1);
+                Change::Whole => {
+                    if st.ino != crate::mount::ROOT {
+                        let _ = n.inval_entry(INodeNo(st.parent), OsStr::from_bytes(&st.name));
+                    }
+                    let _ = n.inval_inode(ino, 0, -1);
+                }
             }
         }
     }

@@ -32,7 +32,7 @@ use crate::chunker::Chunker;
 use crate::codec::{Reader, Writer};
 use crate::id::{Id, TreeId};
 use crate::store::Store;
-use crate::tree::chunks::ContentRef;
+use crate::tree::chunks::{for_each_leaf_group, ContentRef, Leaf};
 use crate::tree::commit::{Root, Top};
 use crate::tree::dir::{read_dir, write_dir, Content, DirEntry, EntryKind};
 use crate::tree::read::{Cache, TreeReader, CACHE_BYTES};
@@ -211,19 +211,36 @@ pub struct Overlay {
     /// fsynced with the first fsync below it.
     fresh: Mutex<std::collections::HashSet<PathBuf>>,
     /// What a commit's passes built for each upper file, as (size,
-    /// content), and the byte ranges written to it since; `epoch` counts
-    /// the name changes that void them, so a build racing one records
-    /// nothing. A later build re-chunks only the ranges written since the
-    /// one before, so the pass under the barrier reads only what changed
-    /// while the first pass ran.
+    /// content), and the byte ranges written to it since. A later build
+    /// re-chunks only the ranges written since the one before, so each
+    /// pass reads only what changed while the one before ran.
     built: Mutex<Built>,
 }
 
 #[derive(Default)]
 struct Built {
-    epoch: u64,
     content: HashMap<PathBuf, (u64, ContentRef)>,
     since: HashMap<PathBuf, Vec<(u64, u64)>>,
+    /// The files a build is reading now...
+    building: std::collections::HashSet<PathBuf>,
+    /// ...and those of them whose name came to stand for another file
+    /// meanwhile: their build records nothing.
+    voided: std::collections::HashSet<PathBuf>,
+}
+
+impl Built {
+    /// Forgets what was built for `up` and everything below it.
+    fn forget(&mut self, up: &Path) {
+        self.content.retain(|p, _| !p.starts_with(up));
+        self.since.retain(|p, _| !p.starts_with(up));
+        let hit: Vec<PathBuf> = self
+            .building
+            .iter()
+            .filter(|p| p.starts_with(up))
+            .cloned()
+            .collect();
+        self.voided.extend(hit);
+    }
 }
 
 /// An upper regular file, open, and what its holes show.
@@ -433,12 +450,43 @@ impl Overlay {
     }
 
     /// Forgets what was built for `up` and everything below it: its names
-    /// now stand for other files (created, removed, renamed, truncated).
+    /// now stand for other files (created, removed, truncated).
     fn untrack(&self, up: &Path) {
+        self.built().forget(up);
+    }
+
+    /// What was built for `from` and below it follows them to `to` (a
+    /// rename: the same files under other names), except for files a
+    /// build is reading now, which are forgotten.
+    fn track_rename(&self, from: &Path, to: &Path) {
         let mut b = self.built();
-        b.epoch += 1;
-        b.content.retain(|p, _| !p.starts_with(up));
-        b.since.retain(|p, _| !p.starts_with(up));
+        b.forget(to);
+        let moved: Vec<PathBuf> = b
+            .content
+            .keys()
+            .chain(b.since.keys())
+            .filter(|p| p.starts_with(from))
+            .cloned()
+            .collect();
+        for p in moved {
+            let content = b.content.remove(&p);
+            let since = b.since.remove(&p);
+            if b.building.contains(&p) {
+                b.voided.insert(p);
+                continue;
+            }
+            let Ok(rest) = p.strip_prefix(from) else {
+                continue;
+            };
+            let q = to.join(rest);
+            if let Some(c) = content {
+                b.content.insert(q.clone(), c);
+            }
+            if let Some(s) = since {
+                b.since.insert(q, s);
+            }
+        }
+        b.forget(from);
     }
 
     /// Records that bytes `from..to` of `up` were just written, if a
@@ -839,9 +887,9 @@ impl Overlay {
         let up_to = self.upper_path(sub, to);
         let _ = fs::remove_file(&up_to); // a whiteout
         self.forget_files();
-        self.untrack(&up_to);
-        self.untrack(&self.upper_path(sub, from));
-        fs::rename(self.upper_path(sub, from), &up_to)?;
+        let up_from = self.upper_path(sub, from);
+        self.track_rename(&up_from, &up_to);
+        fs::rename(&up_from, &up_to)?;
         // What the base had at `from` stays hidden.
         self.remove(sub, from)
     }
@@ -1211,7 +1259,7 @@ impl Overlay {
         // What was built before, and what was written since, taken before
         // the bytes are read: a write landing during the read is recorded
         // again for the next build.
-        let (epoch, before, since) = {
+        let (before, since) = {
             let mut b = self.built();
             // From now on writes to the file are recorded, including those
             // that land while this build reads it.
@@ -1219,9 +1267,40 @@ impl Overlay {
                 .since
                 .insert(path.to_path_buf(), Vec::new())
                 .unwrap_or_default();
-            (b.epoch, b.content.get(path).copied(), since)
+            b.building.insert(path.to_path_buf());
+            (b.content.get(path).copied(), since)
         };
-        let content = match before {
+        let result = self.build_from(path, size, partial, before, &since, chunker, read);
+        let mut b = self.built();
+        b.building.remove(path);
+        match &result {
+            Ok(content) if !b.voided.remove(path) => {
+                b.content.insert(path.to_path_buf(), (size, *content));
+            }
+            // What was built before no longer goes with what is recorded
+            // since: the next build starts afresh.
+            _ => {
+                b.voided.remove(path);
+                b.content.remove(path);
+            }
+        }
+        result
+    }
+
+    /// The content of `path` (of `size` bytes) from what was built before
+    /// and the ranges written since, or read afresh.
+    #[allow(clippy::too_many_arguments)]
+    fn build_from(
+        &self,
+        path: &Path,
+        size: u64,
+        partial: Option<&PartialBase>,
+        before: Option<(u64, ContentRef)>,
+        since: &[(u64, u64)],
+        chunker: &Chunker,
+        read: &mut u64,
+    ) -> io::Result<ContentRef> {
+        Ok(match before {
             Some((was, content)) if was == size && since.is_empty() => content,
             Some((was, content)) => {
                 let f = File::open(path)?;
@@ -1232,7 +1311,7 @@ impl Overlay {
                     &content,
                     was,
                     size,
-                    &since,
+                    since,
                     &mut reader,
                 )
                 .map_err(rechunk_err)?;
@@ -1240,12 +1319,7 @@ impl Overlay {
                 c
             }
             None => self.chunk_file(path, size, partial, chunker, read)?,
-        };
-        let mut b = self.built();
-        if b.epoch == epoch {
-            b.content.insert(path.to_path_buf(), (size, content));
-        }
-        Ok(content)
+        })
     }
 
     fn chunk_file(
@@ -1359,11 +1433,107 @@ impl Overlay {
         Ok(())
     }
 
+    /// What differs between what shows now and `root`, by path (`sub/a/b`,
+    /// with every parent): what a rebase to `root` changes for the
+    /// kernel's caches. None when it cannot tell (a name that is not
+    /// UTF-8): then everything may have changed.
+    pub fn changes_to(&self, root: &Root) -> io::Result<Option<HashMap<String, Change>>> {
+        let Some(paths) = self.changed_paths(root)? else {
+            return Ok(None);
+        };
+        let mut out = HashMap::new();
+        for p in paths {
+            let c = self.change_at(root, &p)?;
+            out.insert(p, c);
+        }
+        Ok(Some(out))
+    }
+
+    /// How the file or directory at `path` (`sub/a/b`) changes when `root`
+    /// shows instead: a file that stays a file changes only in the byte
+    /// ranges written over the base and those where the two bases' chunks
+    /// differ.
+    fn change_at(&self, root: &Root, path: &str) -> io::Result<Change> {
+        match self.kept_at(root, path) {
+            // A file where the path's parent was (what shows has no such
+            // path): all of it changes.
+            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => Ok(Change::Whole),
+            r => r,
+        }
+    }
+
+    fn kept_at(&self, root: &Root, path: &str) -> io::Result<Change> {
+        let mut parts = path.split('/');
+        let sub = parts.next().unwrap_or_default();
+        let rel: Vec<&[u8]> = parts.map(str::as_bytes).collect();
+        let Some((name, parent)) = rel.split_last() else {
+            // A subdot's top.
+            return Ok(Change::Kept(vec![(0, u64::MAX)]));
+        };
+        // The entry in `root`, looked up along the path.
+        let mut tree = root.get(sub).map(|t| t.tree);
+        for c in parent {
+            tree = match tree.map(|t| self.reader().lookup(&t, c)).transpose() {
+                Ok(Some(Some(DirEntry {
+                    content: Content::Dir(t),
+                    ..
+                }))) => Some(t),
+                Ok(_) => None,
+                Err(e) => return Err(damaged(e)),
+            };
+        }
+        let new = match tree {
+            Some(t) => self.reader().lookup(&t, name).map_err(damaged)?,
+            None => None,
+        };
+        let (to, to_size) = match new {
+            Some(DirEntry {
+                content: Content::File(c),
+                size,
+                ..
+            }) => (c, size),
+            // A directory that stays one keeps its inode and the inodes
+            // below it: only its attributes and listing go.
+            Some(DirEntry {
+                content: Content::Dir(_),
+                ..
+            }) if self
+                .stat(sub, &rel)?
+                .is_some_and(|s| s.kind == EntryKind::Dir) =>
+            {
+                return Ok(Change::Kept(vec![(0, u64::MAX)]));
+            }
+            _ => return Ok(Change::Whole),
+        };
+        let (from, from_size, shown, mut ranges) = match self.find(sub, &rel)? {
+            Found::Base(DirEntry {
+                content: Content::File(c),
+                size,
+                ..
+            }) => (c, size, size, Vec::new()),
+            Found::Upper(md, Some(p)) if md.is_file() => {
+                let shown = md.len();
+                let mut dirty = allocated(&self.upper_path(sub, &rel), shown)?;
+                if p.limit < shown {
+                    dirty.push((p.limit, shown));
+                }
+                (p.content, p.size, shown, dirty)
+            }
+            _ => return Ok(Change::Whole),
+        };
+        if from != to {
+            ranges.extend(leaf_diff(&self.store, &from, from_size, &to, to_size)?);
+        }
+        if shown != to_size {
+            ranges.push((shown.min(to_size), u64::MAX));
+        }
+        Ok(Change::Kept(merge_ranges(ranges)))
+    }
+
     /// The paths (`sub/a/b`, with every parent) whose content or entries
-    /// differ between what shows now and `root`: what a rebase to `root`
-    /// changes for the kernel's caches. None when it cannot tell (a name
-    /// that is not UTF-8): then everything may have changed.
-    pub fn changes_to(&self, root: &Root) -> io::Result<Option<std::collections::HashSet<String>>> {
+    /// differ between what shows now and `root`, or None when it cannot
+    /// tell.
+    fn changed_paths(&self, root: &Root) -> io::Result<Option<std::collections::HashSet<String>>> {
         let mut out = std::collections::HashSet::new();
         let mut add = |sub: &str, path: &str| -> bool {
             if path.contains('\u{FFFD}') {
@@ -1496,6 +1666,81 @@ fn unseen_in_parent<R>(up: &Path, f: impl FnOnce() -> io::Result<R>) -> io::Resu
     let r = f()?;
     set_mtime(parent, md.mtime() * 1_000_000_000 + md.mtime_nsec())?;
     Ok(r)
+}
+
+/// What a switch changes at a path, for the kernel's caches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// The entry itself (added, removed, another kind) or all of it.
+    Whole,
+    /// An entry that stays what it is (a file, a directory): its
+    /// attributes and these byte ranges (an end of u64::MAX: to the end).
+    Kept(Vec<(u64, u64)>),
+}
+
+/// The allocated (written) byte ranges of upper file `path` below `size`.
+fn allocated(path: &Path, size: u64) -> io::Result<Vec<(u64, u64)>> {
+    let f = File::open(path)?;
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < size {
+        let Some(data) = seek(&f, at, rustix::fs::SeekFrom::Data)?.filter(|d| *d < size) else {
+            break;
+        };
+        let hole = seek(&f, data, rustix::fs::SeekFrom::Hole)?
+            .unwrap_or(size)
+            .min(size);
+        out.push((data, hole));
+        at = hole;
+    }
+    Ok(out)
+}
+
+/// The byte ranges of content `to` (`to_size` bytes) whose leaves are not
+/// leaves of `from` at the same offset: where the two may differ, below
+/// the smaller size.
+fn leaf_diff(
+    store: &Store,
+    from: &ContentRef,
+    from_size: u64,
+    to: &ContentRef,
+    to_size: u64,
+) -> io::Result<Vec<(u64, u64)>> {
+    let leaves = |c: &ContentRef, size: u64| -> io::Result<Vec<(u64, Leaf)>> {
+        let mut out = Vec::new();
+        for_each_leaf_group(store, c, size, &mut |at, group| {
+            let mut at = at;
+            for l in group {
+                out.push((at, *l));
+                at += l.len();
+            }
+            Ok::<(), crate::tree::TreeError>(())
+        })
+        .map_err(damaged)?;
+        Ok(out)
+    };
+    let old: std::collections::HashSet<(u64, Leaf)> =
+        leaves(from, from_size)?.into_iter().collect();
+    Ok(leaves(to, to_size)?
+        .into_iter()
+        .filter(|l| !old.contains(l))
+        .map(|(at, l)| (at, at + l.len()))
+        .collect())
+}
+
+/// Ranges sorted and joined where they overlap or lie within 64 KiB of
+/// each other (one invalidation costs more than the pages between).
+fn merge_ranges(mut ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    const GAP: u64 = 64 << 10;
+    ranges.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for (a, b) in ranges {
+        match out.last_mut() {
+            Some(last) if a <= last.1.saturating_add(GAP) => last.1 = last.1.max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    out
 }
 
 /// Gives an upper entry the attributes of the base entry it continues.
@@ -1832,6 +2077,66 @@ mod tests {
             f.write_all_at(&data, at).unwrap();
             let (built, _) = o.build_top(SUB, &chunker()).unwrap();
             prop_assert_eq_plain(&store, built, scan(&store, &dir));
+        }
+    }
+
+    /// Builds racing writes, truncations and renames (as a commit's free
+    /// passes race a database) leave what they kept such that a build
+    /// with nothing racing equals a build from scratch.
+    #[test]
+    fn builds_racing_changes_keep_only_what_holds() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&tmp.path().join("home"), "test").unwrap());
+        let dir = tmp.path().join("real");
+        fs::create_dir(&dir).unwrap();
+        for i in 0..4 {
+            fs::write(dir.join(format!("f{i}")), noise(300_000, i)).unwrap();
+        }
+        let mut root = Root::new();
+        let top = Top {
+            tree: scan(&store, &dir),
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime_ns: 0,
+        };
+        root.insert(SUB.into(), top);
+        let upper = tmp.path().join("upper");
+        let o = Arc::new(Overlay::open(store.clone(), &upper, root.clone()).unwrap());
+        for round in 0..12u64 {
+            let writer = {
+                let o = o.clone();
+                std::thread::spawn(move || {
+                    let mut x = round.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                    for _ in 0..300 {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        let f = format!("f{}", x % 4);
+                        let g = format!("f{}", (x >> 8) % 4);
+                        let at = (x >> 16) % 320_000;
+                        let _ = match (x >> 40) % 8 {
+                            0 => o.rename(SUB, &[f.as_bytes()], &[b"tmp"]).and_then(|()| {
+                                o.rename(SUB, &[g.as_bytes()], &[f.as_bytes()])?;
+                                o.rename(SUB, &[b"tmp"], &[g.as_bytes()])
+                            }),
+                            1 => o.truncate(SUB, &[f.as_bytes()], at),
+                            _ => o.write(SUB, &[f.as_bytes()], at, &noise(3000, x)),
+                        };
+                    }
+                })
+            };
+            while !writer.is_finished() {
+                // A file renamed away mid-build fails it, as it may a
+                // commit's free pass, which then leaves the rest to the
+                // next.
+                let _ = o.build_top(SUB, &chunker());
+            }
+            writer.join().unwrap();
+            let (kept, _) = o.build_top(SUB, &chunker()).unwrap();
+            let fresh = Overlay::open(store.clone(), &upper, root.clone()).unwrap();
+            let (scratch, _) = fresh.build_top(SUB, &chunker()).unwrap();
+            assert_eq!(kept, scratch, "round {round}");
         }
     }
 

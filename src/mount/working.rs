@@ -9,7 +9,7 @@ use super::inodes::{Inodes, DETACHED};
 use std::io;
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use super::overlay::{Overlay, Stat};
+use super::overlay::{Change, Overlay, Stat};
 use super::{Attr, Item, ROOT};
 use crate::repo::DEFAULT_SUBDOT;
 use crate::tree::dir::EntryKind;
@@ -18,6 +18,14 @@ use crate::tree::dir::EntryKind;
 enum Place {
     Subdots,
     In(String, Vec<Vec<u8>>),
+}
+
+/// An inode the kernel holds that a switch changed, and how.
+pub struct Stale {
+    pub ino: u64,
+    pub parent: u64,
+    pub name: Vec<u8>,
+    pub change: Change,
 }
 
 pub struct Working {
@@ -512,37 +520,43 @@ impl Working {
             .sum()
     }
 
-    /// The inodes the kernel holds whose path (`sub/a/b`) is in `paths`
-    /// (all of them with None), with the parent and name each was found
-    /// under: what to invalidate after a switch.
-    pub fn known_in(
-        &self,
-        paths: Option<&std::collections::HashSet<String>>,
-    ) -> Vec<(u64, u64, Vec<u8>)> {
+    /// The inodes the kernel holds that `changes` (by path `sub/a/b`; all
+    /// of them with None) touch, with how: what to invalidate after a
+    /// switch.
+    pub fn known_in(&self, changes: Option<&HashMap<String, Change>>) -> Vec<Stale> {
         self.known()
             .into_iter()
-            .filter(|(ino, _, _)| {
-                let Some(paths) = paths else { return true };
-                if *ino == ROOT
+            .filter_map(|(ino, parent, name)| {
+                let whole = Some(Stale {
+                    ino,
+                    parent,
+                    name: name.clone(),
+                    change: Change::Whole,
+                });
+                let Some(changes) = changes else { return whole };
+                if ino == ROOT
                     || self
                         .inodes()
-                        .get(*ino)
+                        .get(ino)
                         .is_some_and(|i| !i.aliases.is_empty())
                 {
                     // A file with several names: each may have changed.
-                    return true;
+                    return whole;
                 }
-                match self.place(*ino) {
-                    Ok(Place::In(sub, path)) => {
-                        let mut p = sub;
-                        for c in path {
-                            p.push('/');
-                            p.push_str(&String::from_utf8_lossy(&c));
-                        }
-                        paths.contains(&p)
-                    }
-                    _ => true,
+                let Ok(Place::In(sub, path)) = self.place(ino) else {
+                    return whole;
+                };
+                let mut p = sub;
+                for c in path {
+                    p.push('/');
+                    p.push_str(&String::from_utf8_lossy(&c));
                 }
+                changes.get(&p).map(|c| Stale {
+                    ino,
+                    parent,
+                    name,
+                    change: c.clone(),
+                })
             })
             .collect()
     }

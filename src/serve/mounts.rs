@@ -342,6 +342,11 @@ fn empty_dir(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// At most this many passes of a commit run while writes flow...
+const FREE_PASSES: usize = 6;
+/// ...stopping after one that took less than this.
+const QUICK_PASS: std::time::Duration = std::time::Duration::from_millis(5);
+
 impl Mounts {
     /// `dot commit` of a mounted dot: writes are held while the tree of
     /// what shows is built (re-chunking only around written blocks) and
@@ -357,13 +362,22 @@ impl Mounts {
         env: &crate::env::ClientEnv,
     ) -> Result<(crate::id::CommitId, u64)> {
         let chunker = Chunker::new(cfg.chunking);
-        // A first pass while writes flow builds what changed and stores its
-        // chunks (a racing write only leaves chunks no tree names yet);
-        // the pass under the barrier re-chunks only what was written
-        // since (Overlay::build_top keeps what it built).
-        for sub in cfg.subdots.keys() {
-            let _ = w.overlay.top(sub, &chunker);
+        // Passes while writes flow build what changed and store its chunks
+        // (a racing write only leaves chunks no tree names yet). Each
+        // re-chunks only what was written during the one before
+        // (Overlay::build_top keeps what it built), so they shrink; once
+        // one is quick, the pass under the barrier has little left.
+        for _ in 0..FREE_PASSES {
+            let pass = std::time::Instant::now();
+            for sub in cfg.subdots.keys() {
+                let _ = w.overlay.top(sub, &chunker);
+            }
+            if pass.elapsed() < QUICK_PASS {
+                break;
+            }
         }
+        // What they stored is made durable now, not under the barrier.
+        repo.shared_store().flush()?;
         let held = std::time::Instant::now();
         let _writes = w.exclusive();
         let parent = repo.branch_commit(&cfg.name, &cfg.head)?;

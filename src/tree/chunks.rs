@@ -24,7 +24,7 @@ const TAG_CHUNK: u8 = 1;
 const TAG_ZERO: u8 = 2;
 
 /// A leaf of a chunk tree.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Leaf {
     Chunk(ChunkId, u32),
     Zero(u64),

@@ -18,8 +18,9 @@ use crate::id::{ChunkId, Id};
 use crate::store::Kind;
 
 /// Bytes read at a time, at most; cuts are the same whatever the window.
-/// Re-chunking starts with a window of a few largest chunks and doubles
-/// it, so a change that is met again soon reads little.
+/// Re-chunking starts with a window reaching a couple of average chunks
+/// past the change and doubles it, so a change whose chunks meet the old
+/// cuts again soon reads little.
 const WINDOW: usize = 16 << 20;
 
 #[derive(Debug, thiserror::Error)]
@@ -63,12 +64,15 @@ pub(crate) fn is_zero(data: &[u8]) -> bool {
 
 /// Chunks content from offset `from` (a cut point) on, pushing leaves into
 /// `out`, until `stop(end of a cut)` says a cut is where to stop, or the
-/// end (`size`). Returns where it stopped and the bytes it read.
+/// end (`size`). Reads `first` bytes first, then windows twice as large
+/// each time. Returns where it stopped and the bytes it read.
+#[allow(clippy::too_many_arguments)]
 fn chunk_from(
     objects: &dyn Objects,
     chunker: &Chunker,
     size: u64,
     from: u64,
+    first: usize,
     read: &mut ReadAt,
     out: &mut Vec<Leaf>,
     stop: &mut dyn FnMut(u64) -> bool,
@@ -76,7 +80,7 @@ fn chunk_from(
     let mut start = from;
     let mut read_bytes = 0u64;
     let mut window = Vec::new();
-    let mut want = (chunker.max_len() * 2).min(WINDOW);
+    let mut want = first.clamp(1, WINDOW);
     while start < size {
         let len = (want as u64).min(size - start) as usize;
         want = (want * 2).min(WINDOW);
@@ -114,7 +118,17 @@ pub fn chunk_all(
     read: &mut ReadAt,
 ) -> Result<ContentRef> {
     let mut leaves = Vec::new();
-    chunk_from(objects, chunker, size, 0, read, &mut leaves, &mut |_| false)?;
+    let first = chunker.max_len() * 2;
+    chunk_from(
+        objects,
+        chunker,
+        size,
+        0,
+        first,
+        read,
+        &mut leaves,
+        &mut |_| false,
+    )?;
     let mut b = ChunkTreeBuilder::new(objects);
     for leaf in leaves {
         b.push(leaf)?;
@@ -182,11 +196,14 @@ pub fn rechunk(
         }
         // Chunk anew until a cut meets an old one past every change met.
         let mut need = pos;
+        let reach = ranges.get(r).map_or(pos, |&(_, b)| b.max(pos)) - pos;
+        let first = usize::try_from(reach).unwrap_or(WINDOW) + 2 * chunker.avg_len();
         let (end, n) = chunk_from(
             objects,
             chunker,
             new_size,
             pos,
+            first,
             read,
             &mut leaves,
             &mut |end| {
