@@ -192,7 +192,7 @@ fn shown(dir: &Path) -> Vec<String> {
     while let Some(d) = todo.pop() {
         for e in fs::read_dir(&d).unwrap() {
             let p = e.unwrap().path();
-            let md = fs::symlink_metadata(&p).unwrap();
+            let md = fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("{p:?}: {e}"));
             let rel = p.strip_prefix(dir).unwrap().display().to_string();
             let what = if md.is_dir() {
                 todo.push(p.clone());
@@ -213,6 +213,49 @@ fn shown(dir: &Path) -> Vec<String> {
     }
     out.sort();
     out
+}
+
+/// Checks SEEK_DATA and SEEK_HOLE on every file under `dir`: they walk
+/// the file from 0 to its size, and every hole reads as zeros.
+fn holes_read_as_zeros(dir: &Path) -> Result<(), TestCaseError> {
+    use rustix::fs::SeekFrom;
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let md = fs::symlink_metadata(&p).unwrap();
+            if md.is_dir() {
+                todo.push(p);
+                continue;
+            }
+            if !md.is_file() {
+                continue;
+            }
+            let bytes = fs::read(&p).unwrap();
+            let f = fs::File::open(&p).unwrap();
+            let size = bytes.len() as u64;
+            let mut at = 0;
+            while at < size {
+                let data = match rustix::fs::seek(&f, SeekFrom::Data(at)) {
+                    Ok(n) => n,
+                    Err(rustix::io::Errno::NXIO) => size,
+                    Err(e) => panic!("{p:?}: SEEK_DATA: {e}"),
+                };
+                prop_assert!(data >= at && data <= size, "{p:?}: data {data} at {at}");
+                prop_assert!(
+                    bytes[at as usize..data as usize].iter().all(|b| *b == 0),
+                    "{p:?}: the hole {at}..{data} holds data"
+                );
+                if data == size {
+                    break;
+                }
+                let hole = rustix::fs::seek(&f, SeekFrom::Hole(data)).unwrap();
+                prop_assert!(hole > data && hole <= size, "{p:?}: hole {hole} at {data}");
+                at = hole;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A copy of `from` at `to` as a commit holds it: each name a file of its
@@ -305,7 +348,7 @@ impl World<'_> {
             }
         }
         prop_assert_eq!(shown(&self.mount), shown(&self.local), "after {:?}", op);
-        Ok(())
+        holes_read_as_zeros(&self.mount)
     }
 }
 
@@ -376,7 +419,8 @@ fn random_operations_on_a_mount_match_a_local_directory() {
         Ok(())
     });
     if let Err(e) = result {
-        panic!("{e} (DOT_DIFF_SEED={seed})");
+        let log = fs::read_to_string(t.home.join("daemon.log")).unwrap_or_default();
+        panic!("{e} (DOT_DIFF_SEED={seed})\ndaemon log:\n{log}");
     }
     t.dot(&["reset", "--hard", "HEAD"]).ok();
     t.dot(&["unmount", "app"]).ok();

@@ -45,6 +45,7 @@ const START_WAIT: Duration = Duration::from_secs(60);
 pub fn run(home: &Path, a: DaemonArgs) -> Result<ExitCode> {
     match a.command {
         DaemonCommand::Run => {
+            bound_heap();
             let log = |line: String| eprintln!("dot daemon: {line}");
             server::serve(home, &log)?;
             Ok(ExitCode::SUCCESS)
@@ -80,6 +81,21 @@ pub fn run(home: &Path, a: DaemonArgs) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// Keeps a long-running daemon's heap near what it uses: large buffers
+/// (read replies, re-chunking windows) go back to the system when freed.
+/// glibc's default raises its mmap threshold to the largest block freed
+/// and keeps such blocks in one arena per thread, which for a daemon
+/// serving mounts on many threads grows into hundreds of MiB.
+fn bound_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets the allocator's parameters, before any
+    // other thread runs.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10);
+        libc::mallopt(libc::M_ARENA_MAX, 4);
     }
 }
 

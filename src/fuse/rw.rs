@@ -384,11 +384,11 @@ impl Filesystem for RwFs {
         _req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
-        _datasync: bool,
+        datasync: bool,
         reply: ReplyEmpty,
     ) {
         let _s = self.w.shared();
-        match self.w.fsync(ino.0) {
+        match self.w.fsync(ino.0, datasync) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.errno(e)),
         }
@@ -418,7 +418,7 @@ impl Filesystem for RwFs {
         reply: ReplyEmpty,
     ) {
         let _s = self.w.shared();
-        match self.w.fsync(ino.0) {
+        match self.w.fsync(ino.0, false) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.errno(e)),
         }

@@ -210,6 +210,9 @@ pub struct Overlay {
     /// rename, whose directory it fsyncs itself): their directory is
     /// fsynced with the first fsync below it.
     fresh: Mutex<std::collections::HashSet<PathBuf>>,
+    /// Upper files whose own attributes the overlay set (`user.dot.base`)
+    /// since their last full flush: an fdatasync of one flushes them too.
+    meta: Mutex<std::collections::HashSet<PathBuf>>,
     /// What a commit's passes built for each upper file, as (size,
     /// content), and the byte ranges written to it since. A later build
     /// re-chunks only the ranges written since the one before, so each
@@ -270,6 +273,7 @@ impl Overlay {
             base: RwLock::new(Base { root }),
             files: Mutex::new(HashMap::new()),
             fresh: Mutex::new(Default::default()),
+            meta: Mutex::new(Default::default()),
             built: Mutex::new(Built::default()),
         })
     }
@@ -644,7 +648,7 @@ impl Overlay {
                         size: e.size,
                         limit: e.size,
                     };
-                    set_attr(up, BASE, &p.encode())?;
+                    self.set_base(up, &p)?;
                 }
             }
             Content::Symlink(t) => std::os::unix::fs::symlink(OsStr::from_bytes(t), up)?,
@@ -714,7 +718,7 @@ impl Overlay {
         if let Found::Upper(_, Some(mut p)) = self.find(sub, rel)? {
             if size < p.limit {
                 p.limit = size;
-                set_attr(&up, BASE, &p.encode())?;
+                self.set_base(&up, &p)?;
             }
         }
         OpenOptions::new().write(true).open(&up)?.set_len(size)?;
@@ -1013,7 +1017,7 @@ impl Overlay {
                     limit: off,
                     ..p.clone()
                 };
-                set_attr(&up, BASE, &lowered.encode())?;
+                self.set_base(&up, &lowered)?;
                 self.forget_files();
                 self.untrack(&up);
                 punch(&o.file, off, stop - off)?;
@@ -1119,18 +1123,45 @@ impl Overlay {
         self.fresh.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Makes upper file `up` partial over `p`, for an fsync to flush.
+    fn set_base(&self, up: &Path, p: &PartialBase) -> io::Result<()> {
+        set_attr(up, BASE, &p.encode())?;
+        self.meta().insert(up.to_path_buf());
+        Ok(())
+    }
+
+    fn meta(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<PathBuf>> {
+        self.meta.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Makes `rel` durable as on a local filesystem: its own data and
     /// attributes (fsync of a directory: its entries). The upper entries
     /// copying up made above it are made durable too, since the program
     /// never created them.
-    pub fn fsync(&self, sub: &str, rel: &[&[u8]]) -> io::Result<()> {
+    ///
+    /// With `datasync` (fdatasync) only the data and what finding it needs
+    /// are flushed, unless the overlay changed the file's own attributes
+    /// (its partial base, its limit) since its last full flush.
+    pub fn fsync(&self, sub: &str, rel: &[&[u8]], datasync: bool) -> io::Result<()> {
         let up = self.upper_path(sub, rel);
-        match self.files().get(&up) {
-            Some(o) => o.file.sync_all()?,
-            None => {
-                if let Ok(f) = File::open(&up) {
-                    f.sync_all()?;
-                }
+        let full = !datasync || self.meta().remove(&up);
+        // Not under the lock of open files: a flush takes milliseconds,
+        // and every read and write needs that lock.
+        let open = self.files().get(&up).cloned();
+        let file = match open {
+            Some(o) => Some(o),
+            None => File::open(&up).ok().map(|file| {
+                Arc::new(OpenFile {
+                    file,
+                    partial: None,
+                })
+            }),
+        };
+        if let Some(o) = file {
+            if full {
+                o.file.sync_all()?;
+            } else {
+                o.file.sync_data()?;
             }
         }
         let mut child = up;
@@ -1380,6 +1411,7 @@ impl Overlay {
     pub fn rebase(&self, root: Root, keep_links: bool) -> io::Result<()> {
         self.forget_files();
         self.fresh().clear();
+        self.meta().clear();
         *self.built() = Built::default();
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -1428,6 +1460,8 @@ impl Overlay {
                 self.copy_up_parents(sub, rel)?;
                 let to = self.upper_path(sub, rel);
                 unseen_in_parent(&to, || fs::rename(&p, &to))?;
+                // Its base attribute may not have been flushed yet.
+                self.meta().insert(to);
             }
         }
         Ok(())
@@ -1470,37 +1504,21 @@ impl Overlay {
             // A subdot's top.
             return Ok(Change::Kept(vec![(0, u64::MAX)]));
         };
-        // The entry in `root`, looked up along the path.
-        let mut tree = root.get(sub).map(|t| t.tree);
-        for c in parent {
-            tree = match tree.map(|t| self.reader().lookup(&t, c)).transpose() {
-                Ok(Some(Some(DirEntry {
-                    content: Content::Dir(t),
-                    ..
-                }))) => Some(t),
-                Ok(_) => None,
-                Err(e) => return Err(damaged(e)),
-            };
-        }
-        let new = match tree {
-            Some(t) => self.reader().lookup(&t, name).map_err(damaged)?,
-            None => None,
-        };
+        let new = self.root_entry(root, sub, parent, name)?;
         let (to, to_size) = match new {
             Some(DirEntry {
                 content: Content::File(c),
                 size,
                 ..
             }) => (c, size),
-            // A directory that stays one keeps its inode and the inodes
-            // below it: only its attributes and listing go.
+            // A directory that stays one, and shows what the base had at
+            // its path (not a directory moved there), keeps its inode and
+            // the inodes below it: only its attributes and listing go.
+            // What below it changes is listed on its own.
             Some(DirEntry {
                 content: Content::Dir(_),
                 ..
-            }) if self
-                .stat(sub, &rel)?
-                .is_some_and(|s| s.kind == EntryKind::Dir) =>
-            {
+            }) if self.dir_in_place(sub, parent, name)? => {
                 return Ok(Change::Kept(vec![(0, u64::MAX)]));
             }
             _ => return Ok(Change::Whole),
@@ -1528,6 +1546,55 @@ impl Overlay {
             ranges.push((shown.min(to_size), u64::MAX));
         }
         Ok(Change::Kept(merge_ranges(ranges)))
+    }
+
+    /// The entry `name` in directory `parent` of subdot `sub` of `root`.
+    fn root_entry(
+        &self,
+        root: &Root,
+        sub: &str,
+        parent: &[&[u8]],
+        name: &[u8],
+    ) -> io::Result<Option<DirEntry>> {
+        let mut tree = root.get(sub).map(|t| t.tree);
+        for c in parent {
+            tree = match tree {
+                Some(t) => match self.reader().lookup(&t, c).map_err(damaged)? {
+                    Some(DirEntry {
+                        content: Content::Dir(t),
+                        ..
+                    }) => Some(t),
+                    _ => None,
+                },
+                None => None,
+            };
+        }
+        match tree {
+            Some(t) => self.reader().lookup(&t, name).map_err(damaged),
+            None => Ok(None),
+        }
+    }
+
+    /// Whether directory `parent/name` shows a directory whose entries
+    /// not in the upper tree are the base's at that same path: it is
+    /// only in the base, or new, or continues the base's own directory
+    /// there (not one moved there from elsewhere).
+    fn dir_in_place(&self, sub: &str, parent: &[&[u8]], name: &[u8]) -> io::Result<bool> {
+        let mut rel = parent.to_vec();
+        rel.push(name);
+        if !self
+            .stat(sub, &rel)?
+            .is_some_and(|s| s.kind == EntryKind::Dir)
+        {
+            return Ok(false);
+        }
+        Ok(match self.origin(&self.upper_path(sub, &rel))? {
+            None | Some(None) => true,
+            Some(Some(origin)) => matches!(
+                self.root_entry(&self.base().root, sub, parent, name)?,
+                Some(DirEntry { content: Content::Dir(t), .. }) if t == origin
+            ),
+        })
     }
 
     /// The paths (`sub/a/b`, with every parent) whose content or entries

@@ -468,10 +468,11 @@ impl Working {
         self.getattr(ino)
     }
 
-    pub fn fsync(&self, ino: u64) -> io::Result<()> {
+    /// fsync(2), or fdatasync(2) with `datasync`.
+    pub fn fsync(&self, ino: u64, datasync: bool) -> io::Result<()> {
         let (sub, path) = self.path(ino)?;
         let parts: Vec<&[u8]> = path.iter().map(Vec::as_slice).collect();
-        self.overlay.fsync(&sub, &parts)
+        self.overlay.fsync(&sub, &parts, datasync)
     }
 
     pub fn xattrs(&self, ino: u64) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
@@ -559,6 +560,19 @@ impl Working {
                 })
             })
             .collect()
+    }
+
+    /// After a switch: names whose entry changed wholesale get a new inode
+    /// at their next lookup. The kernel may keep the old inode a while
+    /// (until it forgets it), and a new entry of another kind under the
+    /// old number would make it refuse the inode (EIO).
+    pub fn renumber(&self, stale: &[Stale]) {
+        let mut inodes = self.inodes();
+        for st in stale {
+            if st.ino != ROOT && st.change == Change::Whole {
+                inodes.unname(st.parent, &st.name);
+            }
+        }
     }
 
     /// The inodes the kernel holds, once with each parent and name it was

@@ -446,6 +446,7 @@ impl Mounts {
             .rebase(root, false)
             .map_err(|e| RepoError::io("cannot empty the overlay", e))?;
         let known = w.known_in(changed.as_ref());
+        w.renumber(&known);
         drop(writes);
         #[cfg(target_os = "linux")]
         if let Some(m) = repo.mounted_dot(&cfg.name)? {
