@@ -2,7 +2,8 @@
 //! FUSE mount) and to a directory on the local file system, compared after
 //! every step and across commit, reset and checkout. proptest shrinks a
 //! failing sequence to a minimal one. `DOT_DIFF_CASES` sets how many
-//! sequences run (default 64).
+//! sequences run (default 64). Linux only, as mounts are.
+#![cfg(target_os = "linux")]
 
 mod util;
 
