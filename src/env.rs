@@ -24,9 +24,13 @@ const NAMES: &[&str] = &[
     "AWS_REGION",
     "AWS_DEFAULT_REGION",
     // Test hooks, honoured by debug builds only: pause a commit after its
-    // scan, so tests can act while it runs; make it panic, as a bug would.
+    // scan (a mounted one: under its barrier, before its commit point),
+    // so tests can act while it runs; make it panic, as a bug would; pause
+    // a mounted commit after its commit point, before it empties the
+    // overlay.
     "DOT_TEST_COMMIT_PAUSE_MS",
     "DOT_TEST_COMMIT_PANIC",
+    "DOT_TEST_REBASE_PAUSE_MS",
 ];
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

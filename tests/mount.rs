@@ -736,3 +736,64 @@ fn fio_verifies_what_it_wrote_on_a_mount() {
     t.dot(&["unmount", "app"]).ok();
     t.fsck_ok();
 }
+
+/// kill -9 of the daemon in the middle of a mounted commit, before its
+/// commit point and after it (before the overlay is emptied): after a
+/// restart the mount shows every fsynced write, the branch is where the
+/// commit point left it, and committing again works.
+#[test]
+fn a_daemon_killed_during_a_mounted_commit_loses_nothing() {
+    for (pause, committed) in [
+        ("DOT_TEST_COMMIT_PAUSE_MS", false),
+        ("DOT_TEST_REBASE_PAUSE_MS", true),
+    ] {
+        let t = Env::new();
+        t.dot(&["init", "app"]).ok();
+        let dir = t.path("app");
+        write(&dir.join("big"), &noise(2_000_000, 1));
+        let before = commit(&t, "one");
+        t.dot(&["mount", "app"]).ok();
+        {
+            let f = fs::OpenOptions::new()
+                .write(true)
+                .open(dir.join("big"))
+                .unwrap();
+            f.write_all_at(&noise(50_000, 2), 700_000).unwrap();
+            f.sync_all().unwrap();
+            let n = fs::File::create(dir.join("new")).unwrap();
+            n.write_all_at(b"fsynced\n", 0).unwrap();
+            n.sync_all().unwrap();
+        }
+        let want = content(&dir);
+        let committing = t
+            .cmd(&["commit", "-m", "killed"])
+            .env(pause, "5000")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The commit reaches its pause (its passes are quick here).
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        t.kill_daemon();
+        let out = committing.wait_with_output().unwrap();
+        // The daemon died under it: the commit never answered.
+        assert!(!out.status.success(), "{pause}");
+        t.restart_daemon();
+        assert_eq!(content(&dir), want, "{pause}");
+        let head = t.head("app").unwrap();
+        if committed {
+            // The commit point was passed: the branch has the commit,
+            // and the old overlay over it shows the same content.
+            assert_ne!(head, before, "{pause}");
+            assert!(t.dot(&["diff"]).ok().out.contains("no changes"), "{pause}");
+        } else {
+            assert_eq!(head, before, "{pause}");
+        }
+        commit(&t, "again");
+        t.dot(&["reset", "--hard", "HEAD"]).ok();
+        assert_eq!(content(&dir), want, "{pause}");
+        t.dot(&["unmount", "app"]).ok();
+        assert_eq!(content(&dir), want, "{pause}");
+        t.fsck_ok();
+    }
+}
