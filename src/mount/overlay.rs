@@ -28,6 +28,8 @@ use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
 
+use rayon::prelude::*;
+
 use crate::chunker::Chunker;
 use crate::codec::{Reader, Writer};
 use crate::id::{Id, TreeId};
@@ -1219,6 +1221,9 @@ impl Overlay {
                 entries.insert(e.name.clone(), e);
             }
         }
+        // Files are built in parallel (one large file's re-chunking need
+        // not wait for another's), directories depth first.
+        let mut files = Vec::new();
         for d in fs::read_dir(&up)? {
             let d = d?;
             let name = d.file_name().as_bytes().to_vec();
@@ -1228,15 +1233,16 @@ impl Overlay {
                 entries.remove(&name);
                 continue;
             }
-            rel.push(name.clone());
-            let st = stat_of(&md);
-            let content = match st.kind {
-                EntryKind::Dir => Content::Dir(self.build_dir(sub, rel, chunker, read)?),
+            let content = match stat_of(&md).kind {
                 EntryKind::File => {
-                    let partial = get_attr(&path, BASE)?
-                        .map(|b| PartialBase::decode(&b))
-                        .transpose()?;
-                    Content::File(self.build_file(&path, &md, partial.as_ref(), chunker, read)?)
+                    files.push((name, path, md));
+                    continue;
+                }
+                EntryKind::Dir => {
+                    rel.push(name.clone());
+                    let tree = self.build_dir(sub, rel, chunker, read);
+                    rel.pop();
+                    Content::Dir(tree?)
                 }
                 EntryKind::Symlink => {
                     Content::Symlink(fs::read_link(&path)?.as_os_str().as_bytes().to_vec())
@@ -1244,26 +1250,22 @@ impl Overlay {
                 EntryKind::Fifo => Content::Fifo,
                 EntryKind::CharDevice | EntryKind::BlockDevice => Content::Device(md.rdev()),
             };
-            rel.pop();
-            let size = match &content {
-                Content::Symlink(t) => t.len() as u64,
-                Content::File(_) => md.len(),
-                _ => 0,
-            };
-            entries.insert(
-                name.clone(),
-                DirEntry {
-                    name,
-                    kind: st.kind,
-                    mode: st.mode,
-                    uid: st.uid,
-                    gid: st.gid,
-                    mtime_ns: st.mtime_ns,
-                    size,
-                    content,
-                    xattrs: own_filtered(read_xattrs(&path)?),
-                },
-            );
+            entries.insert(name.clone(), upper_entry(name, &path, &md, content)?);
+        }
+        let built: Vec<(DirEntry, u64)> = files
+            .into_par_iter()
+            .map(|(name, path, md)| {
+                let partial = get_attr(&path, BASE)?
+                    .map(|b| PartialBase::decode(&b))
+                    .transpose()?;
+                let mut n = 0;
+                let c = self.build_file(&path, &md, partial.as_ref(), chunker, &mut n)?;
+                Ok((upper_entry(name, &path, &md, Content::File(c))?, n))
+            })
+            .collect::<io::Result<_>>()?;
+        for (e, n) in built {
+            *read += n;
+            entries.insert(e.name.clone(), e);
         }
         let list: Vec<DirEntry> = entries.into_values().collect();
         write_dir(&self.store, &list).map_err(damaged)
@@ -1733,6 +1735,33 @@ fn unseen_in_parent<R>(up: &Path, f: impl FnOnce() -> io::Result<R>) -> io::Resu
     let r = f()?;
     set_mtime(parent, md.mtime() * 1_000_000_000 + md.mtime_nsec())?;
     Ok(r)
+}
+
+/// The entry of tree `name` for upper entry `path` (of metadata `md`)
+/// holding `content`.
+fn upper_entry(
+    name: Vec<u8>,
+    path: &Path,
+    md: &fs::Metadata,
+    content: Content,
+) -> io::Result<DirEntry> {
+    let st = stat_of(md);
+    let size = match &content {
+        Content::Symlink(t) => t.len() as u64,
+        Content::File(_) => md.len(),
+        _ => 0,
+    };
+    Ok(DirEntry {
+        name,
+        kind: st.kind,
+        mode: st.mode,
+        uid: st.uid,
+        gid: st.gid,
+        mtime_ns: st.mtime_ns,
+        size,
+        content,
+        xattrs: own_filtered(read_xattrs(path)?),
+    })
 }
 
 /// What a switch changes at a path, for the kernel's caches.
