@@ -342,6 +342,19 @@ fn empty_dir(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Gives the memory freed by a commit or a switch (re-chunking windows,
+/// chunk lists) back to the system, on a thread of its own: the command
+/// need not wait for it.
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    std::thread::spawn(|| {
+        // SAFETY: malloc_trim only releases free memory of the allocator.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    });
+}
+
 /// In debug builds, sleeps for the milliseconds the caller's `var` says:
 /// how the tests kill a daemon at a given point of a commit.
 fn test_pause(env: &crate::env::ClientEnv, var: &str) {
@@ -389,7 +402,7 @@ impl Mounts {
         // What they stored is made durable now, not under the barrier.
         repo.shared_store().flush()?;
         let held = std::time::Instant::now();
-        let _writes = w.exclusive();
+        let writes = w.exclusive();
         let parent = repo.branch_commit(&cfg.name, &cfg.head)?;
         let mut root = crate::tree::commit::Root::new();
         for sub in cfg.subdots.keys() {
@@ -415,7 +428,10 @@ impl Mounts {
         w.overlay
             .rebase(root, true)
             .map_err(|e| RepoError::io("cannot empty the overlay after the commit", e))?;
-        Ok((id, held.elapsed().as_millis() as u64))
+        let pause_ms = held.elapsed().as_millis() as u64;
+        drop(writes);
+        trim_heap();
+        Ok((id, pause_ms))
     }
 
     /// Refuses a switch while files are open on the mount of `cfg`.
@@ -473,6 +489,7 @@ impl Mounts {
         }
         #[cfg(not(target_os = "linux"))]
         let _ = known;
+        trim_heap();
         Ok(())
     }
 
