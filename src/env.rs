@@ -37,6 +37,16 @@ const NAMES: &[&str] = &[
 pub struct ClientEnv(BTreeMap<String, String>);
 
 impl ClientEnv {
+    /// In debug builds, sleeps for the milliseconds the test hook `var`
+    /// says: how tests act at a given point of a running command.
+    pub(crate) fn test_pause(&self, var: &str) {
+        if cfg!(debug_assertions) {
+            if let Some(ms) = self.get(var).and_then(|v| v.parse().ok()) {
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+            }
+        }
+    }
+
     /// This process's values of the variables dot reads.
     pub fn capture() -> ClientEnv {
         ClientEnv(

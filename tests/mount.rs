@@ -16,6 +16,18 @@ fn commit(t: &Env, msg: &str) -> String {
     t.head("app").unwrap()
 }
 
+/// Writes `data` at `off` of `path` (created if missing) and fsyncs it.
+fn write_synced(path: &Path, off: u64, data: &[u8]) {
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .unwrap();
+    f.write_all_at(data, off).unwrap();
+    f.sync_all().unwrap();
+}
+
 fn unmount(t: &Env, at: &Path) {
     t.dot(&["unmount", at.to_str().unwrap()]).ok();
 }
@@ -418,17 +430,8 @@ fn what_was_fsynced_on_a_mount_survives_a_killed_daemon() {
     commit(&t, "one");
     t.dot(&["mount", "app"]).ok();
     let data = noise(100_000, 4);
-    {
-        let f = fs::OpenOptions::new()
-            .write(true)
-            .open(dir.join("big"))
-            .unwrap();
-        f.write_all_at(&data, 500_000).unwrap();
-        f.sync_all().unwrap();
-        let n = fs::File::create(dir.join("new")).unwrap();
-        n.write_all_at(b"fsynced\n", 0).unwrap();
-        n.sync_all().unwrap();
-    }
+    write_synced(&dir.join("big"), 500_000, &data);
+    write_synced(&dir.join("new"), 0, b"fsynced\n");
     let want = content(&dir);
     // Without its daemon the dot says what to do.
     t.kill_daemon();
@@ -653,14 +656,7 @@ fn a_full_disk_fails_writes_on_a_mount_and_loses_nothing() {
     let _disk = Tmpfs::mount(&t.home.join("overlay"), "8m");
     t.dot(&["mount", "app"]).ok();
     let page = noise(8192, 2);
-    {
-        let f = fs::OpenOptions::new()
-            .write(true)
-            .open(dir.join("kept"))
-            .unwrap();
-        f.write_all_at(&page, 4096).unwrap();
-        f.sync_all().unwrap();
-    }
+    write_synced(&dir.join("kept"), 4096, &page);
     let mut want = kept.clone();
     want[4096..4096 + 8192].copy_from_slice(&page);
 
@@ -753,17 +749,8 @@ fn a_daemon_killed_during_a_mounted_commit_loses_nothing() {
         write(&dir.join("big"), &noise(2_000_000, 1));
         let before = commit(&t, "one");
         t.dot(&["mount", "app"]).ok();
-        {
-            let f = fs::OpenOptions::new()
-                .write(true)
-                .open(dir.join("big"))
-                .unwrap();
-            f.write_all_at(&noise(50_000, 2), 700_000).unwrap();
-            f.sync_all().unwrap();
-            let n = fs::File::create(dir.join("new")).unwrap();
-            n.write_all_at(b"fsynced\n", 0).unwrap();
-            n.sync_all().unwrap();
-        }
+        write_synced(&dir.join("big"), 700_000, &noise(50_000, 2));
+        write_synced(&dir.join("new"), 0, b"fsynced\n");
         let want = content(&dir);
         let committing = t
             .cmd(&["commit", "-m", "killed"])

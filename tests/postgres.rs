@@ -73,9 +73,7 @@ impl Server<'_> {
     /// a running server holds that pid, and PostgreSQL started on it
     /// refuses while the pid lives.
     fn stop(&self) {
-        let pid = std::fs::read_to_string(self.data.join("postmaster.pid"))
-            .ok()
-            .and_then(|s| s.lines().next().map(str::to_string));
+        let pid = self.postmaster();
         pg(
             "pg_ctl",
             &[
@@ -89,25 +87,76 @@ impl Server<'_> {
         )
         .ok();
         if let Some(pid) = pid {
-            let proc_dir = std::path::Path::new("/proc").join(pid);
-            while proc_dir.exists() {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
+            wait_gone(&pid);
         }
     }
+    /// The postmaster's pid, from postmaster.pid.
+    fn postmaster(&self) -> Option<String> {
+        std::fs::read_to_string(self.data.join("postmaster.pid"))
+            .ok()
+            .and_then(|s| s.lines().next().map(str::to_string))
+    }
     fn sql(&self, sql: &str) -> String {
+        psql(&self.sock, &self.port, sql)
+            .ok()
+            .out
+            .trim()
+            .to_string()
+    }
+    /// pg_amcheck --heapallindexed of the database `postgres`.
+    fn amcheck(&self) -> util::Run {
         pg(
-            "psql",
+            "pg_amcheck",
             &[
-                "-h", &self.sock, "-p", &self.port, "-U", "postgres", "-d", "postgres", "-Atqc",
-                sql,
+                "-h",
+                &self.sock,
+                "-p",
+                &self.port,
+                "-U",
+                "postgres",
+                "--heapallindexed",
+                "--install-missing",
+                "postgres",
             ],
         )
-        .ok()
-        .out
-        .trim()
-        .to_string()
     }
+}
+
+fn psql(sock: &str, port: &str, sql: &str) -> util::Run {
+    pg(
+        "psql",
+        &[
+            "-h", sock, "-p", port, "-U", "postgres", "-d", "postgres", "-Atqc", sql,
+        ],
+    )
+}
+
+/// Waits until process `pid` has exited.
+fn wait_gone(pid: &str) {
+    let proc_dir = Path::new("/proc").join(pid);
+    while proc_dir.exists() {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// A dot `pg` (mounted, or a plain directory) initialized as a PostgreSQL
+/// data directory: the directory and the socket directory.
+fn cluster(t: &Env, mounted: bool) -> (PathBuf, PathBuf) {
+    t.dot(&["init", "pg"]).ok();
+    if mounted {
+        t.dot(&["mount", "pg"]).ok();
+    }
+    let data = t.path("pg");
+    let sock = postgres_may_use(t, &data);
+    let data_arg = data.to_str().unwrap();
+    let mut args = vec!["-D", data_arg, "-U", "postgres", "--auth=trust"];
+    if !mounted {
+        // What a plain directory holds is committed stopped: no need to
+        // wait for flushes.
+        args.push("--no-sync");
+    }
+    pg("initdb", &args).ok();
+    (data, sock)
 }
 
 /// Lets PostgreSQL (run as postgres when we are root) use the dot's
@@ -144,21 +193,7 @@ fn postgres_may_use(t: &Env, data: &Path) -> PathBuf {
 #[test]
 fn postgres_state_comes_back_after_reset() {
     let t = Env::new();
-    t.dot(&["init", "pg"]).ok();
-    let data = t.path("pg");
-    let sock = postgres_may_use(&t, &data);
-    pg(
-        "initdb",
-        &[
-            "-D",
-            data.to_str().unwrap(),
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "--no-sync",
-        ],
-    )
-    .ok();
+    let (data, sock) = cluster(&t, false);
     let server = Server {
         data: &data,
         sock: sock.to_str().unwrap().to_string(),
@@ -221,21 +256,7 @@ fn postgres_state_comes_back_after_reset() {
 #[test]
 fn postgres_on_a_mount_is_committed_while_it_runs() {
     let t = Env::new();
-    t.dot(&["init", "pg"]).ok();
-    t.dot(&["mount", "pg"]).ok();
-    let data = t.path("pg");
-    let sock = postgres_may_use(&t, &data);
-    pg(
-        "initdb",
-        &[
-            "-D",
-            data.to_str().unwrap(),
-            "-U",
-            "postgres",
-            "--auth=trust",
-        ],
-    )
-    .ok();
+    let (data, sock) = cluster(&t, true);
     let server = Server {
         data: &data,
         sock: sock.to_str().unwrap().to_string(),
@@ -286,20 +307,7 @@ fn postgres_on_a_mount_is_committed_while_it_runs() {
             "200000",
             "at {id}"
         );
-        let check = pg(
-            "pg_amcheck",
-            &[
-                "-h",
-                &server.sock,
-                "-p",
-                &server.port,
-                "-U",
-                "postgres",
-                "--heapallindexed",
-                "--install-missing",
-                "postgres",
-            ],
-        );
+        let check = server.amcheck();
         assert_eq!(
             check.code, 0,
             "pg_amcheck at {id}: {}{}",
@@ -318,21 +326,7 @@ fn postgres_on_a_mount_is_committed_while_it_runs() {
 #[test]
 fn postgres_keeps_what_it_acknowledged_when_the_daemon_is_killed() {
     let t = Env::new();
-    t.dot(&["init", "pg"]).ok();
-    t.dot(&["mount", "pg"]).ok();
-    let data = t.path("pg");
-    let sock = postgres_may_use(&t, &data);
-    pg(
-        "initdb",
-        &[
-            "-D",
-            data.to_str().unwrap(),
-            "-U",
-            "postgres",
-            "--auth=trust",
-        ],
-    )
-    .ok();
+    let (data, sock) = cluster(&t, true);
     let server = Server {
         data: &data,
         sock: sock.to_str().unwrap().to_string(),
@@ -349,13 +343,7 @@ fn postgres_keeps_what_it_acknowledged_when_the_daemon_is_killed() {
         std::thread::spawn(move || {
             for n in 1.. {
                 let sql = format!("INSERT INTO acked VALUES ({n}, repeat('x', 2000))");
-                let r = pg(
-                    "psql",
-                    &[
-                        "-h", &sock, "-p", &port, "-U", "postgres", "-d", "postgres", "-Atqc", &sql,
-                    ],
-                );
-                if r.code != 0 {
+                if psql(&sock, &port, &sql).code != 0 {
                     return;
                 }
                 acked.store(n, std::sync::atomic::Ordering::SeqCst);
@@ -365,12 +353,7 @@ fn postgres_keeps_what_it_acknowledged_when_the_daemon_is_killed() {
     while acked.load(std::sync::atomic::Ordering::SeqCst) < 30 {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let postmaster = std::fs::read_to_string(data.join("postmaster.pid"))
-        .unwrap()
-        .lines()
-        .next()
-        .unwrap()
-        .to_string();
+    let postmaster = server.postmaster().unwrap();
     t.kill_daemon();
     // PostgreSQL meets a dead mount: it is stopped as a crash would.
     Command::new("pkill")
@@ -383,9 +366,7 @@ fn postgres_keeps_what_it_acknowledged_when_the_daemon_is_killed() {
         .unwrap();
     writer.join().unwrap();
     let last = acked.load(std::sync::atomic::Ordering::SeqCst);
-    while Path::new("/proc").join(&postmaster).exists() {
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    wait_gone(&postmaster);
 
     t.restart_daemon();
     server.start();
@@ -398,20 +379,7 @@ fn postgres_keeps_what_it_acknowledged_when_the_daemon_is_killed() {
         "PostgreSQL acknowledged {last} rows, {max} came back"
     );
     assert_eq!(server.sql("SELECT count(*) = max(n) FROM acked"), "t");
-    let check = pg(
-        "pg_amcheck",
-        &[
-            "-h",
-            &server.sock,
-            "-p",
-            &server.port,
-            "-U",
-            "postgres",
-            "--heapallindexed",
-            "--install-missing",
-            "postgres",
-        ],
-    );
+    let check = server.amcheck();
     assert_eq!(check.code, 0, "pg_amcheck: {}{}", check.out, check.err);
     server.stop();
     t.dot(&["commit", "-m", "after the crash"]).ok();

@@ -18,7 +18,6 @@ use fuser::{
 
 use super::{config, damage_note, file_attr, name_list, reply_items, reply_xattr, Log, Mounted};
 use crate::mount::working::Working;
-use crate::tree::dir::EntryKind;
 
 /// What the kernel may cache of names and attributes; a switch (reset,
 /// checkout) also invalidates what it holds.
@@ -241,23 +240,11 @@ impl Filesystem for RwFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        // Everything changes through this mount, and a switch invalidates
-        // what the kernel cached: its pages stay valid across opens. A
-        // file with several names is several inodes to the kernel, each
-        // with its own pages: those are dropped at each open instead.
-        let linked = {
-            let _s = self.w.shared();
-            self.w
-                .getattr(ino.0)
-                .is_ok_and(|a| a.nlink > 1 && a.kind == EntryKind::File)
-        };
+        // Everything changes through this mount (every name of a file is
+        // one inode), and a switch invalidates what the kernel cached: its
+        // pages stay valid across opens.
         self.w.opened(ino.0);
-        let flags = if linked {
-            FopenFlags::empty()
-        } else {
-            FopenFlags::FOPEN_KEEP_CACHE
-        };
-        reply.opened(FileHandle(0), flags);
+        reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE);
     }
 
     fn link(

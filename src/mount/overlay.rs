@@ -1146,24 +1146,26 @@ impl Overlay {
     /// (its partial base, its limit) since its last full flush.
     pub fn fsync(&self, sub: &str, rel: &[&[u8]], datasync: bool) -> io::Result<()> {
         let up = self.upper_path(sub, rel);
-        let full = !datasync || self.meta().remove(&up);
         // Not under the lock of open files: a flush takes milliseconds,
         // and every read and write needs that lock.
-        let open = self.files().get(&up).cloned();
-        let file = match open {
-            Some(o) => Some(o),
-            None => File::open(&up).ok().map(|file| {
-                Arc::new(OpenFile {
-                    file,
-                    partial: None,
-                })
-            }),
+        let cached = self.files().get(&up).cloned();
+        let opened;
+        let file = match &cached {
+            Some(o) => Some(&o.file),
+            None => {
+                // Nothing in the upper tree: nothing of it to flush.
+                opened = File::open(&up).ok();
+                opened.as_ref()
+            }
         };
-        if let Some(o) = file {
-            if full {
-                o.file.sync_all()?;
-            } else {
-                o.file.sync_data()?;
+        if let Some(f) = file {
+            let full = !datasync || self.meta().remove(&up);
+            let flushed = if full { f.sync_all() } else { f.sync_data() };
+            if let Err(e) = flushed {
+                if full {
+                    self.meta().insert(up);
+                }
+                return Err(e);
             }
         }
         let mut child = up;
@@ -1371,21 +1373,7 @@ impl Overlay {
                 chunk_all(&self.store, chunker, size, &mut reader)
             }
             Some(p) => {
-                let mut dirty = Vec::new();
-                let mut at = 0;
-                while at < size {
-                    let Some(data) = seek(&f, at, rustix::fs::SeekFrom::Data)? else {
-                        break;
-                    };
-                    if data >= size {
-                        break;
-                    }
-                    let hole = seek(&f, data, rustix::fs::SeekFrom::Hole)?
-                        .unwrap_or(size)
-                        .min(size);
-                    dirty.push((data, hole));
-                    at = hole;
-                }
+                let mut dirty = allocated(&f, size)?;
                 if p.limit < p.size.min(size) {
                     dirty.push((p.limit, size));
                 }
@@ -1533,11 +1521,15 @@ impl Overlay {
             }) => (c, size, size, Vec::new()),
             Found::Upper(md, Some(p)) if md.is_file() => {
                 let shown = md.len();
-                let mut dirty = allocated(&self.upper_path(sub, &rel), shown)?;
+                let mut dirty = allocated(&File::open(self.upper_path(sub, &rel))?, shown)?;
                 if p.limit < shown {
                     dirty.push((p.limit, shown));
                 }
                 (p.content, p.size, shown, dirty)
+            }
+            // A whole upper file: any of its bytes may differ.
+            Found::Upper(md, None) if md.is_file() => {
+                return Ok(Change::Kept(vec![(0, u64::MAX)]));
             }
             _ => return Ok(Change::Whole),
         };
@@ -1774,16 +1766,15 @@ pub enum Change {
     Kept(Vec<(u64, u64)>),
 }
 
-/// The allocated (written) byte ranges of upper file `path` below `size`.
-fn allocated(path: &Path, size: u64) -> io::Result<Vec<(u64, u64)>> {
-    let f = File::open(path)?;
+/// The allocated (written) byte ranges of upper file `f` below `size`.
+fn allocated(f: &File, size: u64) -> io::Result<Vec<(u64, u64)>> {
     let mut out = Vec::new();
     let mut at = 0;
     while at < size {
-        let Some(data) = seek(&f, at, rustix::fs::SeekFrom::Data)?.filter(|d| *d < size) else {
+        let Some(data) = seek(f, at, rustix::fs::SeekFrom::Data)?.filter(|d| *d < size) else {
             break;
         };
-        let hole = seek(&f, data, rustix::fs::SeekFrom::Hole)?
+        let hole = seek(f, data, rustix::fs::SeekFrom::Hole)?
             .unwrap_or(size)
             .min(size);
         out.push((data, hole));

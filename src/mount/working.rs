@@ -109,6 +109,13 @@ impl Working {
         })
     }
 
+    /// Runs `f` on the subdot and path of `ino`.
+    fn on<R>(&self, ino: u64, f: impl FnOnce(&str, &[&[u8]]) -> io::Result<R>) -> io::Result<R> {
+        let (sub, path) = self.path(ino)?;
+        let parts: Vec<&[u8]> = path.iter().map(Vec::as_slice).collect();
+        f(&sub, &parts)
+    }
+
     fn path(&self, ino: u64) -> io::Result<(String, Vec<Vec<u8>>)> {
         match self.place(ino)? {
             Place::In(sub, path) => Ok((sub, path)),
@@ -238,21 +245,15 @@ impl Working {
     }
 
     pub fn read(&self, ino: u64, off: u64, len: usize) -> io::Result<Vec<u8>> {
-        let (sub, path) = self.path(ino)?;
-        let parts: Vec<&[u8]> = path.iter().map(Vec::as_slice).collect();
-        self.overlay.read(&sub, &parts, off, len)
+        self.on(ino, |sub, rel| self.overlay.read(sub, rel, off, len))
     }
 
     pub fn write(&self, ino: u64, off: u64, data: &[u8]) -> io::Result<()> {
-        let (sub, path) = self.path(ino)?;
-        let parts: Vec<&[u8]> = path.iter().map(Vec::as_slice).collect();
-        self.overlay.write(&sub, &parts, off, data)
+        self.on(ino, |sub, rel| self.overlay.write(sub, rel, off, data))
     }
 
     pub fn readlink(&self, ino: u64) -> io::Result<Vec<u8>> {
-        let (sub, path) = self.path(ino)?;
-        let parts: Vec<&[u8]> = path.iter().map(Vec::as_slice).collect();
-        self.overlay.readlink(&sub, &parts)
+        self.on(ino, |sub, rel| self.overlay.readlink(sub, rel))
     }
 
     /// Creates `name` in `parent` with `make`, owned by `uid`:`gid`.
@@ -427,17 +428,14 @@ impl Working {
 
     #[cfg(target_os = "linux")]
     pub fn fallocate(&self, ino: u64, off: u64, len: u64, mode: i32) -> io::Result<()> {
-        let (sub, path) = self.path(ino)?;
-        let parts: Vec<&[u8]> = path.iter().map(Vec::as_slice).collect();
-        self.overlay.fallocate(&sub, &parts, off, len, mode)
+        self.on(ino, |sub, rel| {
+            self.overlay.fallocate(sub, rel, off, len, mode)
+        })
     }
 
     /// lseek(2) with SEEK_DATA (`data`) or SEEK_HOLE; ENXIO past the end.
     pub fn seek(&self, ino: u64, off: u64, data: bool) -> io::Result<u64> {
-        let (sub, path) = self.path(ino)?;
-        let parts: Vec<&[u8]> = path.iter().map(Vec::as_slice).collect();
-        self.overlay
-            .seek(&sub, &parts, off, data)?
+        self.on(ino, |sub, rel| self.overlay.seek(sub, rel, off, data))?
             .ok_or_else(|| errno(libc::ENXIO))
     }
 
@@ -470,27 +468,21 @@ impl Working {
 
     /// fsync(2), or fdatasync(2) with `datasync`.
     pub fn fsync(&self, ino: u64, datasync: bool) -> io::Result<()> {
-        let (sub, path) = self.path(ino)?;
-        let parts: Vec<&[u8]> = path.iter().map(Vec::as_slice).collect();
-        self.overlay.fsync(&sub, &parts, datasync)
+        self.on(ino, |sub, rel| self.overlay.fsync(sub, rel, datasync))
     }
 
     pub fn xattrs(&self, ino: u64) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let (sub, path) = self.path(ino)?;
-        let parts: Vec<&[u8]> = path.iter().map(Vec::as_slice).collect();
-        self.overlay.xattrs(&sub, &parts)
+        self.on(ino, |sub, rel| self.overlay.xattrs(sub, rel))
     }
 
     pub fn set_xattr(&self, ino: u64, name: &[u8], value: &[u8]) -> io::Result<()> {
-        let (sub, path) = self.path(ino)?;
-        let parts: Vec<&[u8]> = path.iter().map(Vec::as_slice).collect();
-        self.overlay.set_xattr(&sub, &parts, name, value)
+        self.on(ino, |sub, rel| {
+            self.overlay.set_xattr(sub, rel, name, value)
+        })
     }
 
     pub fn remove_xattr(&self, ino: u64, name: &[u8]) -> io::Result<()> {
-        let (sub, path) = self.path(ino)?;
-        let parts: Vec<&[u8]> = path.iter().map(Vec::as_slice).collect();
-        self.overlay.remove_xattr(&sub, &parts, name)
+        self.on(ino, |sub, rel| self.overlay.remove_xattr(sub, rel, name))
     }
 
     pub fn opened(&self, ino: u64) {

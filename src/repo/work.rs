@@ -142,16 +142,9 @@ impl Repo {
             }
             root.insert(sub.clone(), scanned.top);
         }
-        if cfg!(debug_assertions) {
-            if let Some(ms) = env
-                .get("DOT_TEST_COMMIT_PAUSE_MS")
-                .and_then(|v| v.parse().ok())
-            {
-                std::thread::sleep(std::time::Duration::from_millis(ms));
-            }
-            if env.get("DOT_TEST_COMMIT_PANIC").is_some() {
-                panic!("DOT_TEST_COMMIT_PANIC is set");
-            }
+        env.test_pause("DOT_TEST_COMMIT_PAUSE_MS");
+        if cfg!(debug_assertions) && env.get("DOT_TEST_COMMIT_PANIC").is_some() {
+            panic!("DOT_TEST_COMMIT_PANIC is set");
         }
         if progress.cancelled() {
             return Err(WorkspaceError::Cancelled.into());

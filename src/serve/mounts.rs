@@ -355,16 +355,6 @@ fn trim_heap() {
     });
 }
 
-/// In debug builds, sleeps for the milliseconds the caller's `var` says:
-/// how the tests kill a daemon at a given point of a commit.
-fn test_pause(env: &crate::env::ClientEnv, var: &str) {
-    if cfg!(debug_assertions) {
-        if let Some(ms) = env.get(var).and_then(|v| v.parse().ok()) {
-            std::thread::sleep(std::time::Duration::from_millis(ms));
-        }
-    }
-}
-
 /// At most this many passes of a commit run while writes flow...
 const FREE_PASSES: usize = 6;
 /// ...stopping after one that took less than this.
@@ -414,7 +404,7 @@ impl Mounts {
             })?;
             root.insert(sub.clone(), top);
         }
-        test_pause(env, "DOT_TEST_COMMIT_PAUSE_MS");
+        env.test_pause("DOT_TEST_COMMIT_PAUSE_MS");
         let id = repo.commit_root(
             cfg,
             parent,
@@ -424,7 +414,7 @@ impl Mounts {
             metadata,
             env,
         )?;
-        test_pause(env, "DOT_TEST_REBASE_PAUSE_MS");
+        env.test_pause("DOT_TEST_REBASE_PAUSE_MS");
         w.overlay
             .rebase(root, true)
             .map_err(|e| RepoError::io("cannot empty the overlay after the commit", e))?;
