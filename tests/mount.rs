@@ -449,29 +449,104 @@ fn what_was_fsynced_on_a_mount_survives_a_killed_daemon() {
     t.fsck_ok();
 }
 
+/// What `dot diff` lists, which must not change when a working state
+/// moves between a plain directory and a mount (the bytes a commit would
+/// add may: what the mount showed was stored).
+fn diff_lines(t: &Env) -> String {
+    let d = t.dot(&["diff", "app", "--json"]).ok().json();
+    d["changes"].to_string()
+}
+
 #[test]
-fn a_mount_refuses_what_it_cannot_do_yet() {
+fn mount_and_unmount_carry_uncommitted_changes() {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
     let t = Env::new();
     t.dot(&["init", "app"]).ok();
-    write(&t.path("app").join("f"), b"x\n");
-    // Uncommitted changes in the plain directory: commit first.
-    let r = t.dot(&["mount", "app"]).typed();
-    assert_eq!(r.code, 4, "{}", r.err);
+    let dir = t.path("app");
+    write(&dir.join("big"), &noise(3_000_000, 9));
+    write(&dir.join("small"), b"small\n");
+    fs::create_dir_all(dir.join("d/e")).unwrap();
+    write(&dir.join("d/e/deep"), b"deep\n");
+    write(&dir.join("d/kept"), b"kept\n");
     commit(&t, "one");
+    // Every kind of change a plain directory can hold.
+    for step in 0..9 {
+        change(&dir, step);
+    }
+    fs::remove_dir_all(dir.join("d/e")).unwrap();
+    fs::set_permissions(dir.join("d"), fs::Permissions::from_mode(0o750)).unwrap();
+    fs::remove_file(dir.join("small")).ok();
+    fs::create_dir(dir.join("small")).unwrap(); // a file became a directory
+    write(&dir.join("small/inside"), b"inside\n");
+    write(
+        &dir.join(std::ffi::OsStr::from_bytes(b"name-\xff-not-utf8")),
+        b"bytes\n",
+    );
+    rustix::fs::setxattr(
+        dir.join("d/kept"),
+        "user.note",
+        b"an attribute",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    let want = content(&dir);
+    let want_diff = diff_lines(&t);
+    assert!(want_diff.len() > 100, "{want_diff}");
+
+    // Mounted: the same content, the same uncommitted changes.
     t.dot(&["mount", "app"]).ok();
-    let r = t.dot(&["mount", "app"]).typed();
-    assert!(r.err.contains("mounted already"), "{}", r.err);
-    // Uncommitted changes on the mount keep it mounted.
-    write(&t.path("app").join("g"), b"y\n");
-    let r = t.dot(&["unmount", "app"]).typed();
-    assert!(r.err.contains("uncommitted"), "{}", r.err);
+    let st = t.dot(&["status", "--json"]).ok().json();
+    assert_eq!(st["working_state"], "mounted");
+    assert_eq!(content(&dir), want);
+    assert_eq!(diff_lines(&t), want_diff);
+    assert_eq!(xattr_of(&dir.join("d/kept"), "user.note"), b"an attribute");
+
+    // Changed on the mount, then unmounted: a plain directory with the
+    // same content and changes, which commits as one.
+    change(&dir, 0);
+    change(&dir, 1);
+    let want = content(&dir);
+    let want_diff = diff_lines(&t);
     let r = t.dot(&["rm", "-f", "app"]).typed();
     assert!(r.err.contains("unmount"), "{}", r.err);
-    t.dot(&["reset", "--hard", "HEAD"]).ok();
-    assert!(!t.path("app").join("g").exists());
+    let f = fs::File::open(dir.join("big")).unwrap();
+    let r = t.dot(&["unmount", "app"]).typed();
+    assert_eq!(r.code, 5, "{}", r.err);
+    drop(f);
     t.dot(&["unmount", "app"]).ok();
+    let st = t.dot(&["status", "--json"]).ok().json();
+    assert_eq!(st["working_state"], "plain");
+    assert_eq!(content(&dir), want);
+    assert_eq!(diff_lines(&t), want_diff);
+    assert_eq!(xattr_of(&dir.join("d/kept"), "user.note"), b"an attribute");
     let r = t.dot(&["unmount", "app"]).typed();
     assert!(r.err.contains("not mounted"), "{}", r.err);
+    commit(&t, "two");
+    assert_eq!(diff_lines(&t), "[]");
+    // And round again, clean: nothing to carry.
+    t.dot(&["mount", "app"]).ok();
+    assert_eq!(content(&dir), want);
+    assert_eq!(diff_lines(&t), "[]");
+    t.dot(&["unmount", "app"]).ok();
+    assert_eq!(content(&dir), want);
+    t.fsck_ok();
+}
+
+#[test]
+fn a_never_committed_dot_is_mounted_and_unmounted_with_its_files() {
+    let t = Env::new();
+    t.dot(&["init", "app"]).ok();
+    let dir = t.path("app");
+    write(&dir.join("f"), b"before any commit\n");
+    t.dot(&["mount", "app"]).ok();
+    assert_eq!(fs::read(dir.join("f")).unwrap(), b"before any commit\n");
+    write(&dir.join("g"), b"on the mount\n");
+    t.dot(&["unmount", "app"]).ok();
+    assert_eq!(fs::read(dir.join("g")).unwrap(), b"on the mount\n");
+    assert_eq!(t.commits("app"), 0);
+    commit(&t, "one");
+    t.fsck_ok();
 }
 
 #[test]
@@ -506,6 +581,49 @@ fn init_and_clone_make_mounted_dots() {
         fs::read(t.path("copy").join("f")).unwrap(),
         b"on a new mount\n"
     );
+}
+
+#[test]
+fn pull_into_a_mounted_dot_shows_what_it_fetched() {
+    let t = Env::new();
+    t.dot(&["init", "app"]).ok();
+    let dir = t.path("app");
+    write(&dir.join("f"), b"one\n");
+    commit(&t, "one");
+    let remote = t.tmp.path().join("remote");
+    t.dot(&["remote", "add", "hub", remote.to_str().unwrap()])
+        .ok();
+    t.dot(&["push", "hub", "app"]).ok();
+    t.dot(&["clone", "hub", "app", "--local-name", "copy", "--mount"])
+        .ok();
+    let copy = t.path("copy");
+    let seen = fs::read(copy.join("f")).unwrap(); // cached by the kernel
+    assert_eq!(seen, b"one\n");
+
+    write(&dir.join("f"), b"two\n");
+    write(&dir.join("g"), b"new\n");
+    t.dot(&["commit", "-m", "two", "app"]).ok();
+    t.dot(&["push", "hub", "app"]).ok();
+    // Refused while a file is open, or something is uncommitted.
+    let open = fs::File::open(copy.join("f")).unwrap();
+    let r = t.dot(&["pull", "hub", "copy"]).typed();
+    assert_eq!(r.code, 5, "{}", r.err);
+    drop(open);
+    write(&copy.join("local"), b"uncommitted\n");
+    let r = t.dot(&["pull", "hub", "copy"]).typed();
+    assert_eq!(r.code, 4, "{}", r.err);
+    fs::remove_file(copy.join("local")).unwrap();
+
+    t.dot(&["pull", "hub", "copy"]).ok();
+    assert_eq!(t.head("copy"), t.head("app"));
+    assert_eq!(fs::read(copy.join("f")).unwrap(), b"two\n");
+    assert_eq!(fs::read(copy.join("g")).unwrap(), b"new\n");
+    let st = t.dot(&["status", "copy", "--json"]).ok().json();
+    assert_eq!(st["working_state"], "mounted");
+    assert_eq!(st["clean"], true);
+    t.dot(&["unmount", "copy"]).ok();
+    assert_eq!(fs::read(copy.join("g")).unwrap(), b"new\n");
+    t.fsck_ok();
 }
 
 /// SQLite in WAL mode writing transactions on a mounted dot while it is

@@ -9,10 +9,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::dots::utf8_path;
-use super::journal::Origin;
+use super::journal::{Journal, Origin, TopJson};
 use super::names::{check_branch, check_dot};
 use super::{ref_key, DotConfig, Repo, RepoError, Result, DEFAULT_SUBDOT};
 use crate::id::CommitId;
+use crate::progress::Progress;
 use crate::store::{Batch, Space};
 use crate::tree::commit::{read_root, Commit, Root, Top};
 use crate::tree::dir::write_dir;
@@ -259,10 +260,29 @@ impl Repo {
         Ok(self.store.commit(b)?)
     }
 
-    pub(crate) fn drop_mounted_dot(&self, dot: &str) -> Result<()> {
+    /// The commit point of `dot unmount`: one batch drops the mount
+    /// record and records the journal that makes the plain directories
+    /// hold `root` (what the mount showed), leaving the branch where it
+    /// is; the next command finishes it after a crash.
+    pub(crate) fn unmount_to(
+        &self,
+        cfg: &DotConfig,
+        root: &Root,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let journal = Journal {
+            branch: cfg.head.clone(),
+            commit: None,
+            set_head: false,
+            targets: cfg
+                .subdots
+                .keys()
+                .map(|sub| (sub.clone(), root.get(sub).map(|t| TopJson::from(*t))))
+                .collect(),
+        };
         let mut b = Batch::default();
-        b.delete(Space::Meta, mounted_key(dot));
-        Ok(self.store.commit(b)?)
+        b.delete(Space::Meta, mounted_key(&cfg.name));
+        self.run_with(cfg, journal, b, progress)
     }
 
     /// `dot reset --hard REF` on a mount: only the branch moves; the
@@ -272,17 +292,27 @@ impl Repo {
         if origin == Origin::Unverified {
             self.verify_commit(target, cfg, None)?;
         }
+        self.move_branch_with(cfg, Batch::default(), target)?;
+        Ok(target)
+    }
+
+    /// Moves the current branch of mounted dot `cfg` to `target`, unless
+    /// another command moved it first, with `b` in the same write.
+    pub(crate) fn move_branch_with(
+        &self,
+        cfg: &DotConfig,
+        mut b: Batch,
+        target: CommitId,
+    ) -> Result<()> {
         let key = ref_key(&cfg.name, &cfg.head);
         let old = self.branch_commit(&cfg.name, &cfg.head)?;
-        let mut b = Batch::default();
         b.expect(
             Space::Refs,
             key.clone(),
             Some(old.map(|c| c.0 .0.to_vec()).unwrap_or_default()),
         );
         b.put(Space::Refs, key, target.0 .0.to_vec());
-        self.store.commit(b)?;
-        Ok(target)
+        Ok(self.store.commit(b)?)
     }
 
     /// `dot checkout [-b] BRANCH` on a mount: only the head moves (the

@@ -532,13 +532,15 @@ impl Repo {
     /// `dot pull`: fetches a remote branch and fast-forwards the local one
     /// to it, updating the working directories when it is the current
     /// branch. Refused when that would lose local commits or uncommitted
-    /// changes.
+    /// changes. The current branch of a mounted dot is moved and shown by
+    /// `mounted` (given the batch to write with the move) instead.
     pub(crate) fn pull(
         &self,
         cfg: &DotConfig,
         target: &Target,
         env: &ClientEnv,
         progress: &dyn Progress,
+        mounted: Option<&dyn Fn(Batch, CommitId) -> Result<()>>,
     ) -> Result<PullReport> {
         let (branch, from) = self.resolve_target(cfg, target, "pull")?;
         let branch = branch.as_str();
@@ -584,7 +586,9 @@ impl Repo {
         if self.upstream(&cfg.name, branch)?.is_none() {
             Self::put_upstream(&mut b, &cfg.name, branch, &from);
         }
-        if branch == cfg.head {
+        if let (true, Some(switch)) = (branch == cfg.head, mounted) {
+            switch(b, want.commit)?;
+        } else if branch == cfg.head {
             let journal = self.plan(
                 cfg,
                 branch.to_string(),

@@ -53,58 +53,79 @@ impl Repo {
         }
     }
 
-    /// Compares each subdot's working directory with the branch's last
-    /// commit, without writing anything.
-    pub(crate) fn status(&self, cfg: &DotConfig, progress: &dyn Progress) -> Result<Status> {
+    /// Builds each subdot's working directory as a tree in memory (nothing
+    /// is written) and hands `f` what it built, beside the branch's last
+    /// commit: the trees read back from `objects`, and the bytes of files.
+    pub(crate) fn with_working_trees<T>(
+        &self,
+        cfg: &DotConfig,
+        progress: &dyn Progress,
+        f: impl FnOnce(&DryRun, &Root, &Root, u64) -> Result<T>,
+    ) -> Result<T> {
         let head = self.head_root(cfg)?.map(|(_, r)| r).unwrap_or_default();
         let dry = DryRun::new(&self.store);
         let chunker = Chunker::new(cfg.chunking);
-        let mut status = Status::default();
+        let mut now = Root::new();
+        let mut size = 0;
         for sub in cfg.subdots.keys() {
             let dir = Self::working_dir(cfg, sub)?;
             let cache = StatCache::new(&self.store, cache_prefix(&cfg.name, sub));
             let scanned = Scanner::new(&dry, chunker, &cache, false, progress).scan(&dir)?;
-            status.size += scanned.bytes;
-            let prefix = cfg.display_prefix(sub);
-            // The top directory's own attributes matter too (PostgreSQL
-            // insists on 0700); its mtime, like any directory's, does not.
-            let t = &scanned.top;
-            if head
-                .get(sub)
-                .is_some_and(|h| (h.mode, h.uid, h.gid) != (t.mode, t.uid, t.gid))
-            {
-                status.changes.push(Changed {
-                    path: if prefix.is_empty() {
-                        "./".into()
-                    } else {
-                        prefix.clone()
-                    },
-                    change: crate::tree::diff::Change::Modified,
-                    size_before: 0,
-                    size_after: 0,
-                });
-            }
-            diff(
-                &dry,
-                head.get(sub).map(|t| &t.tree),
-                Some(&scanned.top.tree),
-                &prefix,
-                &mut status.changes,
-            )?;
+            size += scanned.bytes;
+            now.insert(sub.clone(), scanned.top);
         }
-        for (sub, top) in &head {
-            if !cfg.subdots.contains_key(sub) {
+        f(&dry, &head, &now, size)
+    }
+
+    /// Compares each subdot's working directory with the branch's last
+    /// commit, without writing anything.
+    pub(crate) fn status(&self, cfg: &DotConfig, progress: &dyn Progress) -> Result<Status> {
+        self.with_working_trees(cfg, progress, |dry, head, now, size| {
+            let mut status = Status {
+                size,
+                ..Status::default()
+            };
+            for (sub, t) in now {
+                let prefix = cfg.display_prefix(sub);
+                // The top directory's own attributes matter too (PostgreSQL
+                // insists on 0700); its mtime, like any directory's, does not.
+                if head
+                    .get(sub)
+                    .is_some_and(|h| (h.mode, h.uid, h.gid) != (t.mode, t.uid, t.gid))
+                {
+                    status.changes.push(Changed {
+                        path: if prefix.is_empty() {
+                            "./".into()
+                        } else {
+                            prefix.clone()
+                        },
+                        change: crate::tree::diff::Change::Modified,
+                        size_before: 0,
+                        size_after: 0,
+                    });
+                }
                 diff(
-                    &dry,
-                    Some(&top.tree),
-                    None,
-                    &format!("{sub}/"),
+                    dry,
+                    head.get(sub).map(|t| &t.tree),
+                    Some(&t.tree),
+                    &prefix,
                     &mut status.changes,
                 )?;
             }
-        }
-        status.new_bytes = dry.new_bytes();
-        Ok(status)
+            for (sub, top) in head {
+                if !cfg.subdots.contains_key(sub) {
+                    diff(
+                        dry,
+                        Some(&top.tree),
+                        None,
+                        &format!("{sub}/"),
+                        &mut status.changes,
+                    )?;
+                }
+            }
+            status.new_bytes = dry.new_bytes();
+            Ok(status)
+        })
     }
 
     pub(crate) fn require_clean(&self, cfg: &DotConfig, progress: &dyn Progress) -> Result<()> {

@@ -439,13 +439,14 @@ impl Executor {
                     }
                     r => r?,
                 };
-                if repo.mounted_dot(&cfg.name)?.is_some() {
-                    return Err(RepoError::Refused(format!(
-                        "dot pull into a mounted dot is not available yet; dot unmount {} first",
-                        cfg.name
-                    )));
-                }
-                Response::Pull(repo.pull(&cfg, &target.as_target(), env, progress)?)
+                let working = self.working(&cfg)?;
+                let switch = working
+                    .as_ref()
+                    .map(|(m, w)| |b, to| m.pull(repo, w, &cfg, b, to));
+                let mounted = switch
+                    .as_ref()
+                    .map(|f| f as &dyn Fn(crate::store::Batch, crate::id::CommitId) -> Result<()>);
+                Response::Pull(repo.pull(&cfg, &target.as_target(), env, progress, mounted)?)
             }
             Request::Clone {
                 remote,

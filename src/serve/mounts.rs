@@ -60,9 +60,9 @@ impl Mounts {
                 for m in dots {
                     #[cfg(target_os = "linux")]
                     crate::fuse::detach_stale(&m.at);
-                    let done = repo
-                        .dot(&m.dot)
-                        .and_then(|cfg| self.attach_dot(repo, &cfg, &m.at));
+                    let done = repo.dot(&m.dot).and_then(|cfg| {
+                        self.attach_dot(repo, &cfg, &m.at, open_overlay(repo, &cfg)?)
+                    });
                     match done {
                         Ok(()) => {
                             (self.log)(format!("mounted dot {} at {} again", m.dot, m.at.display()))
@@ -192,9 +192,11 @@ impl Mounts {
     }
 
     /// `dot mount [DOT]`: the dot's working state becomes a mount at the
-    /// same path. Its plain directories must hold nothing uncommitted;
-    /// their space is given back, as the mount serves the same content
-    /// from the store.
+    /// same path, uncommitted changes included; the plain directories'
+    /// space is given back, as the mount serves the same content from the
+    /// store and the overlay. Crash safety: the changes are carried into
+    /// the overlay and made durable before the record says the dot is
+    /// mounted; until then the plain directories are the working state.
     pub fn mount_dot(
         &self,
         repo: &Repo,
@@ -211,7 +213,37 @@ impl Mounts {
             )));
         }
         let at = repo.mount_point(cfg)?;
-        repo.require_clean(cfg, progress)?;
+        // An overlay a crash left before its record was written is no
+        // one's: the plain directories hold the working state.
+        let dir = repo.overlay_dir(&cfg.name);
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(RepoError::io(format!("cannot clear {}", dir.display()), e))
+            }
+            _ => {}
+        }
+        let (_, base) = repo.working_base(cfg)?;
+        let overlay = open_overlay(repo, cfg)?;
+        progress.start("carrying uncommitted changes into the mount", 0);
+        let carried = repo.with_working_trees(cfg, progress, |objects, _, now, _| {
+            for (sub, top) in now {
+                let plain = &cfg.subdots[sub].path;
+                crate::mount::carry::carry_in(&overlay, objects, sub, plain, &base[sub], top)
+                    .map_err(|e| {
+                        RepoError::io(
+                            format!(
+                                "cannot carry the changes of {} into the mount",
+                                plain.display()
+                            ),
+                            e,
+                        )
+                    })?;
+            }
+            Ok(())
+        });
+        progress.finish();
+        carried?;
+        sync_dir(&dir)?;
         let record = MountedDot {
             dot: cfg.name.clone(),
             at: at.clone(),
@@ -221,25 +253,27 @@ impl Mounts {
             empty_dir(&sub.path)
                 .map_err(|e| RepoError::io(format!("cannot empty {}", sub.path.display()), e))?;
         }
-        if let Err(e) = self.attach_dot(repo, cfg, &at) {
-            // Not mounted: the plain directories come back.
-            repo.drop_mounted_dot(&cfg.name)?;
-            repo.reset_hard(cfg, "HEAD", progress).ok();
+        if let Err(e) = self.attach_dot(repo, cfg, &at, overlay) {
+            // Not mounted: the plain directories come back, changes and all.
+            self.write_back(repo, cfg, &open_overlay(repo, cfg)?, progress)?;
             return Err(e);
         }
         Ok(record)
     }
 
     #[cfg(target_os = "linux")]
-    fn attach_dot(&self, repo: &Repo, cfg: &DotConfig, at: &Path) -> Result<()> {
-        let (_, root) = repo.working_base(cfg)?;
+    fn attach_dot(
+        &self,
+        repo: &Repo,
+        cfg: &DotConfig,
+        at: &Path,
+        overlay: crate::mount::overlay::Overlay,
+    ) -> Result<()> {
         let upper = repo.overlay_dir(&cfg.name).join("upper");
-        let io =
-            |what: &str, e: std::io::Error| RepoError::io(format!("{what} {}", upper.display()), e);
-        let overlay = crate::mount::overlay::Overlay::open(repo.shared_store(), &upper, root)
-            .map_err(|e| io("cannot open the overlay", e))?;
         let working = Arc::new(Working::new(overlay));
-        std::fs::create_dir_all(at).map_err(|e| io("cannot create the mount point for", e))?;
+        std::fs::create_dir_all(at).map_err(|e| {
+            RepoError::io(format!("cannot create the mount point {}", at.display()), e)
+        })?;
         let mounted =
             crate::fuse::mount_working(working.clone(), &upper, at, &cfg.name, self.log.clone())
                 .map_err(|e| mount_failed(at, e))?;
@@ -255,13 +289,18 @@ impl Mounts {
     }
 
     #[cfg(not(target_os = "linux"))]
-    fn attach_dot(&self, _repo: &Repo, _cfg: &DotConfig, _at: &Path) -> Result<()> {
+    fn attach_dot(
+        &self,
+        _repo: &Repo,
+        _cfg: &DotConfig,
+        _at: &Path,
+        _overlay: crate::mount::overlay::Overlay,
+    ) -> Result<()> {
         Err(linux_only())
     }
 
-    /// `dot unmount DOT`: back to plain directories with the branch's
-    /// content. Refused while something is uncommitted (commit it, or
-    /// drop it with dot reset --hard HEAD) or while the mount is in use.
+    /// `dot unmount DOT`: back to plain directories with the same content,
+    /// uncommitted changes included. Refused while the mount is in use.
     pub fn unmount_dot(
         &self,
         repo: &Repo,
@@ -274,42 +313,81 @@ impl Mounts {
                 cfg.name, cfg.name
             )));
         };
-        let upper = repo.overlay_dir(&cfg.name).join("upper");
-        let changed_on_disk = std::fs::read_dir(&upper).is_ok_and(|mut d| d.next().is_some());
-        if self.working(&cfg.name).is_none() && changed_on_disk {
-            return Err(RepoError::Refused(format!(
-                "dot {} has changes in its overlay that no daemon serves now; start one (dot daemon start), then commit or drop them before dot unmount",
-                cfg.name
-            )));
-        }
-        if let Some(w) = self.working(&cfg.name) {
-            let clean = w
-                .overlay
-                .is_clean(&Chunker::new(cfg.chunking))
-                .map_err(|e| RepoError::io("cannot read the overlay", e))?;
-            if !clean {
-                return Err(RepoError::Conflict(format!(
-                    "dot {} has uncommitted changes; commit them (dot commit) or drop them (dot reset --hard HEAD {}) before dot unmount",
-                    cfg.name, cfg.name
-                )));
-            }
-        }
         self.detach(&record.at)?;
-        self.dots
+        // The overlay this daemon served, or the one a dead daemon left.
+        let served = self
+            .dots
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&cfg.name);
-        repo.drop_mounted_dot(&cfg.name)?;
+        let opened;
+        let overlay = match &served {
+            Some(w) => &w.overlay,
+            None => {
+                opened = open_overlay(repo, cfg)?;
+                &opened
+            }
+        };
+        self.write_back(repo, cfg, overlay, progress)
+            .inspect_err(|_| {
+                if served.is_some() && repo.mounted_dot(&cfg.name).is_ok_and(|m| m.is_some()) {
+                    // Nothing was written back: the mount serves again.
+                    let again = open_overlay(repo, cfg)
+                        .and_then(|o| self.attach_dot(repo, cfg, &record.at, o));
+                    if let Err(e) = again {
+                        (self.log)(format!("cannot mount dot {} again: {e}", cfg.name));
+                    }
+                }
+            })?;
         let _ = std::fs::remove_dir_all(repo.overlay_dir(&cfg.name));
-        for sub in cfg.subdots.values() {
-            std::fs::create_dir_all(&sub.path)
-                .map_err(|e| RepoError::io(format!("cannot create {}", sub.path.display()), e))?;
-        }
-        if repo.branch_commit(&cfg.name, &cfg.head)?.is_some() {
-            repo.reset_hard(cfg, "HEAD", progress)?;
-        }
         Ok(record)
     }
+
+    /// Makes the plain directories of mounted dot `cfg` hold what
+    /// `overlay` shows: its trees are built (storing what changed, as a
+    /// commit would), then one batch drops the mount record and records
+    /// the journal that materializes them, which the next command
+    /// finishes after a crash.
+    fn write_back(
+        &self,
+        repo: &Repo,
+        cfg: &DotConfig,
+        overlay: &crate::mount::overlay::Overlay,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let chunker = Chunker::new(cfg.chunking);
+        let mut root = crate::tree::commit::Root::new();
+        for (sub, s) in &cfg.subdots {
+            let top = overlay.top(sub, &chunker).map_err(|e| {
+                RepoError::io(
+                    format!("cannot read {}.{sub} from its overlay", cfg.name),
+                    e,
+                )
+            })?;
+            root.insert(sub.clone(), top);
+            std::fs::create_dir_all(&s.path)
+                .map_err(|e| RepoError::io(format!("cannot create {}", s.path.display()), e))?;
+        }
+        progress.start("writing the working state back", 0);
+        let done = repo.unmount_to(cfg, &root, progress);
+        progress.finish();
+        done
+    }
+}
+
+/// The overlay of mounted dot `cfg`, over its branch's commit.
+fn open_overlay(repo: &Repo, cfg: &DotConfig) -> Result<crate::mount::overlay::Overlay> {
+    let (_, root) = repo.working_base(cfg)?;
+    let upper = repo.overlay_dir(&cfg.name).join("upper");
+    crate::mount::overlay::Overlay::open(repo.shared_store(), &upper, root)
+        .map_err(|e| RepoError::io(format!("cannot open the overlay {}", upper.display()), e))
+}
+
+/// Makes what was written under `dir` durable (the whole file system's
+/// dirty data, which is at most what a commit flushes).
+fn sync_dir(dir: &Path) -> Result<()> {
+    let synced = std::fs::File::open(dir).and_then(|f| Ok(rustix::fs::syncfs(&f)?));
+    synced.map_err(|e| RepoError::io(format!("cannot make {} durable", dir.display()), e))
 }
 
 /// Unmounts `at` unless something uses it, which is then named.
@@ -500,6 +578,42 @@ impl Mounts {
         Ok(target)
     }
 
+    /// `dot pull` into the current branch of a mounted dot: the branch
+    /// moves (with `b`, written in the same batch) to `to`, fetched
+    /// already, and the mount shows it. Refused while files are open or
+    /// something is uncommitted.
+    pub fn pull(
+        &self,
+        repo: &Repo,
+        w: &Working,
+        cfg: &DotConfig,
+        b: crate::store::Batch,
+        to: crate::id::CommitId,
+    ) -> Result<()> {
+        let at = repo.mount_point(cfg)?;
+        let writes = w.exclusive();
+        self.check_unused(w, &at, false)?;
+        self.require_clean(w, cfg)?;
+        repo.move_branch_with(cfg, b, to)?;
+        self.show_branch(repo, w, cfg, writes)
+    }
+
+    /// Refuses while the overlay holds uncommitted changes (the caller
+    /// holds writes back).
+    fn require_clean(&self, w: &Working, cfg: &DotConfig) -> Result<()> {
+        let clean = w
+            .overlay
+            .is_clean(&Chunker::new(cfg.chunking))
+            .map_err(|e| RepoError::io("cannot read the overlay", e))?;
+        if clean {
+            return Ok(());
+        }
+        Err(RepoError::Conflict(format!(
+            "dot {} has uncommitted changes; commit them or drop them (dot reset --hard HEAD {}) first",
+            cfg.name, cfg.name
+        )))
+    }
+
     /// `dot checkout [-b] BRANCH` of a mounted dot.
     pub fn checkout(
         &self,
@@ -518,16 +632,7 @@ impl Mounts {
         // A new branch starts at this commit, uncommitted changes and
         // all; switching to another needs nothing uncommitted.
         if !create {
-            let clean = w
-                .overlay
-                .is_clean(&Chunker::new(cfg.chunking))
-                .map_err(|e| RepoError::io("cannot read the overlay", e))?;
-            if !clean {
-                return Err(RepoError::Conflict(format!(
-                    "dot {} has uncommitted changes; commit them or drop them (dot reset --hard HEAD {}) first",
-                    cfg.name, cfg.name
-                )));
-            }
+            self.require_clean(w, cfg)?;
         }
         let cfg = repo.switch_branch(cfg, branch, create)?;
         if !create {
