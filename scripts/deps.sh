@@ -7,9 +7,11 @@
 # is not root; the mount tests need /dev/fuse), and the peer tools the
 # benchmarks compare (restic, borg, casync, rclone; bindfs and
 # fuse-overlayfs for benches/mount.sh); sqlite3 and fio, which the mount
-# tests run on a mount.
+# tests run on a mount; docker.io and busybox-static for the Docker plugin
+# tests (tests/docker.rs starts dockerd and builds its image from the
+# host's PostgreSQL and busybox, scripts/docker-image.sh).
 set -euo pipefail
-need=(clang libclang-dev postgresql attr util-linux time restic borgbackup casync rclone python3-pip fuse3 bindfs fuse-overlayfs sqlite3 fio)
+need=(clang libclang-dev postgresql attr util-linux time restic borgbackup casync rclone python3-pip fuse3 bindfs fuse-overlayfs sqlite3 fio docker.io busybox-static)
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -23,6 +23,9 @@ const NAMES: &[&str] = &[
     "AWS_SESSION_TOKEN",
     "AWS_REGION",
     "AWS_DEFAULT_REGION",
+    // The Docker Engine API that lists, stops and starts the containers
+    // using a dot.
+    "DOCKER_HOST",
     // Test hooks, honoured by debug builds only: pause a commit after its
     // scan (a mounted one: under its barrier, before its commit point),
     // so tests can act while it runs; make it panic, as a bug would; pause
@@ -63,5 +66,16 @@ impl ClientEnv {
             .get(name)
             .map(String::as_str)
             .filter(|v| !v.is_empty())
+    }
+
+    /// An environment of the given variables (tests).
+    #[cfg(test)]
+    pub(crate) fn from_pairs(pairs: &[(&str, &str)]) -> ClientEnv {
+        ClientEnv(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
     }
 }

@@ -12,6 +12,7 @@
 
 pub mod chunker;
 pub(crate) mod codec;
+pub mod docker;
 pub mod env;
 #[cfg(target_os = "linux")]
 pub mod fuse;

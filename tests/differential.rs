@@ -46,7 +46,8 @@ enum Op {
     Reset(usize),
     /// `dot checkout -b`: a new branch that keeps what is uncommitted.
     Branch,
-    /// A commit, then `dot checkout` of one of the branches.
+    /// `dot checkout` of one of the branches, after a commit when the
+    /// number is even: each branch keeps its own uncommitted changes.
     Switch(usize),
 }
 
@@ -262,9 +263,19 @@ fn holes_read_as_zeros(dir: &Path) -> Result<(), TestCaseError> {
 /// A copy of `from` at `to` as a commit holds it: each name a file of its
 /// own (a commit records no hard links).
 fn copy(from: &Path, to: &Path) {
+    cp(from, to, &["-dR", "--preserve=mode", "--no-preserve=links"]);
+}
+
+/// A copy of `from` at `to` with its hard links, as a branch's kept
+/// uncommitted changes are.
+fn copy_linked(from: &Path, to: &Path) {
+    cp(from, to, &["-dR", "--preserve=mode,links"]);
+}
+
+fn cp(from: &Path, to: &Path, how: &[&str]) {
     let _ = fs::remove_dir_all(to);
     let st = Command::new("cp")
-        .args(["-dR", "--preserve=mode", "--no-preserve=links"])
+        .args(how)
         .arg(from)
         .arg(to)
         .status()
@@ -281,6 +292,8 @@ struct World<'a> {
     /// The commits of each branch, oldest first.
     branches: BTreeMap<String, Vec<String>>,
     current: String,
+    /// Where the branches not checked out keep what they showed.
+    kept: PathBuf,
 }
 
 /// Branches made so far, by every sequence: each gets a new name.
@@ -324,14 +337,23 @@ impl World<'_> {
                 self.current = name;
             }
             Op::Switch(i) => {
-                self.commit()?;
+                if i % 2 == 0 {
+                    self.commit()?;
+                }
                 let names: Vec<String> = self.branches.keys().cloned().collect();
-                let name = names[i % names.len()].clone();
+                let name = names[(i / 2) % names.len()].clone();
                 if name != self.current {
                     let r = self.t.dot(&["checkout", &name]);
                     prop_assert!(r.code == 0, "checkout: {}", r.err);
-                    let id = self.branches[&name].last().unwrap().clone();
-                    copy(&self.snap(&id), &self.local);
+                    copy_linked(&self.local, &self.kept.join(&self.current));
+                    let back = self.kept.join(&name);
+                    if back.exists() {
+                        copy_linked(&back, &self.local);
+                        fs::remove_dir_all(&back).unwrap();
+                    } else {
+                        let id = self.branches[&name].last().unwrap().clone();
+                        copy(&self.snap(&id), &self.local);
+                    }
                     self.current = name;
                 }
             }
@@ -408,13 +430,26 @@ fn random_operations_on_a_mount_match_a_local_directory() {
             snaps: snaps.clone(),
             branches: BTreeMap::from([("master".to_string(), vec![first.clone()])]),
             current: "master".into(),
+            kept: t.tmp.path().join("kept"),
         };
+        let _ = fs::remove_dir_all(&w.kept);
+        fs::create_dir_all(&w.kept).unwrap();
         copy(&snaps.join(&first), &w.local);
         prop_assert_eq!(shown(&w.mount), shown(&w.local), "at the start");
         for (i, op) in ops.iter().enumerate() {
             if let Err(e) = w.step(op) {
                 eprintln!("failed at step {i} of {ops:?}");
                 return Err(e);
+            }
+        }
+        // What every branch keeps is dropped.
+        let r = t.dot(&["reset", "--hard", "HEAD"]);
+        prop_assert!(r.code == 0, "{}", r.err);
+        for e in fs::read_dir(&w.kept).unwrap() {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            for args in [vec!["checkout", &name], vec!["reset", "--hard", "HEAD"]] {
+                let r = t.dot(&args);
+                prop_assert!(r.code == 0, "{args:?}: {}", r.err);
             }
         }
         Ok(())

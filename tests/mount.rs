@@ -392,14 +392,35 @@ fn a_mounted_dot_commits_resets_and_switches_without_copying() {
     t.dot(&["reset", "--hard", last]).ok();
     assert_eq!(&content(&dir), want);
 
-    // Branches: a new one keeps what is uncommitted; switching needs none.
+    // Branches: a new one takes what is uncommitted along; each branch
+    // keeps its own uncommitted changes across switches.
     change(&dir, 0);
     t.dot(&["checkout", "-b", "exp"]).ok();
-    let r = t.dot(&["checkout", "master"]).typed();
-    assert_eq!(r.code, 4, "{}", r.err);
     commit(&t, "on exp");
     let on_exp = content(&dir);
     t.dot(&["checkout", "master"]).ok();
+    assert_eq!(&content(&dir), want);
+    change(&dir, 3);
+    let master_dirty = content(&dir);
+    t.dot(&["checkout", "exp"]).ok();
+    assert_eq!(content(&dir), on_exp);
+    change(&dir, 6);
+    let exp_dirty = content(&dir);
+    t.dot(&["checkout", "master"]).ok();
+    assert_eq!(content(&dir), master_dirty);
+    // What a branch keeps aside holds it where it is.
+    let r = t.dot(&["unmount", "app"]).typed();
+    assert_eq!(r.code, 4, "{}", r.err);
+    assert!(r.err.contains("exp"), "{}", r.err);
+    let r = t.dot(&["branch", "-d", "exp"]).typed();
+    assert_eq!(r.code, 4, "{}", r.err);
+    t.dot(&["checkout", "exp"]).ok();
+    assert_eq!(content(&dir), exp_dirty);
+    t.dot(&["reset", "--hard", "HEAD"]).ok();
+    assert_eq!(content(&dir), on_exp);
+    t.dot(&["checkout", "master"]).ok();
+    assert_eq!(content(&dir), master_dirty);
+    t.dot(&["reset", "--hard", "HEAD"]).ok();
     assert_eq!(&content(&dir), want);
     t.dot(&["checkout", "exp"]).ok();
     assert_eq!(content(&dir), on_exp);

@@ -28,6 +28,10 @@ pub struct CheckoutArgs {
     /// On a mounted dot: switch even while files on it are open.
     #[arg(long)]
     force: bool,
+    /// Refuse while running containers use the dot, instead of stopping
+    /// them and starting them again.
+    #[arg(long)]
+    no_restart: bool,
     branch: String,
     /// The dot (default: the current dot).
     dot: Option<String>,
@@ -61,6 +65,7 @@ pub fn checkout(s: &Session, a: CheckoutArgs, progress: &dyn Progress) -> Result
         branch: a.branch,
         create: a.create,
         force: a.force,
+        no_restart: a.no_restart,
     };
     let r = reply!(s.call(request, progress)?, Response::Checkout);
     if a.json {
@@ -71,5 +76,6 @@ pub fn checkout(s: &Session, a: CheckoutArgs, progress: &dyn Progress) -> Result
     } else {
         println!("Switched {} to branch {}", r.dot, r.branch);
     }
+    super::say_restarted(&r.restarted);
     Ok(())
 }

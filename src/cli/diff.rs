@@ -87,6 +87,7 @@ pub fn status(s: &Session, a: StatusArgs, progress: &dyn Progress) -> Result<()>
     for (sub, path) in &r.subdots {
         println!("  {sub}: {}", path.display());
     }
+    println!("containers:    {}", super::containers_cell(&r.containers));
     match &r.upstream {
         Some(u) => println!("upstream:      {} {} {}", u.remote, u.dot, u.branch),
         None => println!("upstream:      none"),

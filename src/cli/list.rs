@@ -26,6 +26,7 @@ pub fn run(s: &Session, a: ListArgs, progress: &dyn Progress) -> Result<()> {
                 if d.current { "*".into() } else { String::new() },
                 d.name.clone(),
                 d.branch.clone(),
+                super::containers_cell(&d.containers),
                 human_bytes(d.size),
                 d.commits.to_string(),
                 if d.dirty {
@@ -38,7 +39,16 @@ pub fn run(s: &Session, a: ListArgs, progress: &dyn Progress) -> Result<()> {
         })
         .collect();
     super::print_table(
-        &["", "DOT", "BRANCH", "SIZE", "COMMITS", "DIRTY", "STATE"],
+        &[
+            "",
+            "DOT",
+            "BRANCH",
+            "CONTAINERS",
+            "SIZE",
+            "COMMITS",
+            "DIRTY",
+            "STATE",
+        ],
         &rows,
     );
     Ok(())

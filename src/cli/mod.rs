@@ -319,6 +319,26 @@ impl Progress for Bar {
 }
 
 /// Prints rows as a left-aligned table, docker style.
+/// Says which containers a reset or switch stopped and started again.
+pub fn say_restarted(containers: &[String]) {
+    if !containers.is_empty() {
+        println!(
+            "Stopped {} for the switch and started {} again",
+            containers.join(", "),
+            if containers.len() == 1 { "it" } else { "them" }
+        );
+    }
+}
+
+/// Containers as a column shows them.
+pub fn containers_cell(containers: &[String]) -> String {
+    if containers.is_empty() {
+        "-".into()
+    } else {
+        containers.join(",")
+    }
+}
+
 pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in rows {

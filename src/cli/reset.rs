@@ -20,6 +20,10 @@ pub struct ResetArgs {
     /// On a mounted dot: switch even while files on it are open.
     #[arg(long)]
     force: bool,
+    /// Refuse while running containers use the dot, instead of stopping
+    /// them and starting them again.
+    #[arg(long)]
+    no_restart: bool,
     /// The dot (default: the current dot).
     dot: Option<String>,
 }
@@ -32,6 +36,7 @@ pub fn run(s: &Session, a: ResetArgs, progress: &dyn Progress) -> Result<()> {
         dot: a.dot,
         refspec: a.refspec,
         force: a.force,
+        no_restart: a.no_restart,
     };
     let r = reply!(s.call(request, progress)?, Response::Reset);
     if a.json {
@@ -43,5 +48,6 @@ pub fn run(s: &Session, a: ResetArgs, progress: &dyn Progress) -> Result<()> {
         r.branch,
         r.commit.short()
     );
+    super::say_restarted(&r.restarted);
     Ok(())
 }

@@ -67,6 +67,18 @@ impl Mounted {
     }
 }
 
+impl Mounted {
+    /// Has the kernel forget what it knows of `name` in directory
+    /// `parent` (a name that did not exist and now does) and the
+    /// directory's listing.
+    pub fn forget_name(&self, parent: u64, name: &[u8]) {
+        let Some(s) = &self.session else { return };
+        let n = s.notifier();
+        let _ = n.inval_entry(INodeNo(parent), OsStr::from_bytes(name));
+        let _ = n.inval_inode(INodeNo(parent), 0, -1);
+    }
+}
+
 impl Drop for Mounted {
     /// Detaches the mount without waiting: its threads end once the
     /// kernel lets the session go (at once when nothing uses the view;

@@ -4,6 +4,7 @@
 //! reads through `tree::read` and decides nothing about the kernel;
 //! `crate::fuse` translates.
 
+pub mod branches;
 pub mod carry;
 mod inodes;
 pub mod overlay;

@@ -1399,10 +1399,7 @@ impl Overlay {
     /// showed, or a reset). After a commit (`keep_links`) files with
     /// several names keep them. The caller holds writes.
     pub fn rebase(&self, root: Root, keep_links: bool) -> io::Result<()> {
-        self.forget_files();
-        self.fresh().clear();
-        self.meta().clear();
-        *self.built() = Built::default();
+        self.forget_state();
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
@@ -1419,6 +1416,21 @@ impl Overlay {
         // request waits for it (a crash leaves it for the next open).
         std::thread::spawn(move || fs::remove_dir_all(old));
         Ok(())
+    }
+
+    /// Shows `root` under the upper directory as it now is on disk (a
+    /// checkout put another branch's changes there, mount::branches).
+    pub fn reload(&self, root: Root) {
+        self.forget_state();
+        *self.base.write().unwrap_or_else(PoisonError::into_inner) = Base { root };
+    }
+
+    /// Drops what is held in memory about the upper directory's files.
+    fn forget_state(&self) {
+        self.forget_files();
+        self.fresh().clear();
+        self.meta().clear();
+        *self.built() = Built::default();
     }
 
     /// Moves the entries of the `old` upper directory that have several
@@ -1684,6 +1696,37 @@ impl Overlay {
         })
     }
 
+    /// Bytes of data written over the base and not committed: what the
+    /// upper directory's files hold (their allocated blocks, so a page
+    /// written into a large base file counts as a page).
+    pub fn written_bytes(&self) -> io::Result<u64> {
+        let mut total = 0u64;
+        let mut stack = vec![self.upper.clone()];
+        while let Some(dir) = stack.pop() {
+            for e in fs::read_dir(&dir)? {
+                let e = e?;
+                let md = e.metadata()?;
+                if md.is_dir() {
+                    stack.push(e.path());
+                } else if md.is_file() {
+                    total = total.saturating_add(md.blocks().saturating_mul(512));
+                }
+            }
+        }
+        Ok(total)
+    }
+
+    /// Shows a new subdot, empty as `top` (a dot's subdots are the base's
+    /// top directories).
+    pub fn add_subdot(&self, sub: &str, top: Top) {
+        self.base
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .root
+            .entry(sub.to_string())
+            .or_insert(top);
+    }
+
     /// The subdots the base has.
     pub fn subdots(&self) -> Vec<String> {
         self.base().root.keys().cloned().collect()
@@ -1764,6 +1807,25 @@ pub enum Change {
     /// An entry that stays what it is (a file, a directory): its
     /// attributes and these byte ranges (an end of u64::MAX: to the end).
     Kept(Vec<(u64, u64)>),
+}
+
+/// What changed in either of two sets of changes (None: anything may
+/// have).
+pub fn either(
+    a: Option<HashMap<String, Change>>,
+    b: Option<HashMap<String, Change>>,
+) -> Option<HashMap<String, Change>> {
+    let (mut a, b) = (a?, b?);
+    for (path, c) in b {
+        match (a.get_mut(&path), c) {
+            (None, c) => {
+                a.insert(path, c);
+            }
+            (Some(Change::Kept(x)), Change::Kept(y)) => x.extend(y),
+            (Some(w), _) => *w = Change::Whole,
+        }
+    }
+    Some(a)
 }
 
 /// The allocated (written) byte ranges of upper file `f` below `size`.

@@ -72,6 +72,12 @@ impl Working {
         }
     }
 
+    /// Whether the mount's root is the one default subdot's top
+    /// directory (else it lists subdots).
+    pub fn single(&self) -> bool {
+        self.single
+    }
+
     fn inodes(&self) -> MutexGuard<'_, Inodes<()>> {
         self.inodes.lock().unwrap_or_else(PoisonError::into_inner)
     }

@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 use super::names::{check_branch, check_dot, check_subdot, parse_spec, DEFAULT_SUBDOT};
 use super::{dot_key, journal_key, ref_key, Repo, RepoError, Result, Status};
 use crate::chunker::ChunkParams;
-use crate::progress::Progress;
 use crate::store::{Batch, Space};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -367,12 +366,16 @@ impl Repo {
         Ok(cfg)
     }
 
-    pub(crate) fn list(&self, progress: &dyn Progress) -> Result<Vec<DotSummary>> {
+    /// Every dot, with its working state's status from `status`.
+    pub(crate) fn list(
+        &self,
+        status: &dyn Fn(&DotConfig) -> Result<Status>,
+    ) -> Result<Vec<DotSummary>> {
         let current = self.current()?;
         let mut out = Vec::new();
         for cfg in self.dots()? {
             let mounted = self.mounted_dot(&cfg.name)?.is_some();
-            let status = match self.status(&cfg, progress) {
+            let status = match status(&cfg) {
                 Ok(s) => s,
                 // A mount no daemon serves cannot be read; it is listed.
                 Err(_) if mounted => Status::default(),

@@ -33,6 +33,7 @@ pub use maintenance::FsckReport;
 pub use mounts::{MountRecord, MountedDot};
 pub use names::DEFAULT_SUBDOT;
 pub use revision::BranchInfo;
+pub(crate) use work::changes_between;
 pub use work::Status;
 
 pub struct Repo {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::dots::utf8_path;
 use super::journal::{Journal, Origin, TopJson};
-use super::names::{check_branch, check_dot};
+use super::names::{check_branch, check_dot, check_subdot};
 use super::{ref_key, DotConfig, Repo, RepoError, Result, DEFAULT_SUBDOT};
 use crate::id::CommitId;
 use crate::progress::Progress;
@@ -283,6 +283,44 @@ impl Repo {
         let mut b = Batch::default();
         b.delete(Space::Meta, mounted_key(&cfg.name));
         self.run_with(cfg, journal, b, progress)
+    }
+
+    /// Refuses to move `branch`, which is not the current branch, while
+    /// a mount keeps uncommitted changes for it over its commit.
+    pub(crate) fn refuse_if_kept(&self, cfg: &DotConfig, branch: &str) -> Result<()> {
+        let kept = crate::mount::branches::kept(&self.overlay_dir(&cfg.name), branch);
+        if !kept.exists() {
+            return Ok(());
+        }
+        Err(RepoError::Conflict(format!(
+            "branch {branch} of dot {} has uncommitted changes kept on its mount; check it out and commit them (or drop them with dot reset --hard HEAD) first",
+            cfg.name
+        )))
+    }
+
+    /// Records a new subdot of mounted dot `cfg`: its directory lies under
+    /// the mount, where the caller's overlay shows it, so none is made.
+    pub(crate) fn add_mounted_subdot(&self, cfg: &DotConfig, sub: &str) -> Result<DotConfig> {
+        check_subdot(sub)?;
+        if cfg.subdots.contains_key(sub) {
+            return Err(RepoError::Usage(format!(
+                "subdot {}.{sub} already exists",
+                cfg.name
+            )));
+        }
+        let mut cfg = cfg.clone();
+        let path = self.work_dir(&cfg.name).join(sub);
+        cfg.subdots.insert(
+            sub.to_string(),
+            super::SubdotConfig {
+                path,
+                adopted: false,
+            },
+        );
+        let mut b = Batch::default();
+        Self::put_dot(&mut b, &cfg);
+        self.store.write(b)?;
+        Ok(cfg)
     }
 
     /// `dot reset --hard REF` on a mount: only the branch moves; the

@@ -570,7 +570,8 @@ impl Repo {
                 return Ok(report);
             }
         }
-        if branch == cfg.head {
+        // (A mount's own switch checks, with writes held.)
+        if branch == cfg.head && mounted.is_none() {
             self.require_clean(cfg, progress)?;
         }
         report.stats = self.fetch_commit(&r, want.commit, cfg, progress)?;
@@ -598,6 +599,7 @@ impl Repo {
             )?;
             self.run_with(cfg, journal, b, progress)?;
         } else {
+            self.refuse_if_kept(cfg, branch)?;
             let key = ref_key(&cfg.name, branch);
             b.expect(Space::Refs, key.clone(), old_value);
             b.put(Space::Refs, key, want.commit.0 .0.to_vec());

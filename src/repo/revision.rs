@@ -56,6 +56,7 @@ impl Repo {
             )));
         }
         self.branch_commit(&cfg.name, branch)?;
+        self.refuse_if_kept(cfg, branch)?;
         let mut b = Batch::default();
         b.delete(Space::Refs, ref_key(&cfg.name, branch));
         Ok(self.store.write(b)?)

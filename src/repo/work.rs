@@ -62,7 +62,7 @@ impl Repo {
         progress: &dyn Progress,
         f: impl FnOnce(&DryRun, &Root, &Root, u64) -> Result<T>,
     ) -> Result<T> {
-        let head = self.head_root(cfg)?.map(|(_, r)| r).unwrap_or_default();
+        let head = self.head_tops(cfg)?;
         let dry = DryRun::new(&self.store);
         let chunker = Chunker::new(cfg.chunking);
         let mut now = Root::new();
@@ -81,51 +81,17 @@ impl Repo {
     /// commit, without writing anything.
     pub(crate) fn status(&self, cfg: &DotConfig, progress: &dyn Progress) -> Result<Status> {
         self.with_working_trees(cfg, progress, |dry, head, now, size| {
-            let mut status = Status {
+            Ok(Status {
+                changes: changes_between(cfg, dry, head, now)?,
+                new_bytes: dry.new_bytes(),
                 size,
-                ..Status::default()
-            };
-            for (sub, t) in now {
-                let prefix = cfg.display_prefix(sub);
-                // The top directory's own attributes matter too (PostgreSQL
-                // insists on 0700); its mtime, like any directory's, does not.
-                if head
-                    .get(sub)
-                    .is_some_and(|h| (h.mode, h.uid, h.gid) != (t.mode, t.uid, t.gid))
-                {
-                    status.changes.push(Changed {
-                        path: if prefix.is_empty() {
-                            "./".into()
-                        } else {
-                            prefix.clone()
-                        },
-                        change: crate::tree::diff::Change::Modified,
-                        size_before: 0,
-                        size_after: 0,
-                    });
-                }
-                diff(
-                    dry,
-                    head.get(sub).map(|t| &t.tree),
-                    Some(&t.tree),
-                    &prefix,
-                    &mut status.changes,
-                )?;
-            }
-            for (sub, top) in head {
-                if !cfg.subdots.contains_key(sub) {
-                    diff(
-                        dry,
-                        Some(&top.tree),
-                        None,
-                        &format!("{sub}/"),
-                        &mut status.changes,
-                    )?;
-                }
-            }
-            status.new_bytes = dry.new_bytes();
-            Ok(status)
+            })
         })
+    }
+
+    /// The branch's last commit's root (empty before the first commit).
+    pub(crate) fn head_tops(&self, cfg: &DotConfig) -> Result<Root> {
+        Ok(self.head_root(cfg)?.map(|(_, r)| r).unwrap_or_default())
     }
 
     pub(crate) fn require_clean(&self, cfg: &DotConfig, progress: &dyn Progress) -> Result<()> {
@@ -289,4 +255,55 @@ fn hostname() -> String {
 fn now_and_tz() -> (i64, i32) {
     let now = chrono::Local::now();
     (now.timestamp(), now.offset().local_minus_utc() / 60)
+}
+
+/// What turns the branch's commit `head` into working state `now`, both
+/// readable from `objects`: each subdot's changes, its top directory's
+/// own attributes included (PostgreSQL insists on 0700; its mtime, like
+/// any directory's, does not count), and the subdots the commit has that
+/// the dot no longer does.
+pub(crate) fn changes_between(
+    cfg: &DotConfig,
+    objects: &dyn crate::tree::Objects,
+    head: &Root,
+    now: &Root,
+) -> Result<Vec<Changed>> {
+    let mut changes = Vec::new();
+    for (sub, t) in now {
+        let prefix = cfg.display_prefix(sub);
+        if head
+            .get(sub)
+            .is_some_and(|h| (h.mode, h.uid, h.gid) != (t.mode, t.uid, t.gid))
+        {
+            changes.push(Changed {
+                path: if prefix.is_empty() {
+                    "./".into()
+                } else {
+                    prefix.clone()
+                },
+                change: crate::tree::diff::Change::Modified,
+                size_before: 0,
+                size_after: 0,
+            });
+        }
+        diff(
+            objects,
+            head.get(sub).map(|t| &t.tree),
+            Some(&t.tree),
+            &prefix,
+            &mut changes,
+        )?;
+    }
+    for (sub, top) in head {
+        if !cfg.subdots.contains_key(sub) {
+            diff(
+                objects,
+                Some(&top.tree),
+                None,
+                &format!("{sub}/"),
+                &mut changes,
+            )?;
+        }
+    }
+    Ok(changes)
 }

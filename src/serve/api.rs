@@ -63,6 +63,10 @@ pub enum Request {
         /// On a mounted dot: even while files on it are open.
         #[serde(default)]
         force: bool,
+        /// Refuse while running containers use the dot, instead of
+        /// stopping them and starting them again.
+        #[serde(default)]
+        no_restart: bool,
     },
     Log {
         dot: Option<String>,
@@ -74,6 +78,10 @@ pub enum Request {
         /// On a mounted dot: even while files on it are open.
         #[serde(default)]
         force: bool,
+        /// Refuse while running containers use the dot, instead of
+        /// stopping them and starting them again.
+        #[serde(default)]
+        no_restart: bool,
     },
     Branches {
         dot: Option<String>,
@@ -214,6 +222,9 @@ pub struct ResetReport {
     pub dot: String,
     pub branch: String,
     pub commit: CommitId,
+    /// Containers stopped for the switch and started again.
+    #[serde(default)]
+    pub restarted: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -221,6 +232,9 @@ pub struct CheckoutReport {
     pub dot: String,
     pub branch: String,
     pub created: bool,
+    /// Containers stopped for the switch and started again.
+    #[serde(default)]
+    pub restarted: Vec<String>,
 }
 
 /// One commit of `dot log`.
@@ -285,6 +299,9 @@ pub struct ListEntry {
     /// Whether its working state is a mount.
     #[serde(default)]
     pub mounted: bool,
+    /// Running containers that use it, as Docker names them.
+    #[serde(default)]
+    pub containers: Vec<String>,
 }
 
 /// `dot status`: where a dot is and what it holds.
@@ -305,6 +322,9 @@ pub struct StatusReport {
     pub upstream: Option<Upstream>,
     /// Whether special files from remotes are allowed.
     pub allow_special_files: bool,
+    /// Running containers that use it, as Docker names them.
+    #[serde(default)]
+    pub containers: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -22,11 +22,13 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use super::api::*;
 use super::mounts::Mounts;
+use crate::docker::engine::{Container, Engine};
+use crate::env::ClientEnv;
 use crate::mount::working::Working;
 use crate::progress::Progress;
 use crate::repo::names::parse_spec;
 use crate::repo::remote::{CloneOptions, Target};
-use crate::repo::{Repo, RepoError, Result};
+use crate::repo::{Repo, RepoError, Result, Status};
 
 pub struct Executor {
     repo: Repo,
@@ -76,6 +78,44 @@ impl Executor {
         Ok(None)
     }
 
+    /// `dot init DOT.SUB` of a mounted dot: the subdot is added to the
+    /// mount. None when `spec` names no mounted dot.
+    fn mounted_init(&self, spec: &str, made_here: bool) -> Result<Option<(String, String)>> {
+        let (dot, Some(sub)) = parse_spec(spec)? else {
+            return Ok(None);
+        };
+        let Ok(cfg) = self.repo.dot(&dot) else {
+            return Ok(None);
+        };
+        let Some((m, w)) = self.working(&cfg)? else {
+            return Ok(None);
+        };
+        if !made_here {
+            return Err(RepoError::Refused(format!(
+                "dot {dot} is mounted; a subdot of a directory of yours (--path) cannot be added to a mount"
+            )));
+        }
+        m.add_subdot(&self.repo, &w, &cfg, &sub)?;
+        Ok(Some((dot, sub)))
+    }
+
+    /// How `cfg`'s working state differs from its branch: read from the
+    /// overlay when it is mounted here, else by scanning its directories.
+    fn status(&self, cfg: &crate::repo::DotConfig, progress: &dyn Progress) -> Result<Status> {
+        if let Some((m, w)) = self.working(cfg)? {
+            return m.status(&self.repo, &w, cfg);
+        }
+        progress.start("scanning", 0);
+        let st = self.repo.status(cfg, progress);
+        progress.finish();
+        st
+    }
+
+    /// The store this executor serves.
+    pub(crate) fn repo(&self) -> &Repo {
+        &self.repo
+    }
+
     /// Paths of the views this process serves.
     pub fn mounted(&self) -> Vec<std::path::PathBuf> {
         self.mounts.as_ref().map_or_else(Vec::new, Mounts::mounted)
@@ -113,8 +153,106 @@ impl Executor {
         Ok(())
     }
 
-    /// Carries out one request, holding the locks it needs.
+    /// Carries out one request, holding the locks it needs. A reset or
+    /// switch of a mounted dot that running containers use stops them
+    /// first and starts them again after (docs/design.md 17.3), outside
+    /// the dot's lock: dockerd calls the plugin meanwhile.
     pub fn execute(&self, call: &Call, progress: &dyn Progress) -> Result<Response> {
+        let (dot, no_restart) = match &call.request {
+            Request::Reset {
+                dot, no_restart, ..
+            }
+            | Request::Checkout {
+                dot,
+                no_restart,
+                create: false,
+                ..
+            } => (dot, *no_restart),
+            _ => return self.execute_locked(call, progress),
+        };
+        let name = match dot {
+            Some(spec) => parse_spec(spec)?.0,
+            None => match self.repo.current()? {
+                Some(name) => name,
+                None => return self.execute_locked(call, progress),
+            },
+        };
+        let users: Vec<Container> = match self.repo.mounted_dot(&name)? {
+            Some(_) => containers(&call.env)
+                .into_iter()
+                .filter(|c| c.uses(&name))
+                .collect(),
+            None => Vec::new(),
+        };
+        if users.is_empty() {
+            return self.execute_locked(call, progress);
+        }
+        let listed = users
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        if no_restart {
+            return Err(RepoError::Busy(format!(
+                "containers {listed} use dot {name}; stop them first, or leave out --no-restart and dot stops them and starts them again"
+            )));
+        }
+        let engine = Engine::from_env(&call.env).expect("containers came from it");
+        progress.note(&format!(
+            "stopping {listed} (using dot {name}) for the switch"
+        ));
+        let mut stopped = Vec::new();
+        let mut failed = None;
+        for c in &users {
+            match engine.stop(c) {
+                Ok(()) => stopped.push(c),
+                Err(e) => {
+                    failed = Some(RepoError::io(
+                        format!("cannot stop container {}", c.name),
+                        e,
+                    ));
+                    break;
+                }
+            }
+        }
+        let outcome = match failed {
+            Some(e) => Err(e),
+            None => self.execute_locked(call, progress),
+        };
+        progress.note(&format!(
+            "starting {} again",
+            stopped
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        let mut restarted = Vec::new();
+        for c in stopped {
+            if let Err(e) = engine.start(c) {
+                let e = RepoError::io(
+                    format!(
+                        "cannot start container {} again (start it with docker start {})",
+                        c.name,
+                        c.name.trim_start_matches('/')
+                    ),
+                    e,
+                );
+                return Err(match outcome {
+                    Err(first) => first,
+                    Ok(_) => e,
+                });
+            }
+            restarted.push(c.name.clone());
+        }
+        Ok(match outcome? {
+            Response::Reset(r) => Response::Reset(ResetReport { restarted, ..r }),
+            Response::Checkout(r) => Response::Checkout(CheckoutReport { restarted, ..r }),
+            other => other,
+        })
+    }
+
+    fn execute_locked(&self, call: &Call, progress: &dyn Progress) -> Result<Response> {
         let req = &call.request;
         // The dot the request changes, resolved once.
         let written = match req.dot_written() {
@@ -157,7 +295,10 @@ impl Executor {
                 path,
                 chunking,
             } => {
-                let (dot, subdot) = repo.init(spec, path.as_deref(), *chunking)?;
+                let (dot, subdot) = match self.mounted_init(spec, path.is_none())? {
+                    Some(added) => added,
+                    None => repo.init(spec, path.as_deref(), *chunking)?,
+                };
                 let branch = repo.dot(&dot)?.head;
                 Response::Init(InitReport {
                     dot,
@@ -194,11 +335,7 @@ impl Executor {
             }
             Request::Diff { dot: d } => {
                 let cfg = dot(d)?;
-                self.working(&cfg)?;
-                progress.start("scanning", 0);
-                let st = repo.status(&cfg, progress);
-                progress.finish();
-                let st = st?;
+                let st = self.status(&cfg, progress)?;
                 Response::Diff(DiffReport::new(
                     &cfg.name,
                     &cfg.head,
@@ -209,10 +346,7 @@ impl Executor {
             Request::Status { dot: d } => {
                 let cfg = dot(d)?;
                 let mounted = self.working(&cfg)?.is_some();
-                progress.start("scanning", 0);
-                let st = repo.status(&cfg, progress);
-                progress.finish();
-                let st = st?;
+                let st = self.status(&cfg, progress)?;
                 let diff = DiffReport::new(&cfg.name, &cfg.head, st.changes, st.new_bytes);
                 Response::Status(StatusReport {
                     head: repo.branch_commit(&cfg.name, &cfg.head)?,
@@ -230,6 +364,7 @@ impl Executor {
                     deleted: diff.deleted,
                     new_bytes: diff.new_bytes,
                     allow_special_files: cfg.allow_special_files,
+                    containers: names_of(&containers(env), &cfg.name),
                     dot: cfg.name,
                     branch: cfg.head,
                 })
@@ -238,6 +373,7 @@ impl Executor {
                 dot: d,
                 refspec,
                 force,
+                ..
             } => {
                 let cfg = dot(d)?;
                 let commit = match self.working(&cfg)? {
@@ -253,6 +389,7 @@ impl Executor {
                     commit: commit?,
                     dot: cfg.name,
                     branch: cfg.head,
+                    restarted: Vec::new(),
                 })
             }
             Request::Log { dot: d } => {
@@ -278,6 +415,7 @@ impl Executor {
                 branch,
                 create,
                 force,
+                ..
             } => {
                 let cfg = dot(d)?;
                 match self.working(&cfg)? {
@@ -293,6 +431,7 @@ impl Executor {
                     dot: cfg.name,
                     branch: branch.clone(),
                     created: *create,
+                    restarted: Vec::new(),
                 })
             }
             Request::Branches { dot: d } => Response::Branches(repo.branches(&dot(d)?)?),
@@ -305,9 +444,8 @@ impl Executor {
                 }
             }
             Request::List => {
-                progress.start("scanning", 0);
-                let dots = repo.list(progress);
-                progress.finish();
+                let dots = repo.list(&|cfg| self.status(cfg, progress));
+                let running = containers(env);
                 Response::List(
                     dots?
                         .into_iter()
@@ -320,6 +458,7 @@ impl Executor {
                             dirty_bytes: d.status.new_bytes,
                             changes: d.status.changes.len(),
                             mounted: d.mounted,
+                            containers: names_of(&running, &d.name),
                             name: d.name,
                         })
                         .collect(),
@@ -477,4 +616,21 @@ impl TargetArgs {
             branch: self.branch.as_deref(),
         }
     }
+}
+
+/// The running containers that use dot volumes, from the Docker `env`
+/// names; none when Docker does not answer.
+pub(crate) fn containers(env: &ClientEnv) -> Vec<Container> {
+    Engine::from_env(env)
+        .and_then(|e| e.containers().ok())
+        .unwrap_or_default()
+}
+
+/// The names of those of `running` that use dot `dot`.
+fn names_of(running: &[Container], dot: &str) -> Vec<String> {
+    running
+        .iter()
+        .filter(|c| c.uses(dot))
+        .map(|c| c.name.clone())
+        .collect()
 }

@@ -8,4 +8,5 @@ pub mod client;
 pub mod exec;
 pub(crate) mod http;
 pub mod mounts;
+pub mod plugin;
 pub mod server;

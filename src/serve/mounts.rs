@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::chunker::Chunker;
+use crate::mount::branches;
+use crate::mount::overlay::Overlay;
 use crate::mount::working::Working;
 use crate::progress::Progress;
 use crate::repo::{DotConfig, MountRecord, MountedDot, Repo, RepoError, Result};
@@ -262,13 +264,7 @@ impl Mounts {
     }
 
     #[cfg(target_os = "linux")]
-    fn attach_dot(
-        &self,
-        repo: &Repo,
-        cfg: &DotConfig,
-        at: &Path,
-        overlay: crate::mount::overlay::Overlay,
-    ) -> Result<()> {
+    fn attach_dot(&self, repo: &Repo, cfg: &DotConfig, at: &Path, overlay: Overlay) -> Result<()> {
         let upper = repo.overlay_dir(&cfg.name).join("upper");
         let working = Arc::new(Working::new(overlay));
         std::fs::create_dir_all(at).map_err(|e| {
@@ -294,7 +290,7 @@ impl Mounts {
         _repo: &Repo,
         _cfg: &DotConfig,
         _at: &Path,
-        _overlay: crate::mount::overlay::Overlay,
+        _overlay: Overlay,
     ) -> Result<()> {
         Err(linux_only())
     }
@@ -313,6 +309,15 @@ impl Mounts {
                 cfg.name, cfg.name
             )));
         };
+        let kept = branches::kept_branches(&repo.overlay_dir(&cfg.name))
+            .map_err(|e| RepoError::io("cannot read the overlay", e))?;
+        if !kept.is_empty() {
+            return Err(RepoError::Conflict(format!(
+                "branches {} of dot {} hold uncommitted changes on the mount; check each out and commit them (or drop them with dot reset --hard HEAD) before dot unmount",
+                kept.join(", "),
+                cfg.name
+            )));
+        }
         self.detach(&record.at)?;
         // The overlay this daemon served, or the one a dead daemon left.
         let served = self
@@ -352,19 +357,11 @@ impl Mounts {
         &self,
         repo: &Repo,
         cfg: &DotConfig,
-        overlay: &crate::mount::overlay::Overlay,
+        overlay: &Overlay,
         progress: &dyn Progress,
     ) -> Result<()> {
-        let chunker = Chunker::new(cfg.chunking);
-        let mut root = crate::tree::commit::Root::new();
-        for (sub, s) in &cfg.subdots {
-            let top = overlay.top(sub, &chunker).map_err(|e| {
-                RepoError::io(
-                    format!("cannot read {}.{sub} from its overlay", cfg.name),
-                    e,
-                )
-            })?;
-            root.insert(sub.clone(), top);
+        let root = shown_root(overlay, cfg, &Chunker::new(cfg.chunking))?;
+        for s in cfg.subdots.values() {
             std::fs::create_dir_all(&s.path)
                 .map_err(|e| RepoError::io(format!("cannot create {}", s.path.display()), e))?;
         }
@@ -376,17 +373,27 @@ impl Mounts {
 }
 
 /// The overlay of mounted dot `cfg`, over its branch's commit.
-fn open_overlay(repo: &Repo, cfg: &DotConfig) -> Result<crate::mount::overlay::Overlay> {
+fn open_overlay(repo: &Repo, cfg: &DotConfig) -> Result<Overlay> {
     let (_, root) = repo.working_base(cfg)?;
-    let upper = repo.overlay_dir(&cfg.name).join("upper");
-    crate::mount::overlay::Overlay::open(repo.shared_store(), &upper, root)
+    let dir = repo.overlay_dir(&cfg.name);
+    // A checkout a crash interrupted is finished first.
+    branches::reconcile(&dir, &cfg.head)
+        .map_err(|e| RepoError::io(format!("cannot set up the overlay {}", dir.display()), e))?;
+    let upper = dir.join("upper");
+    Overlay::open(repo.shared_store(), &upper, root)
         .map_err(|e| RepoError::io(format!("cannot open the overlay {}", upper.display()), e))
 }
 
 /// Makes what was written under `dir` durable (the whole file system's
 /// dirty data, which is at most what a commit flushes).
 fn sync_dir(dir: &Path) -> Result<()> {
-    let synced = std::fs::File::open(dir).and_then(|f| Ok(rustix::fs::syncfs(&f)?));
+    let synced = std::fs::File::open(dir).and_then(|f| {
+        #[cfg(target_os = "linux")]
+        rustix::fs::syncfs(&f)?;
+        #[cfg(not(target_os = "linux"))]
+        f.sync_all()?;
+        Ok(())
+    });
     synced.map_err(|e| RepoError::io(format!("cannot make {} durable", dir.display()), e))
 }
 
@@ -433,6 +440,43 @@ fn trim_heap() {
     });
 }
 
+/// Builds what changed in `w` while writes flow, in passes that each
+/// re-chunk only what was written during the one before
+/// (Overlay::build_top keeps what it built), so they shrink; once one is
+/// quick, a pass with writes held has little left. A racing write only
+/// leaves chunks no tree names yet, and a pass that fails on one is
+/// simply followed by the next.
+fn build_while_writing(overlay: &Overlay, cfg: &DotConfig, chunker: &Chunker) {
+    for _ in 0..FREE_PASSES {
+        let pass = std::time::Instant::now();
+        for sub in cfg.subdots.keys() {
+            let _ = overlay.top(sub, chunker);
+        }
+        if pass.elapsed() < QUICK_PASS {
+            break;
+        }
+    }
+}
+
+/// The root of what `overlay` shows, built (the caller holds writes).
+fn shown_root(
+    overlay: &Overlay,
+    cfg: &DotConfig,
+    chunker: &Chunker,
+) -> Result<crate::tree::commit::Root> {
+    let mut root = crate::tree::commit::Root::new();
+    for sub in cfg.subdots.keys() {
+        let top = overlay.top(sub, chunker).map_err(|e| {
+            RepoError::io(
+                format!("cannot read {}.{sub} from its overlay", cfg.name),
+                e,
+            )
+        })?;
+        root.insert(sub.clone(), top);
+    }
+    Ok(root)
+}
+
 /// At most this many passes of a commit run while writes flow...
 const FREE_PASSES: usize = 6;
 /// ...stopping after one that took less than this.
@@ -453,35 +497,13 @@ impl Mounts {
         env: &crate::env::ClientEnv,
     ) -> Result<(crate::id::CommitId, u64)> {
         let chunker = Chunker::new(cfg.chunking);
-        // Passes while writes flow build what changed and store its chunks
-        // (a racing write only leaves chunks no tree names yet). Each
-        // re-chunks only what was written during the one before
-        // (Overlay::build_top keeps what it built), so they shrink; once
-        // one is quick, the pass under the barrier has little left.
-        for _ in 0..FREE_PASSES {
-            let pass = std::time::Instant::now();
-            for sub in cfg.subdots.keys() {
-                let _ = w.overlay.top(sub, &chunker);
-            }
-            if pass.elapsed() < QUICK_PASS {
-                break;
-            }
-        }
+        build_while_writing(&w.overlay, cfg, &chunker);
         // What they stored is made durable now, not under the barrier.
         repo.shared_store().flush()?;
         let held = std::time::Instant::now();
         let writes = w.exclusive();
         let parent = repo.branch_commit(&cfg.name, &cfg.head)?;
-        let mut root = crate::tree::commit::Root::new();
-        for sub in cfg.subdots.keys() {
-            let top = w.overlay.top(sub, &chunker).map_err(|e| {
-                RepoError::io(
-                    format!("cannot read {}.{sub} from its overlay", cfg.name),
-                    e,
-                )
-            })?;
-            root.insert(sub.clone(), top);
-        }
+        let root = shown_root(&w.overlay, cfg, &chunker)?;
         env.test_pause("DOT_TEST_COMMIT_PAUSE_MS");
         let id = repo.commit_root(
             cfg,
@@ -521,9 +543,7 @@ impl Mounts {
 
     /// Shows `cfg`'s branch commit on its mount, with nothing changed
     /// over it, then lets writes go (`writes`) and has the kernel forget
-    /// what it cached. The kernel's invalidation takes the locks of the
-    /// inodes it drops, which a request waiting at the barrier may hold:
-    /// it must not wait for the barrier's holder.
+    /// what it cached of what changed.
     fn show_branch(
         &self,
         repo: &Repo,
@@ -541,6 +561,21 @@ impl Mounts {
         w.overlay
             .rebase(root, false)
             .map_err(|e| RepoError::io("cannot empty the overlay", e))?;
+        self.forget_changed(repo, w, cfg, writes, changed)
+    }
+
+    /// Lets writes go, then has the kernel forget what it cached of
+    /// `changed`. Not under the barrier: the kernel's invalidation takes
+    /// the locks of the inodes it drops, which a request waiting at the
+    /// barrier may hold.
+    fn forget_changed(
+        &self,
+        repo: &Repo,
+        w: &Working,
+        cfg: &DotConfig,
+        writes: std::sync::RwLockWriteGuard<'_, ()>,
+        changed: Option<std::collections::HashMap<String, crate::mount::overlay::Change>>,
+    ) -> Result<()> {
         let known = w.known_in(changed.as_ref());
         w.renumber(&known);
         drop(writes);
@@ -556,7 +591,7 @@ impl Mounts {
             }
         }
         #[cfg(not(target_os = "linux"))]
-        let _ = known;
+        let _ = (known, repo, cfg);
         trim_heap();
         Ok(())
     }
@@ -576,6 +611,61 @@ impl Mounts {
         let target = repo.move_branch(cfg, spec)?;
         self.show_branch(repo, w, cfg, writes)?;
         Ok(target)
+    }
+
+    /// `dot status` (and diff, list) of a mounted dot: its trees are built
+    /// from the overlay, as a commit's passes build them (storing what
+    /// changed, which the next commit reuses), and compared with the
+    /// commit; nothing is read through the kernel, so a database writing
+    /// meanwhile cannot make it fail. Its new bytes are what the overlay
+    /// holds written since the commit.
+    pub fn status(&self, repo: &Repo, w: &Working, cfg: &DotConfig) -> Result<crate::repo::Status> {
+        let chunker = Chunker::new(cfg.chunking);
+        let store = repo.shared_store();
+        build_while_writing(&w.overlay, cfg, &chunker);
+        let now = {
+            let _writes = w.exclusive();
+            shown_root(&w.overlay, cfg, &chunker)?
+        };
+        let mut size = 0u64;
+        for top in now.values() {
+            size = size.saturating_add(crate::tree::dir::tree_bytes(&*store, &top.tree)?);
+        }
+        let head = repo.head_tops(cfg)?;
+        let written = w.overlay.written_bytes().map_err(|e| {
+            RepoError::io(format!("cannot read the overlay of dot {}", cfg.name), e)
+        })?;
+        Ok(crate::repo::Status {
+            changes: crate::repo::changes_between(cfg, &*store, &head, &now)?,
+            new_bytes: written,
+            size,
+        })
+    }
+
+    /// `dot init DOT.SUB` of a mounted dot: the subdot is recorded and
+    /// shows at once, empty. Refused when the dot is mounted as its one
+    /// default subdot's directory: a second subdot changes the layout.
+    pub fn add_subdot(&self, repo: &Repo, w: &Working, cfg: &DotConfig, sub: &str) -> Result<()> {
+        if w.single() {
+            return Err(RepoError::Refused(format!(
+                "dot {} is mounted as one directory, and a second subdot would change that; stop what uses it, run dot unmount {}, add the subdot, and mount it again",
+                cfg.name, cfg.name
+            )));
+        }
+        let _writes = w.exclusive();
+        let cfg = repo.add_mounted_subdot(cfg, sub)?;
+        let (_, base) = repo.working_base(&cfg)?;
+        w.overlay.add_subdot(sub, base[sub]);
+        #[cfg(target_os = "linux")]
+        if let Some(l) = self
+            .live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&repo.mount_point(&cfg)?)
+        {
+            l.forget_name(crate::mount::ROOT, sub.as_bytes());
+        }
+        Ok(())
     }
 
     /// `dot pull` into the current branch of a mounted dot: the branch
@@ -614,7 +704,10 @@ impl Mounts {
         )))
     }
 
-    /// `dot checkout [-b] BRANCH` of a mounted dot.
+    /// `dot checkout [-b] BRANCH` of a mounted dot. Each branch keeps its
+    /// own uncommitted changes (mount::branches): switching puts the
+    /// current branch's aside and brings the other's back, copying
+    /// nothing; a new branch takes the current changes along.
     pub fn checkout(
         &self,
         repo: &Repo,
@@ -625,19 +718,38 @@ impl Mounts {
         force: bool,
     ) -> Result<()> {
         let at = repo.mount_point(cfg)?;
+        let dir = repo.overlay_dir(&cfg.name);
+        let disk = |e| RepoError::io(format!("cannot switch the overlay {}", dir.display()), e);
         let writes = w.exclusive();
-        if !create {
-            self.check_unused(w, &at, force)?;
+        if create {
+            // Whatever the head is when this is interrupted, the changes
+            // are its.
+            branches::mark(&dir, None).map_err(disk)?;
+            let cfg = repo.switch_branch(cfg, branch, true)?;
+            return branches::mark(&dir, Some(&cfg.head)).map_err(disk);
         }
-        // A new branch starts at this commit, uncommitted changes and
-        // all; switching to another needs nothing uncommitted.
-        if !create {
-            self.require_clean(w, cfg)?;
-        }
-        let cfg = repo.switch_branch(cfg, branch, create)?;
-        if !create {
-            self.show_branch(repo, w, &cfg, writes)?;
-        }
-        Ok(())
+        self.check_unused(w, &at, force)?;
+        let mut target = cfg.clone();
+        target.head = branch.to_string();
+        let (_, root) = repo.working_base(&target)?;
+        let compare = |e| RepoError::io("cannot compare the overlay", e);
+        let before = w.overlay.changes_to(&root).map_err(compare)?;
+        // What the branch leaves aside is made durable as it is.
+        sync_dir(&dir)?;
+        branches::stash(&dir, &cfg.head).map_err(disk)?;
+        let cfg = match repo.switch_branch(cfg, branch, false) {
+            Ok(cfg) => cfg,
+            Err(e) => {
+                // Not switched: the branch gets its changes back.
+                branches::reconcile(&dir, &cfg.head).map_err(disk)?;
+                w.overlay.reload(repo.working_base(cfg)?.1);
+                return Err(e);
+            }
+        };
+        branches::reconcile(&dir, &cfg.head).map_err(disk)?;
+        w.overlay.reload(root.clone());
+        let after = w.overlay.changes_to(&root).map_err(compare)?;
+        let changed = crate::mount::overlay::either(before, after);
+        self.forget_changed(repo, w, &cfg, writes, changed)
     }
 }

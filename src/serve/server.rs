@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 use super::api::*;
 use super::exec::Executor;
 use super::http;
+use super::plugin::Plugin;
+use crate::docker::plugin::{self, Answer, Request as Asked};
 use crate::progress::Progress;
 use crate::repo::{ErrorKind, Repo, RepoError};
 
@@ -60,6 +62,7 @@ pub struct Server {
     next: AtomicU64,
     running: Mutex<HashMap<u64, Running>>,
     stopping: AtomicBool,
+    plugin: Plugin,
 }
 
 /// Serves `home` until stopped (`POST /v1/stop`, SIGTERM or SIGINT). The
@@ -67,6 +70,20 @@ pub struct Server {
 /// then the socket is bound.
 pub fn serve(home: &Path, log: &Log) -> Result<(), RepoError> {
     install_signal_handlers();
+    // Docker's plugin socket answers while the store opens (17.1).
+    let plugin = plugin_socket().and_then(|path| match bind_plugin(&path) {
+        Ok(listener) => Some((path, listener)),
+        Err(e) => {
+            log(format!(
+                "not serving Docker's volume plugin on {}: {e}",
+                path.display()
+            ));
+            None
+        }
+    });
+    let early = plugin
+        .as_ref()
+        .map(|(_, l)| Early::start(l.try_clone().expect("a listener clones")));
     let who = format!("the dot daemon (pid {})", std::process::id());
     let mut waiting = false;
     let repo = loop {
@@ -104,6 +121,7 @@ pub fn serve(home: &Path, log: &Log) -> Result<(), RepoError> {
         next: AtomicU64::new(0),
         running: Mutex::new(HashMap::new()),
         stopping: AtomicBool::new(false),
+        plugin: Plugin::default(),
     };
     log(format!(
         "dot {VERSION} serving {} on {} (pid {})",
@@ -111,7 +129,24 @@ pub fn serve(home: &Path, log: &Log) -> Result<(), RepoError> {
         socket.display(),
         std::process::id()
     ));
+    if let Some((path, _)) = &plugin {
+        log(format!(
+            "serving Docker's volume plugin dot on {}",
+            path.display()
+        ));
+    }
+    let parked = early.map(Early::finish).unwrap_or_default();
     std::thread::scope(|s| {
+        for (stream, asked) in parked {
+            let server = &server;
+            s.spawn(move || server.answer_plugin(stream, asked));
+        }
+        // Containers a killed or stopped daemon left on dead mounts get
+        // the new ones (17.4).
+        if plugin.is_some() && !server.exec.mounted().is_empty() {
+            let server = &server;
+            s.spawn(move || server.restart_containers(log));
+        }
         // Stopping, the daemon keeps answering (status; calls are refused)
         // until its running calls are done, then the socket goes.
         loop {
@@ -124,20 +159,29 @@ pub fn serve(home: &Path, log: &Log) -> Result<(), RepoError> {
             {
                 break;
             }
-            if !readable(&listener, 100) {
-                continue;
-            }
-            match listener.accept() {
-                Ok((stream, _)) => {
-                    let server = &server;
-                    s.spawn(move || server.handle(stream, log));
+            let (ours, docker) = readable(&listener, plugin.as_ref().map(|(_, l)| l), 100);
+            if ours {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let server = &server;
+                        s.spawn(move || server.handle(stream, log));
+                    }
+                    Err(e) => log(format!("accept failed: {e}")),
                 }
-                Err(e) => log(format!("accept failed: {e}")),
+            }
+            if let (true, Some((_, l))) = (docker, &plugin) {
+                if let Ok((stream, _)) = l.accept() {
+                    let server = &server;
+                    s.spawn(move || server.handle_plugin(stream));
+                }
             }
         }
     });
     drop(listener);
     let _ = std::fs::remove_file(&socket);
+    if let Some((path, _)) = plugin {
+        let _ = std::fs::remove_file(path);
+    }
     log("stopped".into());
     Ok(())
 }
@@ -172,15 +216,120 @@ fn bind(socket: &Path) -> Result<UnixListener, RepoError> {
     Ok(listener)
 }
 
-/// Whether a connection is waiting, within `ms` milliseconds.
-fn readable(listener: &UnixListener, ms: i64) -> bool {
+/// Whether a connection is waiting on `ours`, and on `docker`, within
+/// `ms` milliseconds.
+fn readable(ours: &UnixListener, docker: Option<&UnixListener>, ms: i64) -> (bool, bool) {
     use rustix::event::{poll, PollFd, PollFlags, Timespec};
-    let mut fds = [PollFd::new(listener, PollFlags::IN)];
+    let mut fds = vec![PollFd::new(ours, PollFlags::IN)];
+    if let Some(d) = docker {
+        fds.push(PollFd::new(d, PollFlags::IN));
+    }
     let wait = Timespec {
         tv_sec: 0,
         tv_nsec: ms * 1_000_000,
     };
-    poll(&mut fds, Some(&wait)).is_ok_and(|n| n > 0)
+    if !poll(&mut fds, Some(&wait)).is_ok_and(|n| n > 0) {
+        return (false, false);
+    }
+    let ready = |i: usize| fds.get(i).is_some_and(|f| !f.revents().is_empty());
+    (ready(0), ready(1))
+}
+
+/// Where the daemon serves Docker's volume plugin: `DOT_DOCKER_PLUGIN`
+/// (a socket path, or `off`), else Docker's plugin directory when the
+/// daemon runs as root on Linux.
+fn plugin_socket() -> Option<PathBuf> {
+    match std::env::var("DOT_DOCKER_PLUGIN") {
+        Ok(v) if v == "off" => None,
+        Ok(v) if !v.is_empty() => Some(PathBuf::from(v)),
+        _ => (cfg!(target_os = "linux") && rustix::process::geteuid().is_root())
+            .then(|| PathBuf::from("/run/docker/plugins/dot.sock")),
+    }
+}
+
+/// Binds the plugin socket, making Docker's plugin directory if needed.
+fn bind_plugin(path: &Path) -> Result<UnixListener, RepoError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| RepoError::io(format!("cannot create {}", dir.display()), e))?;
+    }
+    if UnixStream::connect(path).is_ok() {
+        return Err(RepoError::Conflict(
+            "another dot daemon serves it (Docker has one plugin named dot)".into(),
+        ));
+    }
+    bind(path)
+}
+
+/// Reads one plugin request from a connection (whose peer must be root
+/// or the home's owner); None when there is nothing to answer.
+fn read_plugin_request(stream: &mut UnixStream, owner: u32) -> Option<Result<Asked, String>> {
+    let allowed = peer_uid(stream).is_some_and(|u| u == owner || u == 0);
+    let _ = stream.set_read_timeout(Some(REQUEST_WAIT));
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let asked = match http::read_request(&mut reader) {
+        Ok(Some((head, body))) if allowed => plugin::parse(&head.method, &head.path, &body),
+        Ok(Some(_)) => Err("the dot daemon serves only root and its owner".into()),
+        Ok(None) => return None,
+        Err(e) => Err(e.to_string()),
+    };
+    let _ = stream.set_read_timeout(None);
+    Some(asked)
+}
+
+fn plugin_response(stream: &mut UnixStream, answer: &Answer) {
+    let body = serde_json::to_vec(answer).expect("answers serialize");
+    let _ = http::write_response(
+        stream,
+        200,
+        &[
+            ("Content-Type", "application/vnd.docker.plugins.v1+json"),
+            ("Connection", "close"),
+        ],
+        &body,
+    );
+}
+
+/// Docker's plugin socket while the daemon starts: Plugin.Activate is
+/// answered at once; other requests wait, parked, for the daemon.
+struct Early {
+    ready: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<(UnixStream, Asked)>>,
+}
+
+impl Early {
+    fn start(listener: UnixListener) -> Early {
+        let ready = Arc::new(AtomicBool::new(false));
+        let done = ready.clone();
+        let owner = rustix::process::geteuid().as_raw();
+        let thread = std::thread::spawn(move || {
+            let mut parked = Vec::new();
+            while !done.load(Ordering::SeqCst) {
+                if !readable(&listener, None, 50).0 {
+                    continue;
+                }
+                let Ok((mut stream, _)) = listener.accept() else {
+                    continue;
+                };
+                match read_plugin_request(&mut stream, owner) {
+                    Some(Ok(Asked::Activate)) => {
+                        plugin_response(&mut stream, &Plugin::default().answer_early())
+                    }
+                    Some(Ok(asked)) => parked.push((stream, asked)),
+                    Some(Err(why)) => plugin_response(&mut stream, &Answer::error(why)),
+                    None => {}
+                }
+            }
+            parked
+        });
+        Early { ready, thread }
+    }
+
+    /// The requests that waited, once the daemon can answer them.
+    fn finish(self) -> Vec<(UnixStream, Asked)> {
+        self.ready.store(true, Ordering::SeqCst);
+        self.thread.join().unwrap_or_default()
+    }
 }
 
 /// The uid of the process at the other end of a connection.
@@ -232,6 +381,39 @@ fn error_response(stream: &mut UnixStream, status: u16, kind: ErrorKind, message
 }
 
 impl Server {
+    /// A connection on Docker's plugin socket.
+    fn handle_plugin(&self, mut stream: UnixStream) {
+        match read_plugin_request(&mut stream, self.owner) {
+            Some(Ok(asked)) => self.answer_plugin(stream, asked),
+            Some(Err(why)) => plugin_response(&mut stream, &Answer::error(why)),
+            None => {}
+        }
+    }
+
+    fn answer_plugin(&self, mut stream: UnixStream, asked: Asked) {
+        let answer = self.plugin.answer(&self.exec, asked);
+        plugin_response(&mut stream, &answer);
+    }
+
+    /// Restarts the running containers that use dot volumes, whose mounts
+    /// died with the daemon that served them.
+    fn restart_containers(&self, log: &Log) {
+        let env = crate::env::ClientEnv::capture();
+        let Some(engine) = crate::docker::engine::Engine::from_env(&env) else {
+            return;
+        };
+        for c in crate::serve::exec::containers(&env) {
+            match engine.restart(&c) {
+                Ok(()) => log(format!(
+                    "restarted container {} on the new mount of {}",
+                    c.name,
+                    c.volumes.join(", ")
+                )),
+                Err(e) => log(format!("cannot restart container {}: {e}", c.name)),
+            }
+        }
+    }
+
     fn handle(&self, mut stream: UnixStream, log: &Log) {
         let allowed = peer_uid(&stream).is_some_and(|u| u == self.owner || u == 0);
         let mut reader = BufReader::new(match stream.try_clone() {

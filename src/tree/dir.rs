@@ -398,6 +398,23 @@ impl DirNode {
 }
 
 /// Reads every entry of a directory, in name order.
+/// The bytes of every file under `tree` (a directory walk; no file's
+/// chunks are read).
+pub(crate) fn tree_bytes(objects: &dyn Objects, tree: &TreeId) -> Result<u64> {
+    let mut total = 0u64;
+    let mut stack = vec![*tree];
+    while let Some(t) = stack.pop() {
+        for e in read_dir(objects, &t)? {
+            match e.content {
+                Content::Dir(sub) => stack.push(sub),
+                Content::File(_) => total = total.saturating_add(e.size),
+                _ => {}
+            }
+        }
+    }
+    Ok(total)
+}
+
 pub(crate) fn read_dir(objects: &dyn Objects, tree: &TreeId) -> Result<Vec<DirEntry>> {
     Ok(read_dir_nodes(objects, tree)?.0)
 }

@@ -170,6 +170,8 @@ impl Env {
             .env_remove("DOT_HTTP_USER")
             .env_remove("DOT_HTTP_PASSWORD")
             .env_remove("DOT_HTTP_TOKEN")
+            // Only the Docker tests' daemons serve Docker.
+            .env("DOT_DOCKER_PLUGIN", "off")
             .stdin(Stdio::null());
         c
     }
