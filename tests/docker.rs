@@ -440,3 +440,60 @@ fn a_stopped_container_is_left_stopped() {
     ready("idle-pg");
     assert_eq!(sql("idle-pg", "select count(*) from t"), "0");
 }
+
+/// One request to the plugin socket, as dockerd sends it; the answer's
+/// body.
+fn ask_plugin(path: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(PLUGIN).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: plugin\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string()
+}
+
+#[test]
+fn the_plugin_answers_while_the_daemon_starts() {
+    let _turn = turn();
+    let t = Env::plain();
+    t.dot(&["init", "slow"]).ok();
+    write(&t.path("slow").join("f"), b"x\n");
+    // A command holding the store for a while: the daemon started
+    // meanwhile waits for it before it can serve.
+    let commit = t
+        .cmd(&["commit", "-m", "one", "slow"])
+        .env("DOT_TEST_COMMIT_PAUSE_MS", "4000")
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let daemon = t
+        .cmd(&["daemon", "start"])
+        .env("DOT_DOCKER_PLUGIN", PLUGIN)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let since = Instant::now();
+    while std::os::unix::net::UnixStream::connect(PLUGIN).is_err() {
+        assert!(since.elapsed() < Duration::from_secs(3), "no plugin socket");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Activate is answered at once, while the store is still held.
+    let asked = Instant::now();
+    let answer = ask_plugin("/Plugin.Activate", "");
+    assert!(answer.contains("VolumeDriver"), "{answer}");
+    assert!(asked.elapsed() < Duration::from_secs(1));
+    assert!(
+        t.dot(&["daemon", "status"]).code != 0,
+        "the daemon serves already"
+    );
+    // A volume request waits for the daemon, then is answered.
+    let answer = ask_plugin("/VolumeDriver.List", "{}");
+    assert!(answer.contains(r#""Name":"slow""#), "{answer}");
+    assert!(util::to_run(commit.wait_with_output().unwrap()).code == 0);
+    assert!(daemon.wait_with_output().unwrap().status.success());
+}
