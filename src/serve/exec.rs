@@ -177,75 +177,27 @@ impl Executor {
                 None => return self.execute_locked(call, progress),
             },
         };
-        let users: Vec<Container> = match self.repo.mounted_dot(&name)? {
-            Some(_) => containers(&call.env)
-                .into_iter()
-                .filter(|c| c.uses(&name))
-                .collect(),
+        let running = match self.repo.mounted_dot(&name)? {
+            Some(_) => containers(&call.env),
             None => Vec::new(),
         };
+        let users: Vec<&Container> = running.iter().filter(|c| c.uses(&name)).collect();
         if users.is_empty() {
             return self.execute_locked(call, progress);
         }
-        let listed = users
-            .iter()
-            .map(|c| c.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ");
+        let listed = names(&users);
         if no_restart {
             return Err(RepoError::Busy(format!(
                 "containers {listed} use dot {name}; stop them first, or leave out --no-restart and dot stops them and starts them again"
             )));
         }
-        let engine = Engine::from_env(&call.env).expect("containers came from it");
         progress.note(&format!(
             "stopping {listed} (using dot {name}) for the switch"
         ));
-        let mut stopped = Vec::new();
-        let mut failed = None;
-        for c in &users {
-            match engine.stop(c) {
-                Ok(()) => stopped.push(c),
-                Err(e) => {
-                    failed = Some(RepoError::io(
-                        format!("cannot stop container {}", c.name),
-                        e,
-                    ));
-                    break;
-                }
-            }
-        }
-        let outcome = match failed {
-            Some(e) => Err(e),
-            None => self.execute_locked(call, progress),
-        };
-        progress.note(&format!(
-            "starting {} again",
-            stopped
-                .iter()
-                .map(|c| c.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-        let mut restarted = Vec::new();
-        for c in stopped {
-            if let Err(e) = engine.start(c) {
-                let e = RepoError::io(
-                    format!(
-                        "cannot start container {} again (start it with docker start {})",
-                        c.name,
-                        c.name.trim_start_matches('/')
-                    ),
-                    e,
-                );
-                return Err(match outcome {
-                    Err(first) => first,
-                    Ok(_) => e,
-                });
-            }
-            restarted.push(c.name.clone());
-        }
-        Ok(match outcome? {
+        let engine = Engine::from_env(&call.env).expect("containers came from it");
+        let (outcome, restarted) =
+            with_stopped(&engine, &users, || self.execute_locked(call, progress))?;
+        Ok(match outcome {
             Response::Reset(r) => Response::Reset(ResetReport { restarted, ..r }),
             Response::Checkout(r) => Response::Checkout(CheckoutReport { restarted, ..r }),
             other => other,
@@ -633,4 +585,55 @@ fn names_of(running: &[Container], dot: &str) -> Vec<String> {
         .filter(|c| c.uses(dot))
         .map(|c| c.name.clone())
         .collect()
+}
+
+fn names(containers: &[&Container]) -> String {
+    containers
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Stops `users`, runs `run`, and starts again those it stopped, whether
+/// `run` succeeded or not; `run`'s outcome and the containers started
+/// again. The first failure is the error.
+fn with_stopped(
+    engine: &Engine,
+    users: &[&Container],
+    run: impl FnOnce() -> Result<Response>,
+) -> Result<(Response, Vec<String>)> {
+    let mut stopped = Vec::new();
+    let mut outcome = Ok(None);
+    for c in users {
+        if let Err(e) = engine.stop(c) {
+            outcome = Err(RepoError::io(
+                format!("cannot stop container {}", c.name),
+                e,
+            ));
+            break;
+        }
+        stopped.push(*c);
+    }
+    if outcome.is_ok() {
+        outcome = run().map(Some);
+    }
+    let mut restarted = Vec::new();
+    for c in stopped {
+        match engine.start(c) {
+            Ok(()) => restarted.push(c.name.clone()),
+            Err(e) if outcome.is_ok() => {
+                outcome = Err(RepoError::io(
+                    format!(
+                        "cannot start container {} again (start it with docker start {})",
+                        c.name,
+                        c.name.trim_start_matches('/')
+                    ),
+                    e,
+                ))
+            }
+            Err(_) => {}
+        }
+    }
+    Ok((outcome?.expect("ran"), restarted))
 }

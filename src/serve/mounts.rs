@@ -245,7 +245,12 @@ impl Mounts {
         });
         progress.finish();
         carried?;
-        sync_dir(&dir)?;
+        // (Nothing carried, nothing to make durable: syncfs costs what the
+        // whole file system has unwritten.)
+        let upper = dir.join("upper");
+        if std::fs::read_dir(&upper).is_ok_and(|mut d| d.next().is_some()) {
+            sync_dir(&dir)?;
+        }
         let record = MountedDot {
             dot: cfg.name.clone(),
             at: at.clone(),
@@ -734,8 +739,9 @@ impl Mounts {
         let (_, root) = repo.working_base(&target)?;
         let compare = |e| RepoError::io("cannot compare the overlay", e);
         let before = w.overlay.changes_to(&root).map_err(compare)?;
-        // What the branch leaves aside is made durable as it is.
-        sync_dir(&dir)?;
+        // The changes are moved aside as they are, as durable as they
+        // were written (a rename keeps every file); the renames are
+        // synced before the head moves.
         branches::stash(&dir, &cfg.head).map_err(disk)?;
         let cfg = match repo.switch_branch(cfg, branch, false) {
             Ok(cfg) => cfg,
