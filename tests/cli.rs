@@ -3,7 +3,7 @@
 mod util;
 
 use std::fs;
-use util::{read, write, Env};
+use util::{noise, read, write, Env};
 
 #[test]
 fn dvol_style_walkthrough() {
@@ -258,12 +258,13 @@ fn reset_takes_refs_and_gc_reclaims_unreachable_commits() {
         assert!(r.err.len() > 10, "{bad}: {}", r.err);
     }
 
-    // Commits 2 and 3 are unreachable now: gone from the log, and gc frees
-    // the 6 MiB only they hold.
+    // Commits 2 and 3 are unreachable now: gone from the log, and gc
+    // --prune=now (the reflog keeps nothing) frees the 6 MiB only they
+    // hold.
     let log = t.dot(&["log", "--json"]).ok().json();
     assert_eq!(log.as_array().unwrap().len(), 2);
     let before = dir_size(&t.home.join("packs"));
-    let out = t.dot(&["gc"]).ok().out;
+    let out = t.dot(&["gc", "--prune=now"]).ok().out;
     let after = dir_size(&t.home.join("packs"));
     assert!(
         before - after > 5 << 20,
@@ -483,4 +484,95 @@ fn errors_exit_with_the_code_of_their_kind() {
         let r = t.dot(&args).fails();
         assert_eq!(r.code, code, "dot {args:?}: {}", r.err);
     }
+}
+
+#[test]
+fn a_reset_away_commit_is_in_the_reflog_kept_by_gc_and_restored_by_id() {
+    let t = Env::new();
+    t.dot(&["init", "app"]).ok();
+    let dir = t.path("app");
+    write(&dir.join("a"), b"first\n");
+    t.dot(&["commit", "-m", "one"]).ok();
+    let one = t.head("app").unwrap();
+    write(&dir.join("b"), &noise(300_000, 5));
+    t.dot(&["commit", "-m", "two\n\nmore words"]).ok();
+    let two = t.head("app").unwrap();
+    t.dot(&["reset", "--hard", "HEAD^"]).ok();
+    t.dot(&["checkout", "-b", "exp"]).ok();
+    t.dot(&["branch", "-d", "master"]).ok();
+
+    // Every move, newest first, with what moved it.
+    let moves = t.dot(&["reflog", "--json"]).ok().json();
+    let moves = moves.as_array().unwrap();
+    let summary: Vec<(String, String, String, String)> = moves
+        .iter()
+        .map(|m| {
+            let id = |k: &str| m[k].as_str().unwrap_or("-").to_string();
+            (
+                m["branch"].as_str().unwrap().to_string(),
+                id("old"),
+                id("new"),
+                m["command"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let s = |x: &str| x.to_string();
+    assert_eq!(
+        summary,
+        [
+            (s("master"), one.clone(), s("-"), s("branch -d master")),
+            (s("exp"), s("-"), one.clone(), s("checkout -b exp")),
+            (
+                s("master"),
+                two.clone(),
+                one.clone(),
+                s("reset --hard HEAD^")
+            ),
+            (s("master"), one.clone(), two.clone(), s("commit: two")),
+            (s("master"), s("-"), one.clone(), s("commit: one")),
+        ]
+    );
+    let shown = t.dot(&["reflog"]).ok().out;
+    assert!(shown.contains("reset --hard HEAD^"), "{shown}");
+
+    // gc keeps what the reflog names; the commit comes back by its id.
+    t.dot(&["gc"]).ok();
+    t.fsck_ok();
+    t.dot(&["reset", "--hard", &two[..12]]).ok();
+    assert_eq!(fs::read(dir.join("b")).unwrap(), noise(300_000, 5));
+
+    // --prune=now frees it at once.
+    t.dot(&["reset", "--hard", &one]).ok();
+    let r = t.dot(&["gc", "--prune=now", "--json"]).ok().json();
+    assert!(r["bytes_freed"].as_u64().unwrap() > 100_000, "{r}");
+    assert_eq!(
+        t.dot(&["reflog", "--json"]).ok().json(),
+        serde_json::json!([])
+    );
+    let r = t.dot(&["reset", "--hard", &two]).typed();
+    assert_ne!(r.code, 0);
+    t.fsck_ok();
+}
+
+#[test]
+fn the_reflog_keeps_commits_for_gc_reflog_expire() {
+    let t = Env::new();
+    t.dot(&["init", "app"]).ok();
+    let dir = t.path("app");
+    write(&dir.join("a"), &noise(200_000, 1));
+    t.dot(&["commit", "-m", "one"]).ok();
+    write(&dir.join("a"), &noise(200_000, 2));
+    t.dot(&["commit", "-m", "two"]).ok();
+    let two = t.head("app").unwrap();
+    t.dot(&["reset", "--hard", "HEAD^"]).ok();
+    let r = t.dot(&["config", "gc.reflogExpire", "a while"]).typed();
+    assert_eq!(r.code, 2, "{}", r.err);
+    t.dot(&["config", "gc.reflogExpire", "1s"]).ok();
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let r = t.dot(&["gc", "--json"]).ok().json();
+    assert!(r["bytes_freed"].as_u64().unwrap() > 100_000, "{r}");
+    assert_ne!(t.dot(&["reset", "--hard", &two]).typed().code, 0);
+    let r = t.dot(&["gc", "--prune=soon"]).typed();
+    assert_eq!(r.code, 2, "{}", r.err);
+    t.fsck_ok();
 }

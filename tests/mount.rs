@@ -145,9 +145,10 @@ fn a_view_outlives_its_branch_a_killed_daemon_and_gc() {
         v.to_str().unwrap(),
     ])
     .ok();
-    // No branch reaches the view's commit any more; gc keeps it.
+    // No branch reaches the view's commit any more (nor the reflog, with
+    // --prune=now); gc keeps it.
     t.dot(&["reset", "--hard", "HEAD~1"]).ok();
-    t.dot(&["gc"]).ok();
+    t.dot(&["gc", "--prune=now"]).ok();
     assert_eq!(fs::read(v.join("f")).unwrap(), gone);
 
     // Killed, the daemon leaves a dead mount; started again, it mounts
@@ -178,8 +179,8 @@ fn a_view_outlives_its_branch_a_killed_daemon_and_gc() {
     user.wait().unwrap();
     unmount(&t, &v);
 
-    // Unmounted, nothing keeps the commit: gc frees it.
-    t.dot(&["gc"]).ok();
+    // Unmounted, nothing keeps the commit: gc --prune=now frees it.
+    t.dot(&["gc", "--prune=now"]).ok();
     let r = t
         .dot(&[
             "mount",
@@ -391,6 +392,9 @@ fn a_mounted_dot_commits_resets_and_switches_without_copying() {
     let (last, want) = commits.last().unwrap();
     t.dot(&["reset", "--hard", last]).ok();
     assert_eq!(&content(&dir), want);
+    let moves = t.dot(&["reflog", "--json"]).ok().json();
+    assert_eq!(moves[0]["command"], format!("reset --hard {last}"));
+    assert_eq!(moves[0]["new"].as_str(), Some(last.as_str()));
 
     // Branches: a new one takes what is uncommitted along; each branch
     // keeps its own uncommitted changes across switches.
@@ -637,6 +641,14 @@ fn pull_into_a_mounted_dot_shows_what_it_fetched() {
 
     t.dot(&["pull", "hub", "copy"]).ok();
     assert_eq!(t.head("copy"), t.head("app"));
+    let moves = t.dot(&["reflog", "copy", "--json"]).ok().json();
+    let commands: Vec<&str> = moves
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["command"].as_str().unwrap())
+        .collect();
+    assert_eq!(commands, ["pull hub app master", "clone hub app master"]);
     assert_eq!(fs::read(copy.join("f")).unwrap(), b"two\n");
     assert_eq!(fs::read(copy.join("g")).unwrap(), b"new\n");
     let st = t.dot(&["status", "copy", "--json"]).ok().json();

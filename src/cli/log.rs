@@ -39,6 +39,33 @@ pub fn run(s: &Session, a: LogArgs, progress: &dyn Progress) -> Result<()> {
     Ok(())
 }
 
+/// `dot reflog [--json] [DOT]`
+pub fn reflog(s: &Session, a: LogArgs, progress: &dyn Progress) -> Result<()> {
+    let moves = reply!(
+        s.call(Request::Reflog { dot: a.dot }, progress)?,
+        Response::Reflog
+    );
+    if a.json {
+        return super::print_json(&moves);
+    }
+    let short = |c: &Option<dot::id::CommitId>| c.map_or("-".to_string(), |c| c.short());
+    let rows: Vec<Vec<String>> = moves
+        .iter()
+        .map(|m| {
+            let secs = i64::try_from(m.time_ns / 1_000_000_000).unwrap_or(i64::MAX);
+            vec![
+                format_date(secs, 0),
+                m.branch.clone(),
+                short(&m.old),
+                short(&m.new),
+                m.command.clone(),
+            ]
+        })
+        .collect();
+    super::print_table(&["TIME", "BRANCH", "FROM", "TO", "COMMAND"], &rows);
+    Ok(())
+}
+
 /// `Sun Nov 22 18:40:50 2026 +0100`, git's default date format.
 fn format_date(time: i64, tz_minutes: i32) -> String {
     let zone = chrono::FixedOffset::east_opt(tz_minutes.saturating_mul(60))

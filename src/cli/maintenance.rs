@@ -61,8 +61,25 @@ pub fn rm(s: &Session, a: RmArgs, progress: &dyn Progress) -> Result<()> {
     Ok(())
 }
 
-pub fn gc(s: &Session, a: JsonArgs, progress: &dyn Progress) -> Result<()> {
-    let stats = reply!(s.call(Request::Gc, progress)?, Response::Gc);
+#[derive(Args)]
+pub struct GcArgs {
+    #[arg(long)]
+    json: bool,
+    /// `now`: the reflog keeps nothing; what only it names is freed at
+    /// once.
+    #[arg(long, value_name = "WHEN")]
+    prune: Option<String>,
+}
+
+pub fn gc(s: &Session, a: GcArgs, progress: &dyn Progress) -> Result<()> {
+    let prune_now = match a.prune.as_deref() {
+        None => false,
+        Some("now") => true,
+        Some(other) => usage!(
+            "dot gc --prune takes now, not {other:?}; how long the reflog keeps commits is set with dot config gc.reflogExpire 30d"
+        ),
+    };
+    let stats = reply!(s.call(Request::Gc { prune_now }, progress)?, Response::Gc);
     if a.json {
         return super::print_json(&stats);
     }

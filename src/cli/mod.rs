@@ -69,6 +69,9 @@ enum Command {
     Reset(reset::ResetArgs),
     /// Show the branch's commits, newest first.
     Log(log::LogArgs),
+    /// Show every move of every branch of a dot, newest first: what a
+    /// reset left behind can be brought back with dot reset --hard ID.
+    Reflog(log::LogArgs),
     /// Switch branches, or create one with -b.
     Checkout(branch::CheckoutArgs),
     /// List branches, or delete one with -d.
@@ -80,8 +83,9 @@ enum Command {
     Switch { name: String },
     /// Delete a dot and its branches (asks first unless -f).
     Rm(maintenance::RmArgs),
-    /// Free the space of data no branch reaches any more.
-    Gc(maintenance::JsonArgs),
+    /// Free the space of data no branch reaches any more (nor the reflog,
+    /// for gc.reflogExpire: 30 days unless set).
+    Gc(maintenance::GcArgs),
     /// Verify every stored object, everything every branch reaches, and
     /// every pack.
     Fsck(maintenance::JsonArgs),
@@ -209,6 +213,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Status(a) => diff::status(s, a, p).map(|_| ok),
         Command::Reset(a) => reset::run(s, a, p).map(|_| ok),
         Command::Log(a) => log::run(s, a, p).map(|_| ok),
+        Command::Reflog(a) => log::reflog(s, a, p).map(|_| ok),
         Command::Checkout(a) => branch::checkout(s, a, p).map(|_| ok),
         Command::Branch(a) => branch::run(s, a, p).map(|_| ok),
         Command::List(a) => list::run(s, a, p).map(|_| ok),

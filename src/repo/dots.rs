@@ -152,10 +152,17 @@ impl Repo {
     }
 
     pub(crate) fn config_set(&self, key: &str, value: &str) -> Result<()> {
-        if !matches!(key, "user.name" | "user.email") {
-            return Err(RepoError::Usage(format!(
-                "unknown setting {key:?}; known settings: user.name, user.email"
-            )));
+        match key {
+            "user.name" | "user.email" => {}
+            super::reflog::EXPIRE_SETTING => {
+                super::reflog::parse_expire(value).map_err(RepoError::Usage)?;
+            }
+            _ => {
+                return Err(RepoError::Usage(format!(
+                    "unknown setting {key:?}; known settings: user.name, user.email, {}",
+                    super::reflog::EXPIRE_SETTING
+                )))
+            }
         }
         let mut b = Batch::default();
         b.put(
@@ -344,6 +351,7 @@ impl Repo {
         b.delete_prefix(Space::Refs, format!("{dot}\0").into_bytes());
         b.delete_prefix(Space::Cache, format!("{dot}\0").into_bytes());
         b.delete_prefix(Space::Meta, format!("upstream/{dot}\0").into_bytes());
+        Self::drop_reflog(&mut b, &dot);
         if self.current()?.as_deref() == Some(dot.as_str()) {
             b.delete(Space::Meta, b"current".to_vec());
         }

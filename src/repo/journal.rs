@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::names::{check_branch, check_subdot};
+use super::reflog::log_move;
 use super::{cache_prefix, journal_key, ref_key, DotConfig, Repo, RepoError, Result, SubdotConfig};
 use crate::id::{CommitId, Id, TreeId};
 use crate::progress::Progress;
@@ -33,6 +34,9 @@ pub(super) struct Journal {
     pub set_head: bool,
     /// What each subdot's working directory must hold; None is empty.
     pub targets: BTreeMap<String, Option<TopJson>>,
+    /// The command, for the reflog entry of the branch's move.
+    #[serde(default)]
+    pub command: String,
 }
 
 impl Journal {
@@ -142,7 +146,8 @@ impl Repo {
         if origin == Origin::Unverified {
             self.verify_commit(target, cfg, None)?;
         }
-        let journal = self.plan(cfg, cfg.head.clone(), Some(target), false, origin)?;
+        let mut journal = self.plan(cfg, cfg.head.clone(), Some(target), false, origin)?;
+        journal.command = format!("reset --hard {spec}");
         self.run(cfg, journal, progress)?;
         Ok(target)
     }
@@ -185,6 +190,14 @@ impl Repo {
                 Space::Refs,
                 ref_key(&cfg.name, branch),
                 head.map(|c| c.0 .0.to_vec()).unwrap_or_default(),
+            );
+            log_move(
+                &mut b,
+                &cfg.name,
+                branch,
+                None,
+                head,
+                &format!("checkout -b {branch}"),
             );
             let mut cfg = cfg.clone();
             cfg.head = branch.to_string();
@@ -268,6 +281,7 @@ impl Repo {
             commit: commit.map(|c| c.0.to_hex()),
             set_head,
             targets,
+            command: String::new(),
         })
     }
 
@@ -351,7 +365,16 @@ impl Repo {
             }
         }
         if let Some(id) = journal.commit() {
+            let old = self.branch_commit(dot, &journal.branch).unwrap_or(None);
             b.put(Space::Refs, ref_key(dot, &journal.branch), id.0 .0.to_vec());
+            log_move(
+                &mut b,
+                dot,
+                &journal.branch,
+                old,
+                Some(id),
+                &journal.command,
+            );
         }
         if journal.set_head {
             cfg.head = journal.branch.clone();

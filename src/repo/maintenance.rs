@@ -43,11 +43,15 @@ impl Repo {
         Ok(heads)
     }
 
-    /// Walks every branch and every unfinished journal's target.
-    fn walk_live(&self, v: &mut Verifier) -> Result<usize> {
+    /// Walks every branch, every commit the reflog keeps (`reflog`), and
+    /// every unfinished journal's target.
+    fn walk_live(&self, v: &mut Verifier, reflog: &[(String, CommitId)]) -> Result<usize> {
         let heads = self.all_heads()?;
         for (name, head) in &heads {
             v.commit(*head, &format!("dot {name}"), &|_| false);
+        }
+        for (at, commit) in reflog {
+            v.commit(*commit, at, &|_| false);
         }
         // A view shows its commit for as long as it is recorded.
         for m in self.mounts()? {
@@ -71,16 +75,31 @@ impl Repo {
         Ok(heads.len())
     }
 
-    /// Frees the space of objects no branch of any dot reaches.
-    pub(crate) fn gc(&self) -> Result<GcStats> {
+    /// Frees the space of objects no branch of any dot reaches, nor the
+    /// reflog within `gc.reflogExpire` (`prune_now`: the reflog keeps
+    /// nothing, and its entries are dropped).
+    pub(crate) fn gc(&self, prune_now: bool) -> Result<GcStats> {
         if let Some((dot, Err(e))) = self.journals()?.into_iter().find(|(_, j)| j.is_err()) {
             return Err(RepoError::Damaged {
                 what: format!("the journal of dot {dot}"),
                 why: format!("{e}; gc stopped without deleting anything"),
             });
         }
+        let expire = if prune_now {
+            Some(std::time::Duration::ZERO)
+        } else {
+            self.reflog_expire()?
+        };
+        let reflog = self.reflog_live(expire)?;
+        if !reflog.expired.is_empty() {
+            let mut b = crate::store::Batch::default();
+            for k in reflog.expired {
+                b.delete(Space::Meta, k);
+            }
+            self.store.write(b)?;
+        }
         let mut walker = Verifier::new(&self.store, Contents::Reach, true);
-        self.walk_live(&mut walker)?;
+        self.walk_live(&mut walker, &reflog.kept)?;
         if let Some((at, what)) = walker.problems.first() {
             return Err(RepoError::Damaged {
                 what: at.clone(),
@@ -130,7 +149,8 @@ impl Repo {
                 .into_iter()
                 .map(|(id, why)| (format!("object {}", id.short()), why)),
         );
-        report.refs_checked = self.walk_live(&mut walker)?;
+        let kept = self.reflog_live(self.reflog_expire()?)?.kept;
+        report.refs_checked = self.walk_live(&mut walker, &kept)?;
         report.objects_reachable = walker.seen.len();
         report.errors.extend(walker.problems);
 

@@ -16,6 +16,7 @@ mod journal;
 mod maintenance;
 mod mounts;
 pub(crate) mod names;
+pub mod reflog;
 pub mod remote;
 mod revision;
 mod work;

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::dots::utf8_path;
 use super::journal::{Journal, Origin, TopJson};
 use super::names::{check_branch, check_dot, check_subdot};
+use super::reflog::log_move;
 use super::{ref_key, DotConfig, Repo, RepoError, Result, DEFAULT_SUBDOT};
 use crate::id::CommitId;
 use crate::progress::Progress;
@@ -274,6 +275,7 @@ impl Repo {
             branch: cfg.head.clone(),
             commit: None,
             set_head: false,
+            command: String::new(),
             targets: cfg
                 .subdots
                 .keys()
@@ -330,7 +332,12 @@ impl Repo {
         if origin == Origin::Unverified {
             self.verify_commit(target, cfg, None)?;
         }
-        self.move_branch_with(cfg, Batch::default(), target)?;
+        self.move_branch_with(
+            cfg,
+            Batch::default(),
+            target,
+            &format!("reset --hard {spec}"),
+        )?;
         Ok(target)
     }
 
@@ -341,6 +348,7 @@ impl Repo {
         cfg: &DotConfig,
         mut b: Batch,
         target: CommitId,
+        command: &str,
     ) -> Result<()> {
         let key = ref_key(&cfg.name, &cfg.head);
         let old = self.branch_commit(&cfg.name, &cfg.head)?;
@@ -350,6 +358,7 @@ impl Repo {
             Some(old.map(|c| c.0 .0.to_vec()).unwrap_or_default()),
         );
         b.put(Space::Refs, key, target.0 .0.to_vec());
+        log_move(&mut b, &cfg.name, &cfg.head, old, Some(target), command);
         Ok(self.store.commit(b)?)
     }
 
@@ -386,6 +395,14 @@ impl Repo {
                 Space::Refs,
                 key,
                 head.map(|c| c.0 .0.to_vec()).unwrap_or_default(),
+            );
+            log_move(
+                &mut b,
+                &cfg.name,
+                branch,
+                None,
+                head,
+                &format!("checkout -b {branch}"),
             );
         }
         let mut cfg = cfg.clone();

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::journal::Origin;
 use super::names::{check_branch, check_dot, check_remote};
+use super::reflog::log_move;
 use super::{ref_key, DotConfig, Repo, RepoError, Result};
 use crate::env::ClientEnv;
 use crate::id::CommitId;
@@ -157,6 +158,11 @@ fn normalize_url(url: &str) -> Result<String> {
         Ok(url.to_string())
     }
 }
+
+/// How `dot pull` moves and shows the current branch of a mounted dot:
+/// given the batch to write with the move, the commit, and the command
+/// for the reflog.
+pub(crate) type MountedSwitch<'a> = &'a dyn Fn(Batch, CommitId, &str) -> Result<()>;
 
 impl Repo {
     // ---- configuration ----
@@ -540,7 +546,7 @@ impl Repo {
         target: &Target,
         env: &ClientEnv,
         progress: &dyn Progress,
-        mounted: Option<&dyn Fn(Batch, CommitId) -> Result<()>>,
+        mounted: Option<MountedSwitch>,
     ) -> Result<PullReport> {
         let (branch, from) = self.resolve_target(cfg, target, "pull")?;
         let branch = branch.as_str();
@@ -587,22 +593,25 @@ impl Repo {
         if self.upstream(&cfg.name, branch)?.is_none() {
             Self::put_upstream(&mut b, &cfg.name, branch, &from);
         }
+        let command = format!("pull {} {} {}", from.remote, from.dot, from.branch);
         if let (true, Some(switch)) = (branch == cfg.head, mounted) {
-            switch(b, want.commit)?;
+            switch(b, want.commit, &command)?;
         } else if branch == cfg.head {
-            let journal = self.plan(
+            let mut journal = self.plan(
                 cfg,
                 branch.to_string(),
                 Some(want.commit),
                 false,
                 Origin::Verified,
             )?;
+            journal.command = command;
             self.run_with(cfg, journal, b, progress)?;
         } else {
             self.refuse_if_kept(cfg, branch)?;
             let key = ref_key(&cfg.name, branch);
             b.expect(Space::Refs, key.clone(), old_value);
             b.put(Space::Refs, key, want.commit.0 .0.to_vec());
+            log_move(&mut b, &cfg.name, branch, old, Some(want.commit), &command);
             self.store.commit(b)?;
         }
         Ok(report)
@@ -649,13 +658,14 @@ impl Repo {
             allow_special_files,
         };
         let stats = self.fetch_commit(&r, want.commit, &cfg, progress)?;
-        let journal = self.plan(
+        let mut journal = self.plan(
             &cfg,
             branch.to_string(),
             Some(want.commit),
             false,
             Origin::Verified,
         )?;
+        journal.command = format!("clone {remote} {remote_dot} {branch}");
         // The dot, its upstream and the journal that fills its working
         // directories are recorded at once: a clone killed after this is
         // finished by the next dot command. One that fails is undone.

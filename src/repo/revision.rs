@@ -55,10 +55,18 @@ impl Repo {
                 cfg.name
             )));
         }
-        self.branch_commit(&cfg.name, branch)?;
+        let old = self.branch_commit(&cfg.name, branch)?;
         self.refuse_if_kept(cfg, branch)?;
         let mut b = Batch::default();
         b.delete(Space::Refs, ref_key(&cfg.name, branch));
+        super::reflog::log_move(
+            &mut b,
+            &cfg.name,
+            branch,
+            old,
+            None,
+            &format!("branch -d {branch}"),
+        );
         Ok(self.store.write(b)?)
     }
 

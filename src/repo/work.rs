@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::reflog::log_move;
 use super::{cache_prefix, human_bytes, ref_key, DotConfig, Repo, RepoError, Result};
 use crate::chunker::Chunker;
 use crate::env::ClientEnv;
@@ -173,6 +174,15 @@ impl Repo {
             Some(parent.map(|p| p.0 .0.to_vec()).unwrap_or_default()),
         );
         batch.put(Space::Refs, key, id.0 .0.to_vec());
+        let summary = message.lines().next().unwrap_or_default();
+        log_move(
+            &mut batch,
+            &cfg.name,
+            &cfg.head,
+            parent,
+            Some(id),
+            &format!("commit: {summary}"),
+        );
         self.store.commit(batch)?;
         Ok(id)
     }

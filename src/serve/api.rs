@@ -102,7 +102,14 @@ pub enum Request {
     Remove {
         dot: String,
     },
-    Gc,
+    Gc {
+        /// Keep nothing for the reflog: free what only it names now.
+        #[serde(default)]
+        prune_now: bool,
+    },
+    Reflog {
+        dot: Option<String>,
+    },
     Fsck,
     ConfigGet {
         key: String,
@@ -354,6 +361,7 @@ pub enum Response {
     Status(StatusReport),
     Reset(ResetReport),
     Log(Vec<LogEntry>),
+    Reflog(Vec<crate::repo::reflog::RefMove>),
     Checkout(CheckoutReport),
     Branches(Vec<BranchInfo>),
     BranchDeleted { dot: String, branch: String },

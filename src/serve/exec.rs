@@ -220,7 +220,7 @@ impl Executor {
         // A request that panicked (a bug, reported as such by the daemon)
         // leaves its locks poisoned; what they guard holds no data, so the
         // next request goes on.
-        let _gc = matches!(req, Request::Gc)
+        let _gc = matches!(req, Request::Gc { .. })
             .then(|| self.gate.write().unwrap_or_else(PoisonError::into_inner));
         let _writes = req
             .excludes_gc()
@@ -435,7 +435,8 @@ impl Executor {
                     dot: cfg.name,
                 })
             }
-            Request::Gc => Response::Gc(repo.gc()?),
+            Request::Gc { prune_now } => Response::Gc(repo.gc(*prune_now)?),
+            Request::Reflog { dot: d } => Response::Reflog(repo.reflog(&dot(d)?.name)?),
             Request::Fsck => Response::Fsck(repo.fsck()?),
             Request::Mount { spec, at } => match &self.mounts {
                 Some(m) => Response::Mounted(m.mount(repo, spec, at)?),
@@ -533,10 +534,10 @@ impl Executor {
                 let working = self.working(&cfg)?;
                 let switch = working
                     .as_ref()
-                    .map(|(m, w)| |b, to| m.pull(repo, w, &cfg, b, to));
+                    .map(|(m, w)| |b, to, why: &str| m.pull(repo, w, &cfg, b, to, why));
                 let mounted = switch
                     .as_ref()
-                    .map(|f| f as &dyn Fn(crate::store::Batch, crate::id::CommitId) -> Result<()>);
+                    .map(|f| f as crate::repo::remote::MountedSwitch);
                 Response::Pull(repo.pull(&cfg, &target.as_target(), env, progress, mounted)?)
             }
             Request::Clone {

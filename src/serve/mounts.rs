@@ -684,12 +684,13 @@ impl Mounts {
         cfg: &DotConfig,
         b: crate::store::Batch,
         to: crate::id::CommitId,
+        command: &str,
     ) -> Result<()> {
         let at = repo.mount_point(cfg)?;
         let writes = w.exclusive();
         self.check_unused(w, &at, false)?;
         self.require_clean(w, cfg)?;
-        repo.move_branch_with(cfg, b, to)?;
+        repo.move_branch_with(cfg, b, to, command)?;
         self.show_branch(repo, w, cfg, writes)
     }
 
