@@ -24,11 +24,7 @@ impl Id {
     }
 
     pub(crate) fn to_hex(self) -> String {
-        let mut s = String::with_capacity(ID_LEN * 2);
-        for b in self.0 {
-            s.push_str(&format!("{b:02x}"));
-        }
-        s
+        hex::encode(self.0)
     }
 
     /// The short form shown to users, like git's abbreviated ids.
@@ -36,14 +32,9 @@ impl Id {
         self.to_hex()[..12].to_string()
     }
 
-    pub(crate) fn from_hex(hex: &str) -> Option<Id> {
-        if hex.len() != ID_LEN * 2 {
-            return None;
-        }
+    pub(crate) fn from_hex(text: &str) -> Option<Id> {
         let mut out = [0u8; ID_LEN];
-        for (i, byte) in out.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-        }
+        hex::decode_to_slice(text, &mut out).ok()?;
         Some(Id(out))
     }
 }

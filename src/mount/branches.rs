@@ -11,19 +11,8 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-fn hex(name: &str) -> String {
-    name.bytes().map(|b| format!("{b:02x}")).collect()
-}
-
 fn unhex(s: &str) -> Option<String> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    let bytes: Option<Vec<u8>> = (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect();
-    String::from_utf8(bytes?).ok()
+    String::from_utf8(hex::decode(s).ok()?).ok()
 }
 
 fn upper(dir: &Path) -> PathBuf {
@@ -36,7 +25,7 @@ fn marker(dir: &Path) -> PathBuf {
 
 /// Where `branch`'s changes are kept while another branch shows.
 pub fn kept(dir: &Path, branch: &str) -> PathBuf {
-    dir.join("kept").join(hex(branch))
+    dir.join("kept").join(hex::encode(branch))
 }
 
 /// The branches whose changes are kept aside.
@@ -194,7 +183,7 @@ mod tests {
     #[test]
     fn names_round_trip_through_hex() {
         for n in ["master", "team/exp", "ü"] {
-            assert_eq!(unhex(&hex(n)).as_deref(), Some(n));
+            assert_eq!(unhex(&hex::encode(n)).as_deref(), Some(n));
         }
         assert_eq!(unhex("zz"), None);
         assert_eq!(unhex("abc"), None);

@@ -145,9 +145,8 @@ impl Repo {
                 cfg.name
             )));
         }
-        let bytes: Vec<u8> = (0..lower.len() / 2)
-            .map(|i| u8::from_str_radix(&lower[2 * i..2 * i + 2], 16).expect("hex checked"))
-            .collect();
+        // (An odd last digit is matched below, on the whole id.)
+        let bytes = hex::decode(&lower[..lower.len() & !1]).expect("hex checked");
         let mut found = Vec::new();
         for (id, entry) in self.store.ids_with_prefix(&bytes)? {
             if entry.kind != crate::store::Kind::Meta || !id.to_hex().starts_with(&lower) {
