@@ -15,7 +15,7 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("dot: {err:#}");
+            eprintln!("dot: {}", message(&err));
             let kind = match err.downcast_ref::<dot::repo::RepoError>() {
                 Some(e) => Some(e.kind()),
                 None => err
@@ -26,6 +26,20 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// An error and its causes, each said once: most errors already name
+/// their cause in their own text.
+fn message(err: &anyhow::Error) -> String {
+    let mut text = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 fn install_signal_handlers() {
@@ -41,5 +55,20 @@ fn install_signal_handlers() {
         libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
         // Exit quietly when the reader of our output goes away (dot log | head).
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn each_cause_is_said_once() {
+        let e = dot::repo::RepoError::io("cannot write f", std::io::Error::other("disk full"));
+        let err = anyhow::Error::new(e).context("committing");
+        assert_eq!(
+            super::message(&err),
+            "committing: cannot write f: disk full"
+        );
+        let plain = anyhow::anyhow!("just this");
+        assert_eq!(super::message(&plain), "just this");
     }
 }
