@@ -121,28 +121,33 @@ impl Plugin {
     fn ensure(&self, exec: &Executor, v: &Volume, mount: bool) -> Result<PathBuf> {
         let repo = exec.repo();
         let sub = v.subdot.as_deref().unwrap_or(DEFAULT_SUBDOT);
-        let created = match repo.dot(&v.dot) {
-            Ok(cfg) if cfg.subdots.contains_key(sub) => false,
-            Ok(_) | Err(RepoError::NoSuchDot(_)) => {
-                call(
-                    exec,
-                    Request::Init {
-                        spec: v.name(),
-                        path: None,
-                        chunking: None,
-                    },
-                )?;
-                true
-            }
-            Err(e) => return Err(e),
+        let exists = || {
+            repo.dot(&v.dot)
+                .is_ok_and(|cfg| cfg.subdots.contains_key(sub))
         };
-        if (mount || created) && repo.mounted_dot(&v.dot)?.is_none() {
-            call(
-                exec,
-                Request::MountDot {
-                    dot: Some(v.dot.clone()),
-                },
-            )?;
+        let mut created = false;
+        if !exists() {
+            let init = Request::Init {
+                spec: v.name(),
+                path: None,
+                chunking: None,
+            };
+            // Docker starts a Compose file's containers at once: another
+            // request may have made it meanwhile.
+            match call(exec, init) {
+                Ok(_) => created = true,
+                Err(_) if exists() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let mounted = || repo.mounted_dot(&v.dot).is_ok_and(|m| m.is_some());
+        if (mount || created) && !mounted() {
+            let dot = Some(v.dot.clone());
+            match call(exec, Request::MountDot { dot }) {
+                Ok(_) => {}
+                Err(_) if mounted() => {}
+                Err(e) => return Err(e),
+            }
         }
         volume_path(exec, &repo.dot(&v.dot)?, v)
     }
