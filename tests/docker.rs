@@ -497,3 +497,60 @@ fn the_plugin_answers_while_the_daemon_starts() {
     assert!(util::to_run(commit.wait_with_output().unwrap()).code == 0);
     assert!(daemon.wait_with_output().unwrap().status.success());
 }
+
+#[test]
+fn containers_started_at_once_on_subdots_of_a_new_dot_all_start() {
+    let _turn = turn();
+    let mut s = Scene::new();
+    let subs = ["a", "b", "c"];
+    for sub in subs {
+        s.containers.push(format!("burst-{sub}"));
+        s.volumes.push(format!("burst.{sub}"));
+    }
+    // As Docker Compose starts an application's containers.
+    let started: Vec<_> = subs
+        .into_iter()
+        .map(|sub| {
+            std::thread::spawn(move || {
+                Command::new("docker")
+                    .args([
+                        "run",
+                        "-d",
+                        "--network",
+                        "none",
+                        "--name",
+                        &format!("burst-{sub}"),
+                        "--entrypoint",
+                        "sleep",
+                        "--volume-driver",
+                        "dot",
+                        "-v",
+                        &format!("burst.{sub}:/data"),
+                        IMAGE,
+                        "3600",
+                    ])
+                    .output()
+                    .unwrap()
+            })
+        })
+        .collect();
+    for (sub, t) in subs.iter().zip(started) {
+        let out = t.join().unwrap();
+        assert!(
+            out.status.success(),
+            "{sub}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let st = s.dot(&["status", "burst", "--json"]).ok().json();
+    assert_eq!(st["subdots"].as_object().unwrap().len(), 3, "{st}");
+    let mut users = listed_containers(&s, "burst");
+    users.sort();
+    assert_eq!(users, ["/burst-a", "/burst-b", "/burst-c"]);
+    docker(&["exec", "burst-a", "sh", "-c", "echo a > /data/f"]);
+    s.dot(&["commit", "-m", "three subdots", "burst"]).ok();
+    assert_eq!(
+        std::fs::read(s.t.path("burst.a").join("f")).unwrap(),
+        b"a\n"
+    );
+}
