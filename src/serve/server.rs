@@ -9,6 +9,11 @@
 //! Only the owner of DOT_HOME and root are served. Each connection has a
 //! thread; a call's connection closing (the client was interrupted)
 //! cancels it.
+//!
+//! A daemon running as root also serves Docker's volume plugin protocol on
+//! a second socket (docs/design.md 17; `serve::plugin` says what each
+//! request does), bound before the store opens so that dockerd is answered
+//! while the daemon starts.
 
 use std::collections::HashMap;
 use std::io::{BufReader, Read};
