@@ -116,44 +116,20 @@ impl Scene {
     /// Starts PostgreSQL in container `name` on volume `volume`, and
     /// waits until it answers.
     fn postgres(&mut self, name: &str, volume: &str) {
-        self.containers.push(name.into());
-        self.volumes.push(volume.into());
-        docker(&[
-            "run",
-            "-d",
-            "--network",
-            "none",
-            "--name",
-            name,
-            "--volume-driver",
-            "dot",
-            "-v",
-            &format!("{volume}:/var/lib/postgresql/data"),
-            IMAGE,
-        ]);
+        self.start(name, volume, false);
         ready(name);
     }
 
-    /// A shell container on `volume` that only sleeps.
+    /// A container on `volume` (at /data) that only sleeps.
     fn sleeper(&mut self, name: &str, volume: &str) {
+        self.start(name, volume, true);
+    }
+
+    fn start(&mut self, name: &str, volume: &str, sleeping: bool) {
         self.containers.push(name.into());
         self.volumes.push(volume.into());
-        docker(&[
-            "run",
-            "-d",
-            "--network",
-            "none",
-            "--name",
-            name,
-            "--entrypoint",
-            "sleep",
-            "-v",
-            &format!("{volume}:/data"),
-            "--volume-driver",
-            "dot",
-            IMAGE,
-            "3600",
-        ]);
+        let args = run_args(name, volume, sleeping);
+        docker(&args.iter().map(String::as_str).collect::<Vec<_>>());
     }
 
     fn dot(&self, args: &[&str]) -> Run {
@@ -172,6 +148,28 @@ impl Drop for Scene {
                 .output();
         }
     }
+}
+
+/// `docker run` in the background of container `name` on dot volume
+/// `volume`: PostgreSQL on it as its data directory, or (`sleeping`) only
+/// `sleep` with the volume at /data.
+fn run_args(name: &str, volume: &str, sleeping: bool) -> Vec<String> {
+    let mut args: Vec<String> = ["run", "-d", "--network", "none", "--name", name]
+        .map(String::from)
+        .to_vec();
+    let at = if sleeping {
+        args.extend(["--entrypoint", "sleep"].map(String::from));
+        "/data"
+    } else {
+        "/var/lib/postgresql/data"
+    };
+    args.extend(["--volume-driver".into(), "dot".into(), "-v".into()]);
+    args.push(format!("{volume}:{at}"));
+    args.push(IMAGE.into());
+    if sleeping {
+        args.push("3600".into());
+    }
+    args
 }
 
 /// Waits until PostgreSQL in `container` accepts connections.
@@ -513,22 +511,11 @@ fn containers_started_at_once_on_subdots_of_a_new_dot_all_start() {
         .map(|sub| {
             std::thread::spawn(move || {
                 Command::new("docker")
-                    .args([
-                        "run",
-                        "-d",
-                        "--network",
-                        "none",
-                        "--name",
+                    .args(run_args(
                         &format!("burst-{sub}"),
-                        "--entrypoint",
-                        "sleep",
-                        "--volume-driver",
-                        "dot",
-                        "-v",
-                        &format!("burst.{sub}:/data"),
-                        IMAGE,
-                        "3600",
-                    ])
+                        &format!("burst.{sub}"),
+                        true,
+                    ))
                     .output()
                     .unwrap()
             })

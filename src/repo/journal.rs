@@ -161,48 +161,11 @@ impl Repo {
         create: bool,
         progress: &dyn Progress,
     ) -> Result<()> {
-        check_branch(branch)?;
-        let exists = self
-            .store
-            .get_kv(Space::Refs, &ref_key(&cfg.name, branch))?
-            .is_some();
-        if create && exists {
-            return Err(RepoError::Usage(format!(
-                "branch {branch} already exists in dot {}; switch to it with dot checkout {branch}",
-                cfg.name
-            )));
-        }
-        if !create && !exists {
-            return Err(RepoError::Usage(format!(
-                "dot {} has no branch {branch}; create it with dot checkout -b {branch}",
-                cfg.name
-            )));
-        }
-        if !create && branch == cfg.head {
-            return Err(RepoError::Conflict(format!("already on branch {branch}")));
-        }
+        self.check_switch(cfg, branch, create)?;
         self.require_clean(cfg, progress)?;
         if create {
-            let head = self.branch_commit(&cfg.name, &cfg.head)?;
-            let mut b = Batch::default();
-            b.expect(Space::Refs, ref_key(&cfg.name, branch), None);
-            b.put(
-                Space::Refs,
-                ref_key(&cfg.name, branch),
-                head.map(|c| c.0 .0.to_vec()).unwrap_or_default(),
-            );
-            log_move(
-                &mut b,
-                &cfg.name,
-                branch,
-                None,
-                head,
-                &format!("checkout -b {branch}"),
-            );
-            let mut cfg = cfg.clone();
-            cfg.head = branch.to_string();
-            Self::put_dot(&mut b, &cfg);
-            return Ok(self.store.write(b)?);
+            // Only the head moves: the working directories stay as they are.
+            return self.switch_branch(cfg, branch, true).map(|_| ());
         }
         let journal = self.plan(cfg, branch.to_string(), None, true, Origin::Verified)?;
         self.run(cfg, journal, progress)

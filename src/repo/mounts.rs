@@ -362,31 +362,44 @@ impl Repo {
         Ok(self.store.commit(b)?)
     }
 
-    /// `dot checkout [-b] BRANCH` on a mount: only the head moves (the
-    /// caller checked there is nothing uncommitted); returns the new
-    /// configuration.
+    /// Refuses a checkout that cannot be: a new branch that exists, a
+    /// switch to one that does not, or to the current one.
+    pub(super) fn check_switch(&self, cfg: &DotConfig, branch: &str, create: bool) -> Result<()> {
+        check_branch(branch)?;
+        let exists = self
+            .store
+            .get_kv(Space::Refs, &ref_key(&cfg.name, branch))?
+            .is_some();
+        if create && exists {
+            return Err(RepoError::Usage(format!(
+                "branch {branch} already exists in dot {}; switch to it with dot checkout {branch}",
+                cfg.name
+            )));
+        }
+        if !create && !exists {
+            return Err(RepoError::Usage(format!(
+                "dot {} has no branch {branch}; create it with dot checkout -b {branch}",
+                cfg.name
+            )));
+        }
+        if !create && branch == cfg.head {
+            return Err(RepoError::Conflict(format!("already on branch {branch}")));
+        }
+        Ok(())
+    }
+
+    /// Moves the head to `branch` (made at the current commit with
+    /// `create`) and nothing else: a mount's checkout, and any `checkout
+    /// -b`. The caller checked what must be uncommitted or kept; returns
+    /// the new configuration.
     pub(crate) fn switch_branch(
         &self,
         cfg: &DotConfig,
         branch: &str,
         create: bool,
     ) -> Result<DotConfig> {
-        check_branch(branch)?;
+        self.check_switch(cfg, branch, create)?;
         let key = ref_key(&cfg.name, branch);
-        let exists = self.store.get_kv(Space::Refs, &key)?.is_some();
-        if create == exists {
-            return Err(RepoError::Usage(if create {
-                format!("branch {branch} already exists in dot {}; switch to it with dot checkout {branch}", cfg.name)
-            } else {
-                format!(
-                    "dot {} has no branch {branch}; create it with dot checkout -b {branch}",
-                    cfg.name
-                )
-            }));
-        }
-        if !create && branch == cfg.head {
-            return Err(RepoError::Conflict(format!("already on branch {branch}")));
-        }
         let mut b = Batch::default();
         if create {
             let head = self.branch_commit(&cfg.name, &cfg.head)?;
