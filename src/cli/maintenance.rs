@@ -19,12 +19,6 @@ pub struct RmArgs {
     name: String,
 }
 
-#[derive(Args)]
-pub struct JsonArgs {
-    #[arg(long)]
-    json: bool,
-}
-
 pub fn rm(s: &Session, a: RmArgs, progress: &dyn Progress) -> Result<()> {
     let Response::Resolved { dot } = s.call(
         Request::Resolve {
@@ -91,7 +85,62 @@ pub fn gc(s: &Session, a: GcArgs, progress: &dyn Progress) -> Result<()> {
     Ok(())
 }
 
-pub fn fsck(s: &Session, a: JsonArgs, progress: &dyn Progress) -> Result<ExitCode> {
+#[derive(Args)]
+pub struct FsckArgs {
+    #[arg(long)]
+    json: bool,
+    /// Rebuild the index from the packs and the state log first (when
+    /// it is lost or damaged); the old one is kept beside it.
+    #[arg(long)]
+    pub repair: bool,
+}
+
+/// `dot fsck --repair`'s first step, run on the store directly (before
+/// any session: a damaged index cannot be opened).
+pub fn repair(home: &std::path::Path) -> Result<dot::store::RepairReport> {
+    if dot::serve::client::Client::find(home)?.is_some() {
+        usage!("a dot daemon holds the store of {}; stop it with dot daemon stop, then run dot fsck --repair", home.display());
+    }
+    let who = format!("pid {} (dot fsck --repair)", std::process::id());
+    Ok(dot::store::repair(home, &who).map_err(dot::repo::RepoError::from)?)
+}
+
+fn print_repair(r: &dot::store::RepairReport) {
+    println!(
+        "Rebuilt the index from {} packs ({} objects) and {} records of the state log",
+        r.packs, r.objects, r.records
+    );
+    if r.packs_sealed > 0 {
+        eprintln!(
+            "dot: sealed {} packs a killed process had left open",
+            r.packs_sealed
+        );
+    }
+    for pack in &r.packs_unreadable {
+        eprintln!("dot: pack {pack} cannot be read and was left out of the index");
+    }
+    if !r.state_log {
+        eprintln!("dot: there is no readable state log (state.log): the objects are back, but branches and dots are not");
+    } else if r.log_torn_bytes > 0 {
+        eprintln!(
+            "dot: note: the state log's last {} bytes were not a whole record (a change a crash cut short) and were left out",
+            r.log_torn_bytes
+        );
+    }
+    if let Some(old) = &r.old_index {
+        eprintln!(
+            "dot: the old index is kept at {}; delete it once you are content",
+            old.display()
+        );
+    }
+}
+
+pub fn fsck(
+    s: &Session,
+    a: FsckArgs,
+    repaired: Option<dot::store::RepairReport>,
+    progress: &dyn Progress,
+) -> Result<ExitCode> {
     let report = reply!(s.call(Request::Fsck, progress)?, Response::Fsck);
     let code = if report.errors.is_empty() {
         ExitCode::SUCCESS
@@ -99,8 +148,17 @@ pub fn fsck(s: &Session, a: JsonArgs, progress: &dyn Progress) -> Result<ExitCod
         ExitCode::from(1)
     };
     if a.json {
-        super::print_json(&report)?;
+        match repaired {
+            Some(repair) => super::print_json(&serde_json::json!({
+                "repair": repair,
+                "fsck": report,
+            }))?,
+            None => super::print_json(&report)?,
+        }
         return Ok(code);
+    }
+    if let Some(r) = &repaired {
+        print_repair(r);
     }
     for note in &report.notes {
         eprintln!("dot: note: {note}");

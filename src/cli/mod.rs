@@ -87,8 +87,9 @@ enum Command {
     /// for gc.reflogExpire: 30 days unless set).
     Gc(maintenance::GcArgs),
     /// Verify every stored object, everything every branch reaches, and
-    /// every pack.
-    Fsck(maintenance::JsonArgs),
+    /// every pack; --repair first rebuilds a lost or damaged index from
+    /// the packs and the state log.
+    Fsck(maintenance::FsckArgs),
     /// Get or set user.name and user.email (recorded in commits), or with
     /// --dot a setting of one dot: allowSpecialFiles (true lets device
     /// nodes, setuid and setgid files and security.* attributes from
@@ -196,6 +197,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
             eprintln!("dot: started a dot daemon to serve the mount (pid {pid})");
         }
     }
+    let repaired = match &args.command {
+        Command::Fsck(a) if a.repair => Some(maintenance::repair(&home)?),
+        _ => None,
+    };
     let session = Session::open(&home)?;
     let progress = Bar::new(args.quiet);
     let s = &session;
@@ -226,7 +231,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
         Command::Rm(a) => maintenance::rm(s, a, p).map(|_| ok),
         Command::Gc(a) => maintenance::gc(s, a, p).map(|_| ok),
-        Command::Fsck(a) => maintenance::fsck(s, a, p),
+        Command::Fsck(a) => maintenance::fsck(s, a, repaired, p),
         Command::Config(a) => maintenance::config(s, a, p),
         Command::Remote(a) => remote::remote(s, a, p).map(|_| ok),
         Command::Push(a) => remote::push(s, a, p).map(|_| ok),

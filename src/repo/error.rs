@@ -139,10 +139,12 @@ fn io_kind(e: &io::Error) -> ErrorKind {
 fn store_kind(e: &StoreError) -> ErrorKind {
     match e {
         StoreError::Locked { .. } => ErrorKind::Busy,
+        StoreError::Open { msg, .. } if msg.starts_with("Corruption") => ErrorKind::Damaged,
         StoreError::Open { .. } => ErrorKind::Io,
-        StoreError::Missing(_) | StoreError::Damaged { .. } | StoreError::Index(_) => {
-            ErrorKind::Damaged
-        }
+        StoreError::Missing(_)
+        | StoreError::Damaged { .. }
+        | StoreError::Index(_)
+        | StoreError::IndexLost(_) => ErrorKind::Damaged,
         StoreError::Io { source, .. } => io_kind(source),
         StoreError::Conflict(_) => ErrorKind::Conflict,
     }

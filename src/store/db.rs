@@ -9,6 +9,7 @@ use rocksdb::{
 };
 
 use super::pack::{Slot, SLOT_LEN};
+use super::statelog::{self, StateLog};
 use super::{Entry, Kind, Result, StoreError};
 use crate::id::Id;
 
@@ -92,12 +93,22 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 
 pub struct Db {
     db: DB,
-    /// Held from checking a batch's expectations to applying it.
-    writing: std::sync::Mutex<()>,
+    /// Held from checking a batch's expectations to applying it; holds
+    /// the state log every synced batch is copied to first (none while
+    /// `dot fsck --repair` rebuilds an index).
+    writing: std::sync::Mutex<Option<StateLog>>,
 }
 
 fn index_err(e: rocksdb::Error) -> StoreError {
-    StoreError::Index(e.into_string())
+    let msg = e.into_string();
+    // A full disk is not damage: the write failed and nothing changed.
+    if msg.contains("No space left on device") {
+        return StoreError::Io {
+            context: "cannot write the index".into(),
+            source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+        };
+    }
+    StoreError::Index(msg)
 }
 
 /// An index entry: pack u64le, the slot (`pack::Slot`), kind u8.
@@ -134,7 +145,9 @@ fn decode_entry(id: &Id, v: &[u8]) -> Result<Entry> {
 }
 
 impl Db {
-    pub(crate) fn open(path: &Path) -> Result<Db> {
+    /// Opens the index at `path`; `log` is the state log to keep (read
+    /// and checked against the index, or written from it when absent).
+    pub(crate) fn open(path: &Path, log: Option<&Path>) -> Result<Db> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -145,6 +158,10 @@ impl Db {
         // Lookups of chunks the store lacks are the common case on commit:
         // bloom filters answer them without touching disk.
         table.set_bloom_filter(10.0, false);
+        // Damage in the middle of the write-ahead log is an error to
+        // repair, not history silently dropped; a record torn at its end
+        // (an unsynced write cut by a power loss) is not.
+        opts.set_wal_recovery_mode(rocksdb::DBRecoveryMode::TolerateCorruptedTailRecords);
         let mut cf_opts = Options::default();
         cf_opts.set_block_based_table_factory(&table);
         let cfs = [OBJECTS, "refs", "meta", "cache"]
@@ -158,17 +175,108 @@ impl Db {
                     home: path.parent().unwrap_or(path).to_path_buf(),
                     holder: "another dot process".into(),
                 }
+            } else if msg.contains("No space left on device") {
+                StoreError::Io {
+                    context: format!("cannot open the index at {}", path.display()),
+                    source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+                }
             } else {
                 StoreError::Open {
                     path: path.to_path_buf(),
-                    msg,
+                    msg: msg.trim_end_matches(['.', ' ']).to_string(),
                 }
             }
         })?;
-        Ok(Db {
+        let mut db = Db {
             db,
-            writing: std::sync::Mutex::new(()),
-        })
+            writing: std::sync::Mutex::new(None),
+        };
+        if let Some(log) = log {
+            let log = db.open_log(log)?;
+            *db.writing.get_mut().expect("db write lock") = Some(log);
+        }
+        Ok(db)
+    }
+
+    /// Opens the state log, cutting off a torn last record and a last
+    /// record whose batch never reached the index (killed in between);
+    /// writes it from the index when it is missing or unreadable.
+    fn open_log(&self, path: &Path) -> Result<StateLog> {
+        let log_err = |e: std::io::Error| StoreError::Io {
+            context: "cannot keep the state log".into(),
+            source: e,
+        };
+        let read = match std::fs::read(path) {
+            Ok(bytes) => statelog::records(&bytes).ok(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(log_err(e)),
+        };
+        let Some(records) = read else {
+            statelog::write_snapshot(path, self.logged_state()?).map_err(log_err)?;
+            let len = std::fs::metadata(path).map_err(log_err)?.len();
+            return StateLog::open(path, len).map_err(log_err);
+        };
+        let mut end = records.end;
+        if let Some((at, payload)) = records.payloads.last() {
+            let applied = match statelog::decode_ops(payload) {
+                Ok(ops) => self.shows(&ops)?,
+                Err(_) => false,
+            };
+            if !applied {
+                end = *at;
+            }
+        }
+        StateLog::open(path, end).map_err(log_err)
+    }
+
+    /// Whether the index holds what `ops` leave behind (each key's last
+    /// put or delete; a snapshot always counts as applied).
+    fn shows(&self, ops: &[statelog::Op]) -> Result<bool> {
+        let mut seen = std::collections::HashSet::new();
+        for op in ops.iter().rev() {
+            let (space, key, want) = match op {
+                statelog::Op::Clear => return Ok(true),
+                statelog::Op::DeletePrefix(..) => continue,
+                statelog::Op::Put(s, k, v) => (*s, k, Some(v)),
+                statelog::Op::Delete(s, k) => (*s, k, None),
+            };
+            if seen.insert((space.cf(), key)) && self.get(space, key)?.as_ref() != want {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Every logged key of `refs` and `meta` with its value.
+    pub(crate) fn logged_state(&self) -> Result<statelog::State> {
+        let mut out = Vec::new();
+        for space in [Space::Refs, Space::Meta] {
+            self.scan(space, b"", |k, v| {
+                if statelog::logged(space, k) {
+                    out.push((space, k.to_vec(), v.to_vec()));
+                }
+                Ok(true)
+            })?;
+        }
+        Ok(out)
+    }
+
+    /// Applies logged operations (`dot fsck --repair` replaying the state
+    /// log), without logging them again.
+    pub(crate) fn replay(&self, ops: Vec<statelog::Op>) -> Result<()> {
+        let mut b = Batch::default();
+        for op in ops {
+            match op {
+                statelog::Op::Put(s, k, v) => b.put(s, k, v),
+                statelog::Op::Delete(s, k) => b.delete(s, k),
+                statelog::Op::DeletePrefix(s, p) => b.delete_prefix(s, p),
+                statelog::Op::Clear => {
+                    b.delete_prefix(Space::Refs, Vec::new());
+                    b.delete_prefix(Space::Meta, Vec::new());
+                }
+            }
+        }
+        self.write(b)
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -270,9 +378,22 @@ impl Db {
     /// Applies a batch atomically and waits until it is durable; a batch
     /// whose expectations do not hold applies nothing.
     pub(crate) fn write(&self, batch: Batch) -> Result<()> {
-        let _writing = self.writing.lock().expect("db write lock");
+        let mut log = self.writing.lock().expect("db write lock");
         let mut wb = WriteBatch::default();
+        let mut logged = Vec::new();
         for op in batch.ops {
+            match &op {
+                Op::Put(s, k, v) if statelog::logged(*s, k) => {
+                    logged.push(statelog::Op::Put(*s, k.clone(), v.clone()))
+                }
+                Op::Delete(s, k) if statelog::logged(*s, k) => {
+                    logged.push(statelog::Op::Delete(*s, k.clone()))
+                }
+                Op::DeletePrefix(s, p) if *s != Space::Cache => {
+                    logged.push(statelog::Op::DeletePrefix(*s, p.clone()))
+                }
+                _ => {}
+            }
             match op {
                 Op::Expect(s, k, v) => {
                     if self.get(s, &k)? != v {
@@ -302,7 +423,28 @@ impl Db {
         }
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
-        self.db.write_opt(wb, &wo).map_err(index_err)
+        let Some(log) = log.as_mut().filter(|_| !logged.is_empty()) else {
+            return self.db.write_opt(wb, &wo).map_err(index_err);
+        };
+        // The log first: it may be ahead of the index (a kill in between,
+        // which the next open undoes), never behind it.
+        let before = log.len();
+        log.append(&logged).map_err(|e| StoreError::Io {
+            context: "cannot write the state log".into(),
+            source: e,
+        })?;
+        if let Err(e) = self.db.write_opt(wb, &wo) {
+            let _ = log.cut_to(before);
+            return Err(index_err(e));
+        }
+        if log.wants_snapshot() {
+            // Best effort: the old log stays whole until the new one
+            // replaces it.
+            if let Ok(state) = self.logged_state() {
+                let _ = log.rewrite(state);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -346,7 +488,7 @@ mod tests {
     #[test]
     fn expectations_make_a_batch_compare_and_swap() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(dir.path()).unwrap();
+        let db = Db::open(dir.path(), None).unwrap();
         let set = |old: Option<&[u8]>, new: &[u8]| {
             let mut b = Batch::default();
             b.expect(Space::Refs, b"r".to_vec(), old.map(<[u8]>::to_vec));
@@ -363,10 +505,87 @@ mod tests {
         assert_eq!(db.get(Space::Refs, b"r").unwrap(), Some(b"2".to_vec()));
     }
 
+    /// What a fresh index holds after replaying `log` (as repair does).
+    fn replayed(dir: &Path, log: &Path) -> Db {
+        let fresh = Db::open(&dir.join("fresh"), None).unwrap();
+        let r = statelog::records(&std::fs::read(log).unwrap()).unwrap();
+        for (_, p) in r.payloads {
+            fresh.replay(statelog::decode_ops(&p).unwrap()).unwrap();
+        }
+        fresh
+    }
+
+    #[test]
+    fn the_state_log_copies_refs_and_meta_and_never_runs_ahead() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("state.log");
+        {
+            let db = Db::open(&dir.path().join("index"), Some(&log)).unwrap();
+            let mut b = Batch::default();
+            b.put(Space::Refs, b"r".to_vec(), b"1".to_vec());
+            b.put(Space::Meta, b"dot/x".to_vec(), b"{}".to_vec());
+            b.put(Space::Cache, b"c".to_vec(), b"stat".to_vec());
+            db.write(b).unwrap();
+            db.put_meta_unsynced(b"pack-open/0000000000000001", b"")
+                .unwrap();
+            let mut b = Batch::default();
+            b.delete_prefix(Space::Meta, b"dot/".to_vec());
+            db.write(b).unwrap();
+        }
+        // A kill between appending a record and applying its batch.
+        {
+            let r = statelog::records(&std::fs::read(&log).unwrap()).unwrap();
+            let mut l = StateLog::open(&log, r.end).unwrap();
+            l.append(&[statelog::Op::Put(Space::Refs, b"r".to_vec(), b"2".to_vec())])
+                .unwrap();
+        }
+        let db = Db::open(&dir.path().join("index"), Some(&log)).unwrap();
+        assert_eq!(db.get(Space::Refs, b"r").unwrap(), Some(b"1".to_vec()));
+        drop(db);
+        let fresh = replayed(dir.path(), &log);
+        assert_eq!(fresh.get(Space::Refs, b"r").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(fresh.get(Space::Meta, b"dot/x").unwrap(), None);
+        assert_eq!(fresh.get(Space::Cache, b"c").unwrap(), None);
+        assert_eq!(fresh.logged_state().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_state_log_is_written_for_an_index_without_one_and_rewritten_when_grown() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = dir.path().join("index");
+        let log = dir.path().join("state.log");
+        {
+            let db = Db::open(&index, None).unwrap();
+            let mut b = Batch::default();
+            b.put(Space::Refs, b"old".to_vec(), b"1".to_vec());
+            db.write(b).unwrap();
+        }
+        let db = Db::open(&index, Some(&log)).unwrap();
+        let mut lens = Vec::new();
+        for i in 0..40u8 {
+            let mut b = Batch::default();
+            b.put(Space::Meta, b"big".to_vec(), vec![i; 100_000]);
+            db.write(b).unwrap();
+            lens.push(std::fs::metadata(&log).unwrap().len());
+        }
+        assert!(
+            lens.windows(2).any(|w| w[1] < w[0]),
+            "never rewritten: {lens:?}"
+        );
+        assert!(*lens.iter().max().unwrap() < 3 << 20, "{lens:?}");
+        drop(db);
+        let fresh = replayed(dir.path(), &log);
+        assert_eq!(fresh.get(Space::Refs, b"old").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(
+            fresh.get(Space::Meta, b"big").unwrap(),
+            Some(vec![39; 100_000])
+        );
+    }
+
     #[test]
     fn batch_delete_prefix() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(dir.path()).unwrap();
+        let db = Db::open(dir.path(), None).unwrap();
         let mut b = Batch::default();
         b.put(Space::Cache, b"a/x".to_vec(), b"1".to_vec());
         b.put(Space::Cache, b"a/y".to_vec(), b"2".to_vec());

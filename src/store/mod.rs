@@ -11,6 +11,8 @@
 
 mod db;
 pub(crate) mod pack;
+mod repair;
+mod statelog;
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -23,6 +25,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use crate::id::Id;
 pub use db::{Batch, Space};
 use pack::{PackWriter, Slot, CODEC_RAW, CODEC_ZSTD};
+pub use repair::{repair, RepairReport};
 
 /// Packs are sealed once they reach this size: large enough to keep the
 /// file count low, small enough that a crash loses little work.
@@ -60,8 +63,10 @@ pub struct Entry {
 pub enum StoreError {
     #[error("the store at {home} is in use by {holder}; wait for it to finish and try again")]
     Locked { home: PathBuf, holder: String },
-    #[error("cannot open the store at {path}: {msg}")]
+    #[error("cannot open the store index at {path}: {msg}; if it is damaged, dot fsck --repair rebuilds it from the packs")]
     Open { path: PathBuf, msg: String },
+    #[error("the store index at {0} is missing; dot fsck --repair rebuilds it from the packs")]
+    IndexLost(PathBuf),
     #[error("object {0} is missing from the store; run dot fsck")]
     Missing(Id),
     #[error("object {id} in pack {pack} is damaged ({why}); run dot fsck")]
@@ -72,7 +77,7 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
-    #[error("the store index is damaged: {0}; run dot fsck")]
+    #[error("the store index is damaged: {0}; run dot fsck, and dot fsck --repair to rebuild it from the packs")]
     Index(String),
     /// A conditional batch found another value than it expected.
     #[error("{0} changed meanwhile; nothing was changed, run the command again")]
@@ -159,18 +164,16 @@ impl Store {
     /// another process holds it.
     pub fn open(home: &Path, who: &str) -> Result<Store> {
         let lock = lock_home(home, who)?;
-        let packs = home.join("packs");
-        fs::create_dir_all(&packs).map_err(io_err(format!("cannot create {}", packs.display())))?;
-        let db = db::Db::open(&home.join("index"))?;
-        let mut max_seq = 0;
-        for entry in
-            fs::read_dir(&packs).map_err(io_err(format!("cannot read {}", packs.display())))?
-        {
-            let entry = entry.map_err(io_err("cannot read the pack directory"))?;
-            if let Some(seq) = pack_seq(&entry.file_name()) {
-                max_seq = max_seq.max(seq);
-            }
+        let seqs = pack_seqs(home)?;
+        let max_seq = seqs.iter().copied().max().unwrap_or(0);
+        let index = home.join("index");
+        let log = statelog::StateLog::path(home);
+        // A store with packs or a state log has had an index: creating an
+        // empty one would hide every branch.
+        if !index.exists() && (!seqs.is_empty() || log.exists()) {
+            return Err(StoreError::IndexLost(index));
         }
+        let db = db::Db::open(&index, Some(&log))?;
         let store = Store {
             _lock: lock,
             home: home.to_path_buf(),
@@ -793,6 +796,20 @@ fn pack_seq(name: &std::ffi::OsStr) -> Option<u64> {
     u64::from_str_radix(hex, 16).ok()
 }
 
+/// The sequence numbers of the pack files under `home` (creating
+/// `packs/` when missing).
+fn pack_seqs(home: &Path) -> Result<Vec<u64>> {
+    let packs = home.join("packs");
+    fs::create_dir_all(&packs).map_err(io_err(format!("cannot create {}", packs.display())))?;
+    let mut seqs = Vec::new();
+    for entry in fs::read_dir(&packs).map_err(io_err(format!("cannot read {}", packs.display())))? {
+        let entry = entry.map_err(io_err("cannot read the pack directory"))?;
+        seqs.extend(pack_seq(&entry.file_name()));
+    }
+    seqs.sort_unstable();
+    Ok(seqs)
+}
+
 fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -954,6 +971,57 @@ mod tests {
         assert!(!s.pack_path(seq).exists());
         assert!(s.verify_packs().unwrap().is_empty());
         assert_eq!(count(), 1);
+    }
+
+    #[test]
+    fn repair_indexes_sealed_and_killed_packs_and_keeps_damaged_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let put = |s: &Store, data: &[u8]| {
+            s.put(Kind::Chunk, &Id::of(data), data).unwrap();
+            Id::of(data)
+        };
+        let sealed;
+        let open;
+        {
+            let s = Store::open(dir.path(), "test").unwrap();
+            sealed = put(&s, b"in a sealed pack");
+            s.seal_all().unwrap();
+        }
+        // A third pack, sealed, then damaged in its trailer.
+        let damaged_pack;
+        {
+            let s = Store::open(dir.path(), "test").unwrap();
+            put(&s, b"in a damaged pack");
+            s.seal_all().unwrap();
+            damaged_pack = s.pack_path(s.next_pack.load(Ordering::SeqCst) - 1);
+        }
+        let mut bytes = fs::read(&damaged_pack).unwrap();
+        let n = bytes.len();
+        bytes[n - 60] ^= 0xff;
+        fs::write(&damaged_pack, bytes).unwrap();
+        {
+            let s = Store::open(dir.path(), "test").unwrap();
+            open = put(&s, b"in a pack a kill left open");
+            s.seal_on_drop.store(false, Ordering::Relaxed);
+        }
+        fs::remove_dir_all(dir.path().join("index")).unwrap();
+        assert!(matches!(
+            Store::open(dir.path(), "test"),
+            Err(StoreError::IndexLost(_))
+        ));
+
+        let report = repair(dir.path(), "test").unwrap();
+        assert_eq!(report.packs, 3, "{report:?}");
+        assert_eq!(report.packs_sealed, 2, "{report:?}");
+        assert!(damaged_pack.with_extension("pack.damaged").exists());
+        let s = Store::open(dir.path(), "test").unwrap();
+        assert_eq!(s.get(&sealed).unwrap(), b"in a sealed pack");
+        assert_eq!(s.get(&open).unwrap(), b"in a pack a kill left open");
+        assert_eq!(
+            s.get(&Id::of(b"in a damaged pack")).unwrap(),
+            b"in a damaged pack"
+        );
+        assert!(s.verify_packs().unwrap().is_empty());
     }
 
     #[test]
