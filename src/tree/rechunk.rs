@@ -1,6 +1,7 @@
 //! Chunking a file again after some of its bytes changed, reading only
 //! around what changed (docs/design.md 16.6): from the start of the old
-//! leaf holding the first changed byte, until a new cut lands on an old cut
+//! leaf holding the first changed byte (or ending right before it: a cut
+//! is decided by the byte after it), until a new cut lands on an old cut
 //! past the change. FastCDC's cut points depend only on the bytes since the
 //! previous cut, so from such a meeting point on the old leaves are what a
 //! full chunking would give; a write never moves bytes (only the end of
@@ -180,11 +181,14 @@ pub fn rechunk(
     let mut next_old = 0usize; // The old leaf starting at `pos`, if aligned.
     let mut r = 0usize; // The next dirty range not yet covered.
     while pos < new_size {
-        // Old leaves up to the one that holds the next change.
+        // Old leaves up to the one that holds the next change, or ends
+        // right before it: FastCDC decides a cut by the byte after it (a
+        // chunk ends before the byte whose hash matched), so a change at
+        // an old leaf's first byte can move the cut in front of it.
         let change = ranges.get(r).map_or(u64::MAX, |&(a, _)| a);
         while next_old < old_leaves.len() {
             let (at, leaf) = old_leaves[next_old];
-            if at + leaf.len() > change || at + leaf.len() > new_size {
+            if at + leaf.len() >= change || at + leaf.len() > new_size {
                 break;
             }
             leaves.push(leaf);
@@ -278,7 +282,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(48))]
+        #![proptest_config(ProptestConfig::with_cases(96))]
 
         /// Whatever was written, truncated or extended, re-chunking around
         /// the changes gives exactly the content a full chunking gives.
