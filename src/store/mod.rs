@@ -217,7 +217,7 @@ impl Store {
                             .flatten()
                             .is_some_and(|e| e.pack == seq && e.slot == *slot)
                     };
-                    match pack::recover(&file, &trusted) {
+                    match pack::recover(&file, &trusted, true) {
                         Ok(_) => {}
                         Err(pack::PackError::Io(e)) => {
                             return Err(StoreError::Io {
@@ -350,13 +350,15 @@ impl Store {
     /// The entries name durable bytes, so recording them before any ref
     /// moves is safe: at worst they name objects nothing refers to.
     fn seal(&self, kind: Kind, open: &mut Option<(u64, PackWriter)>) -> Result<()> {
-        let Some((seq, writer)) = open.take() else {
+        let Some((seq, writer)) = open.as_ref() else {
             return Ok(());
         };
+        let seq = *seq;
         writer.seal().map_err(io_err(format!(
             "cannot seal pack {}",
             self.pack_path(seq).display()
         )))?;
+        *open = None;
         sync_dir(&self.home.join("packs"))?;
         let entries = self.pending_entries(kind, Some(seq));
         // In the index before they leave `pending`: a lookup always finds
@@ -364,6 +366,49 @@ impl Store {
         self.db.put_objects(&entries, Some(&open_pack_key(seq)))?;
         self.indexed(kind, &entries);
         Ok(())
+    }
+
+    /// At the end of the process, when no operation is in flight: cuts an
+    /// open pack before its first record no commit point indexed (the
+    /// objects of an operation that failed or was cut short, a full disk
+    /// among the causes: nothing durable names them, and the records a
+    /// commit point indexed always come first), then seals what is left,
+    /// or removes the pack when nothing is.
+    fn give_back(&self, kind: Kind, open: &mut Option<(u64, PackWriter)>) -> Result<()> {
+        let Some((seq, writer)) = open.as_mut() else {
+            return Ok(());
+        };
+        let seq = *seq;
+        let path = self.pack_path(seq);
+        {
+            let mut pending = self.writers[kind as usize]
+                .pending
+                .write()
+                .expect("pending");
+            let is_pending = |(id, slot): &(Id, Slot)| pending.get(id) == Some(&(seq, *slot));
+            let keep = writer
+                .entries()
+                .iter()
+                .position(is_pending)
+                .unwrap_or(writer.entries().len());
+            for (id, _) in &writer.entries()[keep..] {
+                if pending.get(id).is_some_and(|(s, _)| *s == seq) {
+                    pending.remove(id);
+                }
+            }
+            writer
+                .cut(keep)
+                .map_err(io_err(format!("cannot cut pack {}", path.display())))?;
+        }
+        if !writer.entries().is_empty() {
+            return self.seal(kind, open);
+        }
+        *open = None;
+        fs::remove_file(&path).map_err(io_err(format!("cannot remove {}", path.display())))?;
+        sync_dir(&self.home.join("packs"))?;
+        let mut b = Batch::default();
+        b.delete(Space::Meta, open_pack_key(seq));
+        self.db.write(b)
     }
 
     /// Drops from `pending` the entries of `kind` now in the index (unless
@@ -779,10 +824,16 @@ fn lock_home(home: &Path, who: &str) -> Result<File> {
 }
 
 impl Drop for Store {
-    /// A clean end seals the open packs; after a kill, the next open does.
+    /// A clean end gives back what no commit point recorded and seals the
+    /// rest; after a kill, the next open does the same.
     fn drop(&mut self) {
         if self.seal_on_drop.load(Ordering::Relaxed) {
-            let _ = self.seal_all();
+            for kind in [Kind::Chunk, Kind::Meta] {
+                for slot in &self.writers[kind as usize].slots {
+                    let mut open = slot.lock().expect("writer lock");
+                    let _ = self.give_back(kind, &mut open);
+                }
+            }
         }
     }
 }
@@ -835,6 +886,32 @@ mod tests {
         }
         let s = Store::open(dir.path(), "test").unwrap();
         assert_eq!(s.get(&id).unwrap(), data);
+        assert!(s.verify_packs().unwrap().is_empty());
+    }
+
+    #[test]
+    fn what_no_commit_point_recorded_is_given_back_at_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let count = || fs::read_dir(dir.path().join("packs")).unwrap().count();
+        let kept = noise(50_000, 1);
+        let failed = noise(300_000, 2);
+        {
+            let s = Store::open(dir.path(), "test").unwrap();
+            s.put(Kind::Chunk, &Id::of(&kept), &kept).unwrap();
+            s.commit(Batch::default()).unwrap();
+            // An operation that failed before its commit point.
+            s.put(Kind::Chunk, &Id::of(&failed), &failed).unwrap();
+            s.put(Kind::Meta, &Id::of(b"meta"), b"meta").unwrap();
+        }
+        let s = Store::open(dir.path(), "test").unwrap();
+        assert_eq!(s.get(&Id::of(&kept)).unwrap(), kept);
+        assert!(!s.has(&Id::of(&failed)).unwrap());
+        assert!(!s.has(&Id::of(b"meta")).unwrap());
+        // The chunk pack gave the 300 KB back; the metadata pack held
+        // nothing else and is gone.
+        assert_eq!(count(), 1);
+        let size = fs::metadata(s.pack_path(1)).unwrap().len();
+        assert!(size < 60_000, "{size}");
         assert!(s.verify_packs().unwrap().is_empty());
     }
 
@@ -953,9 +1030,11 @@ mod tests {
             assert!(s.get(id).is_ok());
         }
         assert!(s.verify_packs().unwrap().is_empty());
-        // Sealed, with every whole record in its trailer.
+        // Sealed, with every committed record in its trailer; the object
+        // no commit point recorded is given back.
         let (_, entries) = pack::read_trailer(&File::open(&pack).unwrap()).unwrap();
-        assert_eq!(entries.len(), 6);
+        assert_eq!(entries.len(), 5);
+        assert!(!s.has(&Id::of(b"never committed")).unwrap());
         drop(s);
 
         // Killed between creating a pack and writing its header: the empty

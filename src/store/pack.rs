@@ -159,7 +159,11 @@ impl PackWriter {
         stored: &[u8],
     ) -> io::Result<Slot> {
         let (rec, slot) = encode_record(self.len, id, codec, raw_len, stored)?;
-        self.file.write_all_at(&rec, self.len)?;
+        if let Err(e) = self.file.write_all_at(&rec, self.len) {
+            // A record cut short (a full disk) is given back at once.
+            let _ = self.file.set_len(self.len);
+            return Err(e);
+        }
         self.len += rec.len() as u64;
         self.entries.push((*id, slot));
         Ok(slot)
@@ -175,11 +179,35 @@ impl PackWriter {
         self.file.sync_data()
     }
 
-    /// Writes the trailer and footer and makes the pack durable.
-    pub(crate) fn seal(self) -> io::Result<()> {
-        self.file
-            .write_all_at(&encode_tail(&self.entries, self.len), self.len)?;
-        self.file.sync_all()
+    /// Writes the trailer and footer and makes the pack durable. On
+    /// failure (a full disk) the partial tail is cut off again and the pack
+    /// stays open, to be sealed later.
+    pub(crate) fn seal(&self) -> io::Result<()> {
+        let done = self
+            .file
+            .write_all_at(&encode_tail(&self.entries, self.len), self.len)
+            .and_then(|()| self.file.sync_all());
+        if done.is_err() {
+            let _ = self.file.set_len(self.len);
+        }
+        done
+    }
+
+    /// The records appended so far, in order.
+    pub(crate) fn entries(&self) -> &[(Id, Slot)] {
+        &self.entries
+    }
+
+    /// Drops every record from the `keep`-th on, giving their bytes back.
+    pub(crate) fn cut(&mut self, keep: usize) -> io::Result<()> {
+        let len = match keep.checked_sub(1).and_then(|i| self.entries.get(i)) {
+            Some((_, slot)) => slot.end(),
+            None => HEADER_LEN,
+        };
+        self.file.set_len(len)?;
+        self.entries.truncate(keep);
+        self.len = len;
+        Ok(())
     }
 }
 
@@ -383,16 +411,20 @@ pub(crate) fn read_trailer(file: &File) -> Result<(Kind, Vec<(Id, Slot)>), PackE
 /// header on while they are whole (an object `trusted` names at its slot
 /// was synced before it was indexed and is kept as it is; any other must
 /// decode to its id), cuts the file after the last one kept, and writes the
-/// trailer and footer. Returns the objects kept.
+/// trailer and footer. Returns the objects kept. With `give_back`, records
+/// after the last trusted one are not kept either: no commit point
+/// recorded them, so nothing refers to them.
 pub(crate) fn recover(
     file: &File,
     trusted: &dyn Fn(&Id, &Slot) -> bool,
+    give_back: bool,
 ) -> Result<Vec<(Id, Slot)>, PackError> {
     let size = file.metadata()?.len();
     let mut header = [0u8; HEADER_LEN as usize];
     file.read_exact_at(&mut header, 0)?;
     let kind = decode_header(&header)?;
     let mut entries = Vec::new();
+    let mut last_trusted = 0;
     let mut pos = HEADER_LEN;
     while pos + RECORD_HEADER_LEN <= size && entries.len() < MAX_PACK_OBJECTS {
         let mut rec = [0u8; RECORD_HEADER_LEN as usize];
@@ -407,7 +439,9 @@ pub(crate) fn recover(
         if slot.check(kind, size).is_err() {
             break;
         }
-        if !trusted(&id, &slot) {
+        if trusted(&id, &slot) {
+            last_trusted = entries.len() + 1;
+        } else {
             let mut stored = vec![0u8; slot.stored_len as usize];
             file.read_exact_at(&mut stored, slot.offset)?;
             if decode_checked(&id, &slot, &stored).is_err() {
@@ -416,6 +450,10 @@ pub(crate) fn recover(
         }
         entries.push((id, slot));
         pos = slot.end();
+    }
+    if give_back {
+        entries.truncate(last_trusted);
+        pos = entries.last().map_or(HEADER_LEN, |(_, slot)| slot.end());
     }
     file.set_len(pos)?;
     file.write_all_at(&encode_tail(&entries, pos), pos)?;

@@ -130,6 +130,6 @@ fn unsealed(file: &File, path: &Path) -> Option<(Kind, Vec<(Id, pack::Slot)>)> {
     if size >= 8 && file.read_exact_at(&mut end, size - 8).is_ok() && &end == pack::END_MAGIC {
         fs::copy(path, path.with_extension("pack.damaged")).ok()?;
     }
-    let slots = pack::recover(file, &|_, _| false).ok()?;
+    let slots = pack::recover(file, &|_, _| false, false).ok()?;
     Some((kind, slots))
 }
