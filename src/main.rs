@@ -15,13 +15,18 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("dot: {}", message(&err));
-            let kind = match err.downcast_ref::<dot::repo::RepoError>() {
-                Some(e) => Some(e.kind()),
+            let (kind, disk_full) = match err.downcast_ref::<dot::repo::RepoError>() {
+                Some(e) => (Some(e.kind()), e.disk_full()),
                 None => err
                     .downcast_ref::<dot::serve::api::ErrorReport>()
-                    .map(|e| e.kind),
+                    .map_or((None, false), |e| (Some(e.kind), e.disk_full)),
             };
+            if disk_full {
+                eprintln!("dot: the disk is full: {}", message(&err));
+                eprintln!("dot: {}", cli::disk_full_advice());
+            } else {
+                eprintln!("dot: {}", message(&err));
+            }
             let code = kind.map_or(1, |k| k.exit_code());
             ExitCode::from(code)
         }

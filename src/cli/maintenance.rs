@@ -82,6 +82,13 @@ pub fn gc(s: &Session, a: GcArgs, progress: &dyn Progress) -> Result<()> {
         stats.objects_removed,
         human_bytes(stats.bytes_freed)
     );
+    if stats.packs_left > 0 {
+        eprintln!(
+            "dot: the disk is too full to copy the live objects of {} packs that also hold dead ones: that needs {} more free space; free some and run dot gc again",
+            stats.packs_left,
+            human_bytes(stats.space_needed)
+        );
+    }
     Ok(())
 }
 

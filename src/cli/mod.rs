@@ -261,6 +261,19 @@ pub fn absolute(p: &Path) -> Result<PathBuf> {
     Ok(p.components().collect())
 }
 
+/// What to do about a full disk: how much the disk holding DOT_HOME has
+/// free, and what gives space back.
+pub fn disk_full_advice() -> String {
+    let home = dot_home().unwrap_or_default();
+    let free = rustix::fs::statvfs(&home)
+        .map(|st| dot::repo::human_bytes(st.f_bavail.saturating_mul(st.f_frsize)))
+        .unwrap_or_else(|_| "?".into());
+    format!(
+        "{free} is free on the disk holding {}; nothing was lost. Free some space (dot gc frees what no branch or reflog entry needs) and run the command again",
+        home.display()
+    )
+}
+
 fn dot_home() -> Result<PathBuf> {
     if let Some(h) = std::env::var_os("DOT_HOME").filter(|h| !h.is_empty()) {
         return Ok(PathBuf::from(h));

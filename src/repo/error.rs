@@ -177,6 +177,22 @@ impl RepoError {
         }
     }
 
+    /// Whether a full disk caused this error (ENOSPC anywhere in its
+    /// causes).
+    pub fn disk_full(&self) -> bool {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = cause {
+            if e.downcast_ref::<io::Error>()
+                .is_some_and(|e| e.kind() == io::ErrorKind::StorageFull)
+            {
+                return true;
+            }
+            cause = e.source();
+        }
+        // Causes kept only as text (a copy's error, RocksDB's).
+        self.to_string().contains("No space left on device")
+    }
+
     /// What kind of error this is.
     pub fn kind(&self) -> ErrorKind {
         match self {

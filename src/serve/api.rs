@@ -203,7 +203,13 @@ impl Request {
     /// yet, or reads every stored object (fsck), so that gc must not run
     /// meanwhile.
     pub(crate) fn excludes_gc(&self) -> bool {
-        self.dot_written().is_some() || matches!(self, Request::Fsck)
+        // Status, diff and list of a mounted dot store the trees they
+        // build, which gc would give back (`Store::gc`).
+        self.dot_written().is_some()
+            || matches!(
+                self,
+                Request::Fsck | Request::Status { .. } | Request::Diff { .. } | Request::List
+            )
     }
 }
 
@@ -392,6 +398,19 @@ pub enum Response {
 pub struct ErrorReport {
     pub kind: ErrorKind,
     pub message: String,
+    /// A full disk caused it (`RepoError::disk_full`).
+    #[serde(default)]
+    pub disk_full: bool,
+}
+
+impl ErrorReport {
+    pub fn new(kind: ErrorKind, message: String) -> ErrorReport {
+        ErrorReport {
+            kind,
+            message,
+            disk_full: false,
+        }
+    }
 }
 
 impl From<&RepoError> for ErrorReport {
@@ -399,6 +418,7 @@ impl From<&RepoError> for ErrorReport {
         ErrorReport {
             kind: e.kind(),
             message: e.to_string(),
+            disk_full: e.disk_full(),
         }
     }
 }

@@ -20,10 +20,10 @@ pub struct Client {
 pub type Result<T> = std::result::Result<T, ErrorReport>;
 
 fn io_err(socket: &Path, e: impl std::fmt::Display) -> ErrorReport {
-    ErrorReport {
-        kind: ErrorKind::Io,
-        message: format!("the dot daemon on {} failed: {e}", socket.display()),
-    }
+    ErrorReport::new(
+        ErrorKind::Io,
+        format!("the dot daemon on {} failed: {e}", socket.display()),
+    )
 }
 
 impl Client {
@@ -34,14 +34,14 @@ impl Client {
         let socket = socket_path(home);
         match UnixStream::connect(&socket) {
             Ok(_) => Ok(Some(Client { socket })),
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(ErrorReport {
-                kind: ErrorKind::Permission,
-                message: format!(
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(ErrorReport::new(
+                ErrorKind::Permission,
+                format!(
                     "a dot daemon serves {} but this user may not use its socket {}; run dot as the store's owner",
                     home.display(),
                     socket.display()
                 ),
-            }),
+            )),
             Err(_) => Ok(None),
         }
     }

@@ -382,7 +382,7 @@ fn json_response(stream: &mut UnixStream, status: u16, body: &impl serde::Serial
 }
 
 fn error_response(stream: &mut UnixStream, status: u16, kind: ErrorKind, message: String) {
-    json_response(stream, status, &ErrorReport { kind, message });
+    json_response(stream, status, &ErrorReport::new(kind, message));
 }
 
 impl Server {
@@ -601,12 +601,12 @@ impl Server {
                     .map(|s| s.to_string())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_default();
-                Event::Err(ErrorReport {
-                    kind: ErrorKind::Internal,
-                    message: format!(
+                Event::Err(ErrorReport::new(
+                    ErrorKind::Internal,
+                    format!(
                         "internal error in the dot daemon ({what}); this is a bug in dot, please report it with the daemon's log. The daemon goes on serving"
                     ),
-                })
+                ))
             }
         };
         if let Some(r) = self.running.lock().expect("running").get_mut(&id) {

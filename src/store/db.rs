@@ -154,6 +154,9 @@ impl Db {
         opts.set_keep_log_file_num(4);
         opts.set_max_log_file_size(4 << 20);
         opts.set_max_open_files(256);
+        // No preallocated manifest (4 MiB by default): on
+        // a nearly full disk the index must still open and write.
+        opts.set_manifest_preallocation_size(0);
         let mut table = BlockBasedOptions::default();
         // Lookups of chunks the store lacks are the common case on commit:
         // bloom filters answer them without touching disk.

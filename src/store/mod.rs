@@ -86,6 +86,13 @@ pub enum StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+impl StoreError {
+    /// Whether a full disk caused it.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, StoreError::Io { source, .. } if source.kind() == io::ErrorKind::StorageFull)
+    }
+}
+
 fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> StoreError {
     let context = context.into();
     move |source| StoreError::Io { context, source }
@@ -146,6 +153,13 @@ pub struct GcStats {
     pub objects_removed: u64,
     pub bytes_freed: u64,
     pub packs_rewritten: u64,
+    /// Packs holding dead objects that were left as they are because
+    /// copying their live objects needed more free space than the disk
+    /// had, and how much more.
+    #[serde(default)]
+    pub packs_left: u64,
+    #[serde(default)]
+    pub space_needed: u64,
 }
 
 /// One problem `verify_packs` found.
@@ -173,7 +187,15 @@ impl Store {
         if !index.exists() && (!seqs.is_empty() || log.exists()) {
             return Err(StoreError::IndexLost(index));
         }
-        let db = db::Db::open(&index, Some(&log))?;
+        // RocksDB needs a little space to open: on a full disk the reserve
+        // is given up, so that gc, fsck and log still run.
+        let db = match db::Db::open(&index, Some(&log)) {
+            Err(e) if e.is_disk_full() && fs::remove_file(home.join(RESERVE)).is_ok() => {
+                db::Db::open(&index, Some(&log))?
+            }
+            other => other?,
+        };
+        keep_reserve(home);
         let store = Store {
             _lock: lock,
             home: home.to_path_buf(),
@@ -368,7 +390,19 @@ impl Store {
         Ok(())
     }
 
-    /// At the end of the process, when no operation is in flight: cuts an
+    /// `give_back` for every open pack.
+    fn give_back_all(&self) -> Result<()> {
+        for kind in [Kind::Chunk, Kind::Meta] {
+            for slot in &self.writers[kind as usize].slots {
+                let mut open = slot.lock().expect("writer lock");
+                self.give_back(kind, &mut open)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// When no operation that stores objects is in flight (gc, the end of
+    /// the process): cuts an
     /// open pack before its first record no commit point indexed (the
     /// objects of an operation that failed or was cut short, a full disk
     /// among the causes: nothing durable names them, and the records a
@@ -608,7 +642,10 @@ impl Store {
     /// gc drops, or seal a pack gc has not listed): the caller keeps other
     /// writers out, as the executor's gc gate does.
     pub(crate) fn gc(&self, live: &dyn Fn(&Id) -> bool) -> Result<GcStats> {
-        self.seal_all()?;
+        // No operation that stores objects runs beside gc, so what no
+        // commit point recorded (a failed commit's, on a full disk) is
+        // given back rather than sealed.
+        self.give_back_all()?;
         let mut stats = GcStats::default();
         let size_before = self.packs_size()?;
         // pack -> (live objects, dead ids)
@@ -641,13 +678,33 @@ impl Store {
             }
         }
         let mut dead_ids = Vec::new();
-        for (seq, (live_objs, dead)) in &by_pack {
+        // Copies need room: on a nearly full disk, packs whose live
+        // objects do not fit are left for a later gc, and packs with no
+        // live object (which cost nothing to drop) go first.
+        let mut room = rustix::fs::statvfs(self.home.join("packs"))
+            .map_or(u64::MAX, |st| st.f_bavail.saturating_mul(st.f_frsize))
+            .saturating_sub(GC_MARGIN);
+        let mut order: Vec<_> = by_pack.iter().collect();
+        order.sort_by_key(|(seq, (live, _))| (!live.is_empty(), **seq));
+        for (seq, (live_objs, dead)) in order {
             let merge = small(pack_len(*seq))
                 && kind_of(live_objs)
                     .is_some_and(|k| small_by_kind.get(&k).is_some_and(|n| *n > 1));
             if dead.is_empty() && !merge {
                 continue;
             }
+            let copy: u64 = live_objs
+                .iter()
+                .map(|(_, e)| u64::from(e.slot.stored_len) + 2 * pack::RECORD_HEADER_LEN)
+                .sum();
+            if copy > room {
+                if !dead.is_empty() {
+                    stats.packs_left += 1;
+                    stats.space_needed += copy - room;
+                }
+                continue;
+            }
+            room -= copy;
             for (id, e) in live_objs {
                 let stored = self.read_stored(*seq, &e.slot)?;
                 self.put_stored(e.kind, id, e.slot.codec, e.slot.raw_len, &stored, true)?;
@@ -828,12 +885,7 @@ impl Drop for Store {
     /// rest; after a kill, the next open does the same.
     fn drop(&mut self) {
         if self.seal_on_drop.load(Ordering::Relaxed) {
-            for kind in [Kind::Chunk, Kind::Meta] {
-                for slot in &self.writers[kind as usize].slots {
-                    let mut open = slot.lock().expect("writer lock");
-                    let _ = self.give_back(kind, &mut open);
-                }
-            }
+            let _ = self.give_back_all();
         }
     }
 }
@@ -845,6 +897,31 @@ fn pack_seq(name: &std::ffi::OsStr) -> Option<u64> {
         return None;
     }
     u64::from_str_radix(hex, 16).ok()
+}
+
+/// Room gc leaves free on the disk when it copies live objects.
+const GC_MARGIN: u64 = 1 << 20;
+
+/// A file of zeros kept under the home so that a full disk still leaves
+/// room to open the index (`Store::open` deletes it when it must).
+const RESERVE: &str = "reserve";
+const RESERVE_BYTES: u64 = 4 << 20;
+
+/// Makes the reserve when it is missing and the disk has room for it
+/// (written through a temporary name, so a reserve is always whole).
+fn keep_reserve(home: &Path) {
+    let path = home.join(RESERVE);
+    if path.exists() {
+        return;
+    }
+    let tmp = home.join("reserve.tmp");
+    let made = File::create(&tmp).and_then(|f| {
+        rustix::fs::fallocate(&f, rustix::fs::FallocateFlags::empty(), 0, RESERVE_BYTES)?;
+        fs::rename(&tmp, &path)
+    });
+    if made.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
 }
 
 /// The sequence numbers of the pack files under `home` (creating
