@@ -89,7 +89,7 @@ fn home_on(disk: &Disk) -> Env {
 }
 
 /// The command failed because the disk is full, and said so.
-fn disk_full(t: &Env, args: &[&str]) {
+fn disk_full(t: &Env, args: &[&str]) -> util::Run {
     let r = t.dot(args).typed();
     assert!(
         r.err.contains("the disk is full") && r.err.contains("is free on the disk"),
@@ -97,6 +97,7 @@ fn disk_full(t: &Env, args: &[&str]) {
         r.err
     );
     assert_eq!(r.code, 7, "dot {args:?}: {}", r.err);
+    r
 }
 
 /// What no full disk may change: the store opens, fsck passes.
@@ -118,7 +119,13 @@ fn a_commit_that_fills_the_disk_fails_gives_its_space_back_and_succeeds_later() 
     disk.leave(16 * MIB);
     write(&dir.join("b"), &noise(10 * MIB as usize, 2));
     let before = disk.free();
-    disk_full(&t, &["commit", "-m", "two"]);
+    let r = disk_full(&t, &["commit", "-m", "two"]);
+    // With how much room it needed: the new file's bytes.
+    assert!(
+        r.err.contains("the commit's new data needs 10.00 MiB"),
+        "{}",
+        r.err
+    );
     assert_eq!(t.head("app").unwrap(), one);
     // What it had written is given back: when the process ends, or in a
     // daemon (which goes on serving) by the next gc.
@@ -166,7 +173,7 @@ fn a_reset_that_fills_the_disk_fails_and_finishes_once_space_is_freed() {
 
     // Materializing the big file needs 12 MiB.
     disk.leave(6 * MIB);
-    disk_full(&t, &["reset", "--hard", &two]);
+    let _ = disk_full(&t, &["reset", "--hard", &two]);
     store_is_whole_or_finishing(&t);
 
     disk.free_ballast();
@@ -218,7 +225,9 @@ fn a_pull_that_fills_the_disk_fails_and_succeeds_once_space_is_freed() {
     src.dot(&["push", "origin"]).ok();
 
     disk.leave(8 * MIB);
-    disk_full(&t, &["pull", "origin", "app"]);
+    // Refused before anything is received, saying how much it needs.
+    let r = disk_full(&t, &["pull", "origin", "app"]);
+    assert!(r.err.contains("receiving 16.0"), "{}", r.err);
     assert_eq!(t.head("app").unwrap(), one);
     store_is_whole(&t);
 

@@ -105,6 +105,14 @@ pub enum RepoError {
         #[source]
         source: io::Error,
     },
+    /// A full disk stopped an operation that knows how much room it
+    /// needed (`RepoError::needing`).
+    #[error("{source}; {what} needs {} on this disk", crate::repo::human_bytes(*.needed))]
+    NoRoom {
+        what: String,
+        needed: u64,
+        source: Box<RepoError>,
+    },
     /// An operation recorded in a journal that could not be finished.
     #[error("{what}: {source}; {hint}")]
     Unfinished {
@@ -177,6 +185,22 @@ impl RepoError {
         }
     }
 
+    /// When a full disk caused this error: the error, saying that `what`
+    /// needs `needed()` bytes (asked only then; None leaves it as is).
+    pub fn needing(self, what: &str, needed: impl FnOnce() -> Option<u64>) -> RepoError {
+        if !self.disk_full() {
+            return self;
+        }
+        match needed() {
+            Some(needed) => RepoError::NoRoom {
+                what: what.to_string(),
+                needed,
+                source: Box::new(self),
+            },
+            None => self,
+        }
+    }
+
     /// Whether a full disk caused this error (ENOSPC anywhere in its
     /// causes).
     pub fn disk_full(&self) -> bool {
@@ -215,7 +239,9 @@ impl RepoError {
             RepoError::Config(..) | RepoError::Damaged { .. } => ErrorKind::Damaged,
             RepoError::Refused(_) => ErrorKind::Refused,
             RepoError::Io { source, .. } => io_kind(source),
-            RepoError::Unfinished { source, .. } => source.kind(),
+            RepoError::Unfinished { source, .. } | RepoError::NoRoom { source, .. } => {
+                source.kind()
+            }
             RepoError::Sync(s) => match s {
                 SyncError::Backend { error, .. } => match error {
                     BackendError::Denied(_) => ErrorKind::Permission,

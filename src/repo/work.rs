@@ -108,6 +108,14 @@ impl Repo {
         }
     }
 
+    /// After a commit failed on a full disk: how much its new data takes,
+    /// what a dry run finds missing (as dot status counts it) and what the
+    /// failed commit had stored, which is given back.
+    pub(crate) fn commit_room(&self, cfg: &DotConfig) -> Option<u64> {
+        let st = self.status(cfg, &crate::progress::Silent).ok()?;
+        Some(st.new_bytes + self.store.pending_chunk_bytes())
+    }
+
     /// Commits every subdot of the dot at once and moves its branch.
     pub(crate) fn commit(
         &self,

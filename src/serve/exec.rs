@@ -275,6 +275,9 @@ impl Executor {
                         progress.start("committing", 0);
                         let commit = repo.commit(&cfg, message, metadata.clone(), env, progress);
                         progress.finish();
+                        let commit = commit.map_err(|e| {
+                            e.needing("the commit's new data", || repo.commit_room(&cfg))
+                        });
                         (commit?, None)
                     }
                 };

@@ -681,9 +681,7 @@ impl Store {
         // Copies need room: on a nearly full disk, packs whose live
         // objects do not fit are left for a later gc, and packs with no
         // live object (which cost nothing to drop) go first.
-        let mut room = rustix::fs::statvfs(self.home.join("packs"))
-            .map_or(u64::MAX, |st| st.f_bavail.saturating_mul(st.f_frsize))
-            .saturating_sub(GC_MARGIN);
+        let mut room = self.room().unwrap_or(u64::MAX).saturating_sub(GC_MARGIN);
         let mut order: Vec<_> = by_pack.iter().collect();
         order.sort_by_key(|(seq, (live, _))| (!live.is_empty(), **seq));
         for (seq, (live_objs, dead)) in order {
@@ -743,6 +741,24 @@ impl Store {
         sync_dir(&packs)?;
         stats.bytes_freed = size_before.saturating_sub(self.packs_size()?);
         Ok(stats)
+    }
+
+    /// Raw bytes of the chunks appended that no commit point recorded yet
+    /// (a failed operation's, until they are given back).
+    pub(crate) fn pending_chunk_bytes(&self) -> u64 {
+        self.writers[Kind::Chunk as usize]
+            .pending
+            .read()
+            .expect("pending")
+            .values()
+            .map(|(_, slot)| u64::from(slot.raw_len))
+            .sum()
+    }
+
+    /// Bytes free on the disk holding the packs (None when unknown).
+    pub(crate) fn room(&self) -> Option<u64> {
+        let st = rustix::fs::statvfs(self.home.join("packs")).ok()?;
+        Some(st.f_bavail.saturating_mul(st.f_frsize))
     }
 
     /// Total bytes of pack files.

@@ -107,6 +107,19 @@ pub(crate) fn fetch(
         .iter()
         .map(|(_, _, l)| u64::from(l.slot.stored_len))
         .sum();
+    // Refused before anything is received when it cannot fit: the packs
+    // take the stored bytes and their record headers.
+    let needed = total + chunks.len() as u64 * crate::store::pack::RECORD_HEADER_LEN;
+    if let Some(room) = store.room().filter(|room| *room < needed) {
+        return Err(SyncError::Store(crate::store::StoreError::Io {
+            context: format!(
+                "receiving {} needs more room than the {} free on the disk holding the store",
+                crate::repo::human_bytes(needed),
+                crate::repo::human_bytes(room)
+            ),
+            source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+        }));
+    }
     progress.start("receiving", total);
     chunks.sort_by_key(|(_, _, l)| (l.pack, l.slot.offset));
     let mut rest = &chunks[..];
