@@ -621,3 +621,284 @@ fn credentials_unreachable_and_missing_remotes() {
     assert!(!t.dot(&["remote"]).ok().out.contains("fresh"));
     t.fsck_ok();
 }
+
+/// Bytes and files under a directory remote's `sub`.
+fn dir_usage(root: &std::path::Path, sub: &str) -> (u64, usize) {
+    let Ok(entries) = fs::read_dir(root.join(sub)) else {
+        return (0, 0);
+    };
+    let sizes: Vec<u64> = entries
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .collect();
+    (sizes.iter().sum(), sizes.len())
+}
+
+/// gc --remote: force-pushed-away history (whose chunks share packs with
+/// live ones), an unfinished push's pack and old ref generations go, in
+/// two phases; the index files pushes left merge into one; every branch
+/// still clones whole; a push between the phases keeps its data.
+#[test]
+fn gc_remote_frees_what_no_branch_reaches_in_two_phases() {
+    let a = Env::new();
+    let remote = Remote::file(&a);
+    let root = remote.files.clone().unwrap();
+    a.dot(&["init", "app"]).ok();
+    let dir = a.path("app");
+    write(&dir.join("keep"), &noise(1 << 20, 1));
+    a.dot(&["commit", "-m", "keep"]).ok();
+    remote.add(&a, "hub");
+    a.dot(&["checkout", "-b", "feature"]).ok();
+    for i in 0..3 {
+        write(&dir.join("f"), format!("feature {i}\n").as_bytes());
+        a.dot(&["commit", "-m", "feature"]).ok();
+        a.dot(&["push", "hub", "app", "--branch", "feature"]).ok();
+    }
+    // master gets "keep2" and "gone" in one push: they share packs.
+    a.dot(&["checkout", "master"]).ok();
+    write(&dir.join("keep2"), &noise(2 << 20, 6));
+    write(&dir.join("gone"), &noise(3 << 20, 2));
+    a.dot(&["commit", "-m", "both"]).ok();
+    a.dot(&["push", "hub", "app"]).ok();
+    // Another dot with "keep" and "keep2" replaces app's master: "gone"
+    // is dead, and its packs hold "keep2", which is not.
+    a.dot(&["init", "other"]).ok();
+    write(&a.path("other").join("keep"), &noise(1 << 20, 1));
+    write(&a.path("other").join("keep2"), &noise(2 << 20, 6));
+    a.dot(&["commit", "-m", "keep only", "other"]).ok();
+    a.dot(&["push", "hub", "other", "--remote-name", "app", "--force"])
+        .ok();
+    let master = a.head("other");
+    a.dot(&["switch", "app"]).ok();
+    a.dot(&["checkout", "feature"]).ok();
+    // An unfinished push's pack.
+    let debris = noise(100_000, 3);
+    let debris_name = blake3::hash(&debris).to_hex().to_string();
+    write(
+        &root.join("packs").join(format!("{debris_name}.pack")),
+        &debris,
+    );
+    let (packs_before, _) = dir_usage(&root, "packs");
+    let (_, indexes_before) = dir_usage(&root, "index");
+    assert!(indexes_before >= 5, "{indexes_before}");
+
+    // Phase one marks; nothing is deleted while the grace runs.
+    let out = a.dot(&["gc", "--remote", "hub"]).ok().out;
+    assert!(out.contains("marked") && out.contains("86400 s"), "{out}");
+    assert!(dir_usage(&root, "packs").0 >= packs_before);
+    a.fsck_ok();
+    let r = a.dot(&["fsck", "--remote", "hub"]).ok();
+    assert!(r.err.contains("wait for their sweep"), "{}", r.err);
+    // A push between the phases.
+    write(&dir.join("f"), &noise(500_000, 4));
+    a.dot(&["commit", "-m", "between"]).ok();
+    a.dot(&["push", "hub", "app", "--branch", "feature"]).ok();
+    let out = a.dot(&["gc", "--remote", "hub"]).ok().out;
+    assert!(
+        out.contains("is deleted by a dot gc --remote hub run in"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("deleted 1") && !out.contains("freed"),
+        "{out}"
+    );
+
+    // Phase two, once the grace has passed.
+    a.dot(&["config", "gc.remoteGrace", "1s"]).ok();
+    std::thread::sleep(Duration::from_millis(1200));
+    let st = a.dot(&["gc", "--remote", "hub", "--json"]).ok().json();
+    assert_eq!(st["marks_swept"], 1, "{st}");
+    // The first mark copied keep2 out of gone's packs; this run marks
+    // again (the push between made a second index file) and waits.
+    assert_eq!(st["sweep_refused"], false, "{st}");
+    let (packs_after, _) = dir_usage(&root, "packs");
+    assert!(
+        packs_after + (3 << 20) <= packs_before + 600_000,
+        "{packs_before} -> {packs_after}"
+    );
+    assert!(!root
+        .join("packs")
+        .join(format!("{debris_name}.pack"))
+        .exists());
+    // The merged index, the push's between the phases, and the merge the
+    // run marked again for (pending).
+    let (_, indexes_after) = dir_usage(&root, "index");
+    assert!(indexes_after <= 3, "{indexes_after} index files");
+    a.dot(&["fsck", "--remote", "hub", "--read-data"]).ok();
+
+    // Every branch clones whole, from scratch.
+    let b = Env::new();
+    remote.add(&b, "hub");
+    b.dot(&["clone", "hub", "app"]).ok();
+    assert_eq!(b.head("app"), master);
+    assert!(fs::read(b.path("app").join("keep")).unwrap() == noise(1 << 20, 1));
+    assert!(fs::read(b.path("app").join("keep2")).unwrap() == noise(2 << 20, 6));
+    assert!(!b.path("app").join("gone").exists());
+    b.dot(&[
+        "clone",
+        "hub",
+        "app",
+        "--local-name",
+        "feat",
+        "--branch",
+        "feature",
+    ])
+    .ok();
+    same_tree(&a, &b, "app", "feat");
+    b.fsck_ok();
+    // --prune=now sweeps at once: one index file is left, and then there
+    // is nothing more to do.
+    a.dot(&["gc", "--remote", "hub", "--prune=now"]).ok();
+    assert_eq!(dir_usage(&root, "index").1, 1);
+    let out = a.dot(&["gc", "--remote", "hub", "--prune=now"]).ok().out;
+    assert!(out.contains("nothing to free"), "{out}");
+    a.dot(&["fsck", "--remote", "hub", "--read-data"]).ok();
+}
+
+#[test]
+fn fsck_remote_names_missing_and_damaged_packs() {
+    let a = Env::new();
+    let remote = Remote::file(&a);
+    let root = remote.files.clone().unwrap();
+    a.dot(&["init", "app"]).ok();
+    write(&a.path("app").join("big"), &noise(1 << 20, 5));
+    a.dot(&["commit", "-m", "one"]).ok();
+    remote.add(&a, "hub");
+    a.dot(&["push", "hub", "app"]).ok();
+    a.dot(&["fsck", "--remote", "hub", "--read-data"]).ok();
+    // The largest pack holds the file's chunks.
+    let mut packs: Vec<_> = fs::read_dir(root.join("packs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    packs.sort_by_key(|p| fs::metadata(p).unwrap().len());
+    let chunks = packs.last().unwrap().clone();
+    let good = fs::read(&chunks).unwrap();
+    let mut bad = good.clone();
+    bad[good.len() / 2] ^= 0xff;
+    fs::write(&chunks, &bad).unwrap();
+    // Only reading the data finds a damaged chunk.
+    a.dot(&["fsck", "--remote", "hub"]).ok();
+    let r = a.dot(&["fsck", "--remote", "hub", "--read-data"]);
+    assert_eq!(r.code, 1, "{} {}", r.out, r.err);
+    assert!(r.out.contains("is damaged"), "{}", r.out);
+    // A missing pack is found without reading data.
+    fs::remove_file(&chunks).unwrap();
+    let r = a.dot(&["fsck", "--remote", "hub", "--json"]);
+    assert_eq!(r.code, 1, "{} {}", r.out, r.err);
+    assert!(r.out.contains("missing"), "{}", r.out);
+    // gc refuses to delete anything on a damaged remote.
+    let r = a.dot(&["gc", "--remote", "hub"]).typed();
+    assert!(r.err.contains("dot fsck --remote hub"), "{}", r.err);
+    fs::write(&chunks, &good).unwrap();
+    a.dot(&["fsck", "--remote", "hub", "--read-data"]).ok();
+}
+
+/// A gc of the remote racing pushes on the S3 server: a machine runs
+/// gc --remote (grace 1 s, so marks and sweeps interleave with the pushes)
+/// while another pushes and force-pushes; afterwards fsck of the remote
+/// passes and every branch clones with its content.
+#[test]
+fn gc_remote_racing_pushes_on_s3_loses_nothing() {
+    let remote = Remote::s3();
+    let a = Env::new();
+    let g = Env::new();
+    remote.add(&a, "hub");
+    remote.add(&g, "hub");
+    g.dot(&["config", "gc.remoteGrace", "1s"]).ok();
+    a.dot(&["init", "app"]).ok();
+    let dir = a.path("app");
+    write(&dir.join("base"), &noise(1 << 20, 10));
+    a.dot(&["commit", "-m", "base"]).ok();
+    a.dot(&["push", "hub", "app"]).ok();
+    a.dot(&["checkout", "-b", "exp"]).ok();
+    a.dot(&["push", "hub", "app", "--branch", "exp"]).ok();
+
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    /// Stops the gc loop however the pushing side ends (a failed assertion
+    /// included), so the scope never waits for ever.
+    struct Stop<'a>(&'a std::sync::atomic::AtomicBool);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let gcs = std::thread::scope(|s| {
+        let gc = s.spawn(|| {
+            let mut sweeps = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let st = g.dot(&["gc", "--remote", "hub", "--json"]).ok().json();
+                sweeps += st["marks_swept"].as_u64().unwrap();
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            sweeps
+        });
+        let _stop = Stop(&stop);
+        let mut on = "exp";
+        let mut exp_commits: Vec<String> = Vec::new();
+        let started = Instant::now();
+        for i in 0.. {
+            if i >= 12 && started.elapsed() > Duration::from_secs(8) {
+                break;
+            }
+            // exp is rewritten (its old commits die), master grows.
+            let branch = if i % 2 == 0 { "exp" } else { "master" };
+            if on != branch {
+                a.dot(&["checkout", branch]).ok();
+                on = branch;
+            }
+            if branch == "exp" && i % 4 == 0 && exp_commits.len() >= 2 {
+                // Back to a commit force-pushed away earlier: its data is
+                // dead on the remote, perhaps marked, perhaps swept, and
+                // the push must not count on what a sweep deletes.
+                let old = exp_commits[exp_commits.len() - 2].clone();
+                a.dot(&["reset", "--hard", &old]).ok();
+                exp_commits.push(old);
+            } else {
+                if branch == "exp" {
+                    a.dot(&["reset", "--hard", "master"]).ok();
+                }
+                write(&dir.join(branch), &noise(600_000, 100 + i));
+                a.dot(&["commit", "-m", &format!("{branch} {i}")]).ok();
+                if branch == "exp" {
+                    exp_commits.push(a.head("app").unwrap());
+                }
+            }
+            let mut args = vec!["push", "hub", "app", "--branch", branch];
+            if branch == "exp" {
+                args.push("--force");
+            }
+            // A push a gc kept busy says so and is run again.
+            let mut tries = 0;
+            loop {
+                let r = a.dot(&args);
+                if r.code == 0 {
+                    break;
+                }
+                tries += 1;
+                assert!(tries < 5 && r.code == 5, "{args:?}: {}", r.err);
+            }
+        }
+        drop(_stop);
+        gc.join().unwrap()
+    });
+    // Sweeps deleted data while pushes ran.
+    assert!(gcs >= 2, "only {gcs} sweeps");
+    // One more sweep after the last push, then everything must hold.
+    std::thread::sleep(Duration::from_millis(1100));
+    g.dot(&["gc", "--remote", "hub"]).ok();
+    g.dot(&["fsck", "--remote", "hub", "--read-data"]).ok();
+    for branch in ["master", "exp"] {
+        let c = Env::new();
+        remote.add(&c, "hub");
+        c.dot(&["clone", "hub", "app", "--branch", branch]).ok();
+        let r = a.dot(&["checkout", branch]);
+        assert!(
+            r.code == 0 || r.err.contains("already on branch"),
+            "{}",
+            r.err
+        );
+        assert_eq!(c.head("app"), a.head("app"), "{branch}");
+        same_tree(&a, &c, "app", "app");
+        c.fsck_ok();
+    }
+}

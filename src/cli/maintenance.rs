@@ -60,9 +60,14 @@ pub struct GcArgs {
     #[arg(long)]
     json: bool,
     /// `now`: the reflog keeps nothing; what only it names is freed at
-    /// once.
+    /// once. With --remote: delete at once instead of after
+    /// gc.remoteGrace (only while nobody pushes to the remote).
     #[arg(long, value_name = "WHEN")]
     prune: Option<String>,
+    /// Free what no branch on this remote reaches, in two phases (the
+    /// second at a run gc.remoteGrace later: a day unless set).
+    #[arg(long, value_name = "NAME")]
+    remote: Option<String>,
 }
 
 pub fn gc(s: &Session, a: GcArgs, progress: &dyn Progress) -> Result<()> {
@@ -73,6 +78,9 @@ pub fn gc(s: &Session, a: GcArgs, progress: &dyn Progress) -> Result<()> {
             "dot gc --prune takes now, not {other:?}; how long the reflog keeps commits is set with dot config gc.reflogExpire 30d"
         ),
     };
+    if let Some(remote) = a.remote {
+        return gc_remote(s, remote, prune_now, a.json, progress);
+    }
     let stats = reply!(s.call(Request::Gc { prune_now }, progress)?, Response::Gc);
     if a.json {
         return super::print_json(&stats);
@@ -92,10 +100,62 @@ pub fn gc(s: &Session, a: GcArgs, progress: &dyn Progress) -> Result<()> {
     Ok(())
 }
 
+fn gc_remote(
+    s: &Session,
+    remote: String,
+    prune_now: bool,
+    json: bool,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let request = Request::GcRemote {
+        remote: remote.clone(),
+        prune_now,
+    };
+    let st = reply!(s.call(request, progress)?, Response::GcRemote);
+    if json {
+        return super::print_json(&st);
+    }
+    if st.marks_swept > 0 {
+        println!(
+            "remote {remote}: deleted {} packs and merged {} index files, freed {}",
+            st.packs_deleted,
+            st.index_files_merged,
+            human_bytes(st.bytes_freed)
+        );
+    }
+    if st.sweep_refused {
+        eprintln!("dot: a push relied on data this gc meant to free, so nothing was deleted; the next dot gc --remote {remote} marks afresh");
+    }
+    if st.marked {
+        println!(
+            "remote {remote}: marked what no branch reaches (copied {} live objects, {}, out of packs that also held dead ones; wrote {} merged index files)",
+            st.objects_copied,
+            human_bytes(st.bytes_copied),
+            st.index_files_written
+        );
+    }
+    match st.pending_secs {
+        Some(secs) => println!(
+            "remote {remote}: what is marked is deleted by a dot gc --remote {remote} run in {secs} s or later (gc.remoteGrace), so that pushes running now are not harmed"
+        ),
+        None if !st.marked && st.marks_swept == 0 => {
+            println!("remote {remote}: nothing to free")
+        }
+        None => {}
+    }
+    Ok(())
+}
+
 #[derive(Args)]
 pub struct FsckArgs {
     #[arg(long)]
     json: bool,
+    /// Verify a remote instead of the local store.
+    #[arg(long, value_name = "NAME", conflicts_with = "repair")]
+    remote: Option<String>,
+    /// With --remote: read and check every object's bytes too.
+    #[arg(long, requires = "remote")]
+    read_data: bool,
     /// Rebuild the index from the packs and the state log first (when
     /// it is lost or damaged); the old one is kept beside it.
     #[arg(long)]
@@ -148,6 +208,9 @@ pub fn fsck(
     repaired: Option<dot::store::RepairReport>,
     progress: &dyn Progress,
 ) -> Result<ExitCode> {
+    if let Some(remote) = a.remote {
+        return fsck_remote(s, remote, a.read_data, a.json, progress);
+    }
     let report = reply!(s.call(Request::Fsck, progress)?, Response::Fsck);
     let code = if report.errors.is_empty() {
         ExitCode::SUCCESS
@@ -213,4 +276,50 @@ pub fn config(s: &Session, a: ConfigArgs, progress: &dyn Progress) -> Result<Exi
         _ => {}
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn fsck_remote(
+    s: &Session,
+    remote: String,
+    read_data: bool,
+    json: bool,
+    progress: &dyn Progress,
+) -> Result<ExitCode> {
+    let request = Request::FsckRemote {
+        remote: remote.clone(),
+        read_data,
+    };
+    let r = reply!(s.call(request, progress)?, Response::FsckRemote);
+    let code = if r.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    };
+    if json {
+        super::print_json(&r)?;
+        return Ok(code);
+    }
+    for note in &r.notes {
+        eprintln!("dot: note: {note}");
+    }
+    for e in &r.errors {
+        println!("damaged: remote {remote}: {e}");
+    }
+    if r.errors.is_empty() {
+        let read = if read_data {
+            format!(", {} objects read and checked", r.objects_read)
+        } else {
+            String::new()
+        };
+        println!(
+            "ok: remote {remote}: {} refs, {} index files, {} packs, {} objects reachable{read}",
+            r.refs, r.index_files, r.packs, r.objects_reachable
+        );
+    } else {
+        eprintln!(
+            "dot: fsck found {} problem(s) on remote {remote}; push the affected branches again from a complete copy",
+            r.errors.len()
+        );
+    }
+    Ok(code)
 }

@@ -157,10 +157,18 @@ impl Repo {
             super::reflog::EXPIRE_SETTING => {
                 super::reflog::parse_expire(value).map_err(RepoError::Usage)?;
             }
+            super::remote::REMOTE_GRACE_SETTING => {
+                if !matches!(super::reflog::parse_expire(value), Ok(Some(_))) {
+                    return Err(RepoError::Usage(format!(
+                        "{key} is a number and a unit (s, m, h, d or w) such as 1d, not {value:?}"
+                    )));
+                }
+            }
             _ => {
                 return Err(RepoError::Usage(format!(
-                    "unknown setting {key:?}; known settings: user.name, user.email, {}",
-                    super::reflog::EXPIRE_SETTING
+                    "unknown setting {key:?}; known settings: user.name, user.email, {}, {}",
+                    super::reflog::EXPIRE_SETTING,
+                    super::remote::REMOTE_GRACE_SETTING
                 )))
             }
         }

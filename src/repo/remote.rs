@@ -164,6 +164,11 @@ fn normalize_url(url: &str) -> Result<String> {
 /// for the reflog.
 pub(crate) type MountedSwitch<'a> = &'a dyn Fn(Batch, CommitId, &str) -> Result<()>;
 
+/// How long a remote gc marker waits before its sweep deletes anything:
+/// longer than any push that started before it takes (docs 18.4).
+pub const REMOTE_GRACE_SETTING: &str = "gc.remoteGrace";
+const DEFAULT_REMOTE_GRACE: std::time::Duration = std::time::Duration::from_secs(86_400);
+
 impl Repo {
     // ---- configuration ----
 
@@ -298,6 +303,51 @@ impl Repo {
 
     /// Connects to a remote. `create` makes a directory remote's directory
     /// (push); pull and clone want it to exist.
+    /// `dot gc --remote NAME` (docs 18.4): sweeps markers older than
+    /// `gc.remoteGrace` (a day unless set), then marks what no branch on
+    /// the remote reaches. `prune_now` sweeps at once.
+    pub(crate) fn gc_remote(
+        &self,
+        name: &str,
+        prune_now: bool,
+        env: &ClientEnv,
+        progress: &dyn Progress,
+    ) -> Result<sync::RemoteGcStats> {
+        let grace = if prune_now {
+            std::time::Duration::ZERO
+        } else {
+            self.remote_grace()?
+        };
+        let r = self.open_remote(name, false, env)?;
+        Ok(sync::maintain::gc(&r, grace, progress)?)
+    }
+
+    /// How long a gc marker waits before its sweep: `gc.remoteGrace`.
+    fn remote_grace(&self) -> Result<std::time::Duration> {
+        match self.config_get(REMOTE_GRACE_SETTING)? {
+            None => Ok(DEFAULT_REMOTE_GRACE),
+            Some(v) => match super::reflog::parse_expire(&v) {
+                Ok(Some(d)) => Ok(d),
+                _ => Err(RepoError::Config(
+                    REMOTE_GRACE_SETTING.into(),
+                    format!("{REMOTE_GRACE_SETTING} is a number and a unit (s, m, h, d or w) such as 1d, not {v:?}"),
+                )),
+            },
+        }
+    }
+
+    /// `dot fsck --remote NAME [--read-data]`.
+    pub(crate) fn fsck_remote(
+        &self,
+        name: &str,
+        read_data: bool,
+        env: &ClientEnv,
+        progress: &dyn Progress,
+    ) -> Result<sync::RemoteFsckReport> {
+        let r = self.open_remote(name, false, env)?;
+        Ok(sync::maintain::fsck(&r, read_data, progress)?)
+    }
+
     fn open_remote(&self, name: &str, create: bool, env: &ClientEnv) -> Result<Remote> {
         let cfg = self.remote_config(name)?;
         let creds = self.credentials(name, env)?;
@@ -501,7 +551,32 @@ impl Repo {
                 .and_then(|v| v.parse().ok())
                 .filter(|&n: &usize| n > 0 && n <= 1 << 30)
                 .unwrap_or(PUSH_PACK_BYTES);
-            report.stats = sync::push_objects(&self.store, &r, &known, head, pack, progress)?;
+            let mut gc = sync::maintain::gc_state(&r)?;
+            report.stats = sync::push_objects(&self.store, &r, &known, &gc, head, pack, progress)?;
+            // A gc of the remote that marked or swept while this push ran
+            // may have doomed or deleted what the push found there: walk
+            // again (sending what is now lacking) until its state holds
+            // still, before the ref names the commit (docs 18.4).
+            let mut rounds = 0;
+            loop {
+                let now = sync::maintain::gc_state(&r)?;
+                if now == gc {
+                    break;
+                }
+                rounds += 1;
+                if rounds > 5 {
+                    return Err(RepoError::Busy(format!(
+                        "a gc of remote {} kept changing what it holds while this push ran; push again (what was sent stays there)",
+                        to.remote
+                    )));
+                }
+                gc = now;
+                let known = Known::refresh(&self.store, &r)?;
+                let more = sync::push_objects(&self.store, &r, &known, &gc, head, pack, progress)?;
+                report.stats.objects_sent += more.objects_sent;
+                report.stats.bytes_sent += more.bytes_sent;
+                report.stats.packs_sent += more.packs_sent;
+            }
             let value = RemoteRef {
                 commit: head,
                 chunking: cfg.chunking,

@@ -111,6 +111,18 @@ pub enum Request {
         dot: Option<String>,
     },
     Fsck,
+    /// `dot gc --remote`: free what no branch on the remote reaches.
+    GcRemote {
+        remote: String,
+        #[serde(default)]
+        prune_now: bool,
+    },
+    /// `dot fsck --remote`.
+    FsckRemote {
+        remote: String,
+        #[serde(default)]
+        read_data: bool,
+    },
     ConfigGet {
         key: String,
     },
@@ -377,6 +389,8 @@ pub enum Response {
     Removed(RemoveReport),
     Gc(GcStats),
     Fsck(FsckReport),
+    GcRemote(crate::sync::RemoteGcStats),
+    FsckRemote(crate::sync::RemoteFsckReport),
     Config(Option<String>),
     Done,
     RemoteAdded(RemoteAddReport),

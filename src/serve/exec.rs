@@ -441,6 +441,12 @@ impl Executor {
             Request::Gc { prune_now } => Response::Gc(repo.gc(*prune_now)?),
             Request::Reflog { dot: d } => Response::Reflog(repo.reflog(&dot(d)?.name)?),
             Request::Fsck => Response::Fsck(repo.fsck()?),
+            Request::GcRemote { remote, prune_now } => {
+                Response::GcRemote(repo.gc_remote(remote, *prune_now, env, progress)?)
+            }
+            Request::FsckRemote { remote, read_data } => {
+                Response::FsckRemote(repo.fsck_remote(remote, *read_data, env, progress)?)
+            }
             Request::Mount { spec, at } => match &self.mounts {
                 Some(m) => Response::Mounted(m.mount(repo, spec, at)?),
                 None => {

@@ -227,18 +227,12 @@ fn read_span(
     for (id, kind, loc) in &span.objects {
         let at = (loc.slot.offset - span.start) as usize;
         let stored = &bytes[at..at + loc.slot.stored_len as usize];
-        let damaged = |why: &str| SyncError::Damaged {
-            remote: remote.name.clone(),
-            what: format!("object {} in {path}", id.short()),
-            why: why.to_string(),
-        };
-        let raw =
-            pack::decode_checked(id, &loc.slot, stored).map_err(|e| damaged(&e.to_string()))?;
         // Decoding checks every rule of the object's own format: nothing
         // malformed is ever stored.
-        let refs = links(id, *kind, &raw).map_err(|e| match e {
-            TreeError::Corrupt { what, .. } => damaged(&what),
-            e => damaged(&e.to_string()),
+        let refs = check_object(id, *kind, loc, stored).map_err(|why| SyncError::Damaged {
+            remote: remote.name.clone(),
+            what: format!("object {} in {path}", id.short()),
+            why,
         })?;
         store.put_verified(*kind, id, loc.slot.codec, loc.slot.raw_len, stored)?;
         progress.advance(u64::from(loc.slot.stored_len));
@@ -247,4 +241,64 @@ fn read_span(
         }
     }
     Ok(kept)
+}
+
+/// Checks an object's stored bytes as read from a remote: they decode
+/// within the slot's limits to bytes that hash to its id, and a metadata
+/// object keeps its format's rules. Returns what it refers to.
+fn check_object(
+    id: &Id,
+    kind: Kind,
+    loc: &Located,
+    stored: &[u8],
+) -> std::result::Result<Vec<Link>, String> {
+    let raw = pack::decode_checked(id, &loc.slot, stored).map_err(|e| e.to_string())?;
+    links(id, kind, &raw).map_err(|e| match e {
+        TreeError::Corrupt { what, .. } => what,
+        e => e.to_string(),
+    })
+}
+
+/// An object read from a remote without storing it: what it refers to, or
+/// why it is damaged; and its stored bytes when asked for.
+pub(crate) struct Checked {
+    pub id: Id,
+    pub links: std::result::Result<Vec<Link>, String>,
+    pub stored: Option<Vec<u8>>,
+}
+
+/// Reads and checks objects (coalesced ranged GETs, in parallel) for
+/// maintenance (`dot gc --remote`, `dot fsck --remote`). A damaged object
+/// is reported in its `Checked`, not as an error; a pack that cannot be
+/// read is an error.
+pub(crate) fn read_checked(
+    remote: &Remote,
+    objects: &[(Id, Kind, Located)],
+    keep_stored: bool,
+) -> Result<Vec<Checked>> {
+    let spans = coalesce(objects);
+    let read = super::parallel(&spans, READERS, |span| {
+        let bytes = remote
+            .backend
+            .get_range(&layout::pack_path(&span.pack), span.start..span.end)
+            .map_err(remote.err())?;
+        Ok(span
+            .objects
+            .iter()
+            .map(|(id, kind, loc)| {
+                let at = (loc.slot.offset - span.start) as usize;
+                let stored = bytes.get(at..at + loc.slot.stored_len as usize);
+                let links = match stored {
+                    Some(stored) => check_object(id, *kind, loc, stored),
+                    None => Err("the remote answered fewer bytes than asked".into()),
+                };
+                Checked {
+                    id: *id,
+                    links,
+                    stored: stored.filter(|_| keep_stored).map(<[u8]>::to_vec),
+                }
+            })
+            .collect::<Vec<_>>())
+    })?;
+    Ok(read.into_iter().flatten().collect())
 }

@@ -13,6 +13,7 @@ pub(crate) mod backend;
 mod fetch;
 pub(crate) mod known;
 pub(crate) mod layout;
+pub(crate) mod maintain;
 mod push;
 
 pub use backend::{Backend, BackendError, Credentials, Location, ObjectBackend};
@@ -20,6 +21,7 @@ pub(crate) use fetch::fetch;
 pub use fetch::FetchStats;
 pub use known::Known;
 pub use layout::RemoteRef;
+pub use maintain::{GcState, RemoteFsckReport, RemoteGcStats};
 pub(crate) use push::push_objects;
 pub use push::PushStats;
 
@@ -405,19 +407,45 @@ mod tests {
                 backend: Box::new(ObjectBackend::memory()),
             };
             let known = Known::refresh(&local, &fresh).unwrap();
-            push_objects(&local, &fresh, &known, head, 1 << 20, &Silent)
-                .unwrap()
-                .objects_sent
+            push_objects(
+                &local,
+                &fresh,
+                &known,
+                &GcState::default(),
+                head,
+                1 << 20,
+                &Silent,
+            )
+            .unwrap()
+            .objects_sent
         };
         let known = Known::refresh(&local, &remote).unwrap();
-        let err = push_objects(&local, &remote, &known, head, 1 << 20, &Silent).unwrap_err();
+        let err = push_objects(
+            &local,
+            &remote,
+            &known,
+            &GcState::default(),
+            head,
+            1 << 20,
+            &Silent,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("503"), "{err}");
         assert!(remote.backend.list("index/").unwrap().is_empty());
 
         // The server recovers: the three packs that landed are reused.
         puts_left.store(usize::MAX, Ordering::SeqCst);
         let known = Known::refresh(&local, &remote).unwrap();
-        let stats = push_objects(&local, &remote, &known, head, 1 << 20, &Silent).unwrap();
+        let stats = push_objects(
+            &local,
+            &remote,
+            &known,
+            &GcState::default(),
+            head,
+            1 << 20,
+            &Silent,
+        )
+        .unwrap();
         assert!(stats.objects_reused >= 3 * 20, "{stats:?}");
         assert_eq!(stats.objects_sent + stats.objects_reused, count(head));
         assert_eq!(
@@ -430,7 +458,16 @@ mod tests {
         // A second commit sharing half the chunks: only the rest travels.
         let next = commit(&local, 100, 1, Some(head));
         let known = Known::refresh(&local, &remote).unwrap();
-        let stats = push_objects(&local, &remote, &known, next, 1 << 20, &Silent).unwrap();
+        let stats = push_objects(
+            &local,
+            &remote,
+            &known,
+            &GcState::default(),
+            next,
+            1 << 20,
+            &Silent,
+        )
+        .unwrap();
         assert!(stats.objects_sent < 10, "{stats:?}");
         assert!(stats.bytes_sent < 20_000, "{stats:?}");
         assert!(stats.bytes_skipped >= 100 * 40_000, "{stats:?}");
@@ -531,7 +568,16 @@ mod tests {
             backend: Box::new(inner),
         };
         let known = Known::refresh(&local, &remote).unwrap();
-        push_objects(&local, &remote, &known, head, 1 << 20, &Silent).unwrap();
+        push_objects(
+            &local,
+            &remote,
+            &known,
+            &GcState::default(),
+            head,
+            1 << 20,
+            &Silent,
+        )
+        .unwrap();
         // Flip a byte in the data pack's first record.
         let packs = remote.backend.list("packs/").unwrap();
         let (path, _) = packs.iter().max_by_key(|(_, size)| *size).unwrap().clone();

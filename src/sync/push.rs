@@ -49,12 +49,13 @@ pub(crate) fn push_objects(
     store: &Store,
     remote: &Remote,
     known: &Known,
+    gc: &super::GcState,
     head: CommitId,
     pack_target: usize,
     progress: &dyn Progress,
 ) -> Result<PushStats> {
     let mut stats = PushStats::default();
-    let need = walk(store, known, head, &mut stats)?;
+    let need = walk(store, known, &gc.doomed, head, &mut stats)?;
     if need.is_empty() {
         return Ok(stats);
     }
@@ -101,10 +102,12 @@ pub(crate) fn push_objects(
 
 /// Every object `head` reaches that the remote lacks, each after every
 /// object it refers to (a post-order of the DAG), so that any prefix of
-/// the list is closed under references.
+/// the list is closed under references. An object held in a pack a gc
+/// marker dooms counts as lacking: it is sent again.
 fn walk(
     store: &Store,
     known: &Known,
+    doomed: &HashSet<Id>,
     head: CommitId,
     stats: &mut PushStats,
 ) -> Result<Vec<(Id, Entry)>> {
@@ -120,7 +123,10 @@ fn walk(
         if !seen.insert(link.id) {
             continue;
         }
-        if known.get(&link.id)?.is_some() {
+        if known
+            .get(&link.id)?
+            .is_some_and(|loc| !doomed.contains(&loc.pack))
+        {
             stats.objects_skipped += 1;
             stats.bytes_skipped += link.size;
             continue;
@@ -161,16 +167,25 @@ fn read_trailer(remote: &Remote, id: &Id, size: u64) -> Result<Option<Vec<(Id, L
         return Ok(None);
     }
     let path = layout::pack_path(id);
-    let get = |r: std::ops::Range<u64>| remote.backend.get_range(&path, r).map_err(remote.err());
-    let header = get(0..HEADER_LEN)?;
-    let footer = get(size - FOOTER_LEN..size)?;
+    // A pack deleted since the listing (a gc of the remote swept it) is
+    // not there to reuse.
+    let get = |r: std::ops::Range<u64>| match remote.backend.get_range(&path, r) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(super::BackendError::NotFound(_)) => Ok(None),
+        Err(e) => Err(remote.err()(e)),
+    };
+    let (Some(header), Some(footer)) = (get(0..HEADER_LEN)?, get(size - FOOTER_LEN..size)?) else {
+        return Ok(None);
+    };
     let Ok(trailer_at) = pack::footer_trailer_offset(&footer, size) else {
         return Ok(None);
     };
     let Ok(kind) = pack::decode_header(&header) else {
         return Ok(None);
     };
-    let trailer = get(trailer_at..size - FOOTER_LEN)?;
+    let Some(trailer) = get(trailer_at..size - FOOTER_LEN)? else {
+        return Ok(None);
+    };
     let Ok(entries) = pack::decode_trailer(kind, &footer, &trailer, trailer_at) else {
         return Ok(None);
     };
