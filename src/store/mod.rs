@@ -10,6 +10,8 @@
 //! of trees, dots or the command line, and no RocksDB type leaves this module.
 
 mod db;
+#[cfg(test)]
+mod model_test;
 pub(crate) mod pack;
 mod repair;
 mod statelog;

@@ -133,6 +133,104 @@ impl Slot {
     }
 }
 
+/// Fault injection at pack writes, for the model-based store test: the
+/// armed write fails as on a full disk (`Fail`, the store cleans up as it
+/// would), or the process "dies" there (`Crash`: half the bytes are
+/// written, nothing is cleaned up, and every later pack write fails until
+/// the test drops the store as a kill would).
+#[cfg(test)]
+pub(crate) mod fault {
+    use std::cell::Cell;
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(crate) enum Fault {
+        Fail,
+        Crash,
+    }
+
+    thread_local! {
+        static ARMED: Cell<Option<(u32, Fault)>> = const { Cell::new(None) };
+        static CRASHED: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// The `n`-th pack write from now (0: the next) meets `f`.
+    pub(crate) fn arm(n: u32, f: Fault) {
+        ARMED.set(Some((n, f)));
+        CRASHED.set(false);
+    }
+
+    pub(crate) fn disarm() {
+        ARMED.set(None);
+        CRASHED.set(false);
+    }
+
+    pub(crate) fn crashed() -> bool {
+        CRASHED.get()
+    }
+
+    /// Called before each pack write.
+    pub(crate) fn hit() -> Option<Fault> {
+        if CRASHED.get() {
+            return Some(Fault::Crash);
+        }
+        match ARMED.get() {
+            Some((0, f)) => {
+                ARMED.set(None);
+                CRASHED.set(f == Fault::Crash);
+                Some(f)
+            }
+            Some((n, f)) => {
+                ARMED.set(Some((n - 1, f)));
+                None
+            }
+            None => None,
+        }
+    }
+}
+
+/// Writes `bytes` at `at`, through the test's fault layer.
+fn write_at(file: &File, bytes: &[u8], at: u64) -> io::Result<bool> {
+    #[cfg(test)]
+    match fault::hit() {
+        Some(fault::Fault::Fail) => return Err(io::Error::from_raw_os_error(libc::ENOSPC)),
+        Some(fault::Fault::Crash) => {
+            let _ = file.write_all_at(&bytes[..bytes.len() / 2], at);
+            return Ok(false);
+        }
+        None => {}
+    }
+    file.write_all_at(bytes, at).map(|()| true)
+}
+
+/// Whether the test's fault layer has "killed" the process.
+fn dead() -> bool {
+    #[cfg(test)]
+    return fault::crashed();
+    #[cfg(not(test))]
+    false
+}
+
+/// An error for a write the test's fault layer "crashed" in: the caller
+/// must not clean up (a dead process would not).
+fn crashed() -> io::Error {
+    io::Error::other("the process crashed here (fault injection)")
+}
+
+/// Syncs `file`, through the test's fault layer.
+fn sync(file: &File, all: bool) -> io::Result<()> {
+    #[cfg(test)]
+    match fault::hit() {
+        Some(fault::Fault::Fail) => return Err(io::Error::from_raw_os_error(libc::EIO)),
+        Some(fault::Fault::Crash) => return Err(crashed()),
+        None => {}
+    }
+    if all {
+        file.sync_all()
+    } else {
+        file.sync_data()
+    }
+}
+
 /// An open pack being appended to. Writes are unbuffered so that readers
 /// see an object as soon as `append` returns.
 pub struct PackWriter {
@@ -143,7 +241,9 @@ pub struct PackWriter {
 
 impl PackWriter {
     pub(crate) fn create(file: File, kind: u8) -> io::Result<PackWriter> {
-        file.write_all_at(&encode_header(kind), 0)?;
+        if !write_at(&file, &encode_header(kind), 0)? {
+            return Err(crashed());
+        }
         Ok(PackWriter {
             file,
             len: HEADER_LEN,
@@ -159,10 +259,14 @@ impl PackWriter {
         stored: &[u8],
     ) -> io::Result<Slot> {
         let (rec, slot) = encode_record(self.len, id, codec, raw_len, stored)?;
-        if let Err(e) = self.file.write_all_at(&rec, self.len) {
-            // A record cut short (a full disk) is given back at once.
-            let _ = self.file.set_len(self.len);
-            return Err(e);
+        match write_at(&self.file, &rec, self.len) {
+            Ok(true) => {}
+            Ok(false) => return Err(crashed()),
+            Err(e) => {
+                // A record cut short (a full disk) is given back at once.
+                let _ = self.file.set_len(self.len);
+                return Err(e);
+            }
         }
         self.len += rec.len() as u64;
         self.entries.push((*id, slot));
@@ -176,18 +280,19 @@ impl PackWriter {
 
     /// Makes the records appended so far durable.
     pub(crate) fn sync(&self) -> io::Result<()> {
-        self.file.sync_data()
+        sync(&self.file, false)
     }
 
     /// Writes the trailer and footer and makes the pack durable. On
     /// failure (a full disk) the partial tail is cut off again and the pack
     /// stays open, to be sealed later.
     pub(crate) fn seal(&self) -> io::Result<()> {
-        let done = self
-            .file
-            .write_all_at(&encode_tail(&self.entries, self.len), self.len)
-            .and_then(|()| self.file.sync_all());
-        if done.is_err() {
+        let done = match write_at(&self.file, &encode_tail(&self.entries, self.len), self.len) {
+            Ok(true) => sync(&self.file, true),
+            Ok(false) => return Err(crashed()),
+            Err(e) => Err(e),
+        };
+        if done.is_err() && !dead() {
             let _ = self.file.set_len(self.len);
         }
         done
