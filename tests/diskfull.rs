@@ -173,7 +173,12 @@ fn a_reset_that_fills_the_disk_fails_and_finishes_once_space_is_freed() {
 
     // Materializing the big file needs 12 MiB.
     disk.leave(6 * MIB);
-    let _ = disk_full(&t, &["reset", "--hard", &two]);
+    let r = disk_full(&t, &["reset", "--hard", &two]);
+    assert!(
+        r.err.contains("the reset's files need 12.00 MiB"),
+        "{}",
+        r.err
+    );
     store_is_whole_or_finishing(&t);
 
     disk.free_ballast();

@@ -107,7 +107,7 @@ pub enum RepoError {
     },
     /// A full disk stopped an operation that knows how much room it
     /// needed (`RepoError::needing`).
-    #[error("{source}; {what} needs {} on this disk", crate::repo::human_bytes(*.needed))]
+    #[error("{source}; {what} {} on this disk", crate::repo::human_bytes(*.needed))]
     NoRoom {
         what: String,
         needed: u64,
@@ -186,7 +186,8 @@ impl RepoError {
     }
 
     /// When a full disk caused this error: the error, saying that `what`
-    /// needs `needed()` bytes (asked only then; None leaves it as is).
+    /// (as "the commit's new data needs") `needed()` bytes (asked only
+    /// then; None leaves it as is).
     pub fn needing(self, what: &str, needed: impl FnOnce() -> Option<u64>) -> RepoError {
         if !self.disk_full() {
             return self;

@@ -108,6 +108,34 @@ impl Repo {
         }
     }
 
+    /// After a reset or checkout to `target` (a ref spec of the dot, or a
+    /// branch) failed on a full disk: how much its files need, the sizes
+    /// of the files the target adds or changes against the branch's
+    /// commit.
+    pub(crate) fn switch_room(&self, cfg: &DotConfig, target: &str, branch: bool) -> Option<u64> {
+        let id = if branch {
+            self.branch_commit(&cfg.name, target).ok()??
+        } else {
+            self.resolve_with_origin(cfg, target).ok()?.0
+        };
+        let to = read_root(&self.store, &Commit::read(&self.store, &id).ok()?.root).ok()?;
+        let from = self
+            .head_root(cfg)
+            .ok()?
+            .map(|(_, r)| r)
+            .unwrap_or_default();
+        let changes = changes_between(cfg, &self.store, &from, &to).ok()?;
+        Some(
+            changes
+                .iter()
+                .filter(|c| {
+                    c.change != crate::tree::diff::Change::Deleted && !c.path.ends_with('/')
+                })
+                .map(|c| c.size_after)
+                .sum(),
+        )
+    }
+
     /// After a commit failed on a full disk: how much its new data takes,
     /// what a dry run finds missing (as dot status counts it) and what the
     /// failed commit had stored, which is given back.

@@ -276,7 +276,7 @@ impl Executor {
                         let commit = repo.commit(&cfg, message, metadata.clone(), env, progress);
                         progress.finish();
                         let commit = commit.map_err(|e| {
-                            e.needing("the commit's new data", || repo.commit_room(&cfg))
+                            e.needing("the commit's new data needs", || repo.commit_room(&cfg))
                         });
                         (commit?, None)
                     }
@@ -337,7 +337,11 @@ impl Executor {
                         progress.start("resetting", 0);
                         let commit = repo.reset_hard(&cfg, refspec, progress);
                         progress.finish();
-                        commit
+                        commit.map_err(|e| {
+                            e.needing("the reset's files need", || {
+                                repo.switch_room(&cfg, refspec, false)
+                            })
+                        })
                     }
                 };
                 Response::Reset(ResetReport {
@@ -379,7 +383,11 @@ impl Executor {
                         progress.start("checking out", 0);
                         let r = repo.checkout(&cfg, branch, *create, progress);
                         progress.finish();
-                        r?;
+                        r.map_err(|e| {
+                            e.needing("the checkout's files need", || {
+                                repo.switch_room(&cfg, branch, true)
+                            })
+                        })?;
                     }
                 }
                 Response::Checkout(CheckoutReport {
