@@ -127,15 +127,7 @@ pub(crate) fn fetch(
         if progress.cancelled() {
             return Err(SyncError::Cancelled);
         }
-        let mut bytes = 0;
-        let n = rest
-            .iter()
-            .take_while(|(_, _, l)| {
-                bytes += u64::from(l.slot.stored_len);
-                bytes <= FLUSH_EVERY
-            })
-            .count()
-            .max(1);
+        let n = batch_len(rest, FLUSH_EVERY);
         read(store, remote, &rest[..n], false, &mut stats, progress)?;
         // A commit point per batch: what arrived stays if the pull is
         // interrupted (other operations' packs are left open).
@@ -145,6 +137,20 @@ pub(crate) fn fetch(
     progress.finish();
     store.flush()?;
     Ok(stats)
+}
+
+/// How many of `objects`, from the first, hold at most `limit` stored
+/// bytes (at least one).
+pub(crate) fn batch_len(objects: &[(Id, Kind, Located)], limit: u64) -> usize {
+    let mut bytes = 0;
+    objects
+        .iter()
+        .take_while(|(_, _, l)| {
+            bytes += u64::from(l.slot.stored_len);
+            bytes <= limit
+        })
+        .count()
+        .max(1)
 }
 
 /// One ranged GET: a stretch of a pack and the objects in it.

@@ -32,13 +32,7 @@ impl<'a> Known<'a> {
             remote: remote.name.clone(),
             prefix: cache_prefix(&remote.name),
         };
-        let listed: HashSet<Id> = remote
-            .backend
-            .list("index/")
-            .map_err(remote.err())?
-            .iter()
-            .filter_map(|(p, _)| layout::named_id(p, "index", ".idx"))
-            .collect();
+        let listed = remote.index_files()?;
         let mut seen = HashSet::new();
         store.scan_kv(Space::Cache, &known.key(b'i', &[]), |k, _| {
             if let Some(id) = Id::from_slice(&k[known.prefix.len() + 1..]) {

@@ -209,13 +209,7 @@ fn holdings(remote: &Remote, problems: &mut Vec<String>, strict: bool) -> Result
             Some(None) => problems.push(format!("{path}: not a dot ref")),
         }
     }
-    let listed: Vec<Id> = remote
-        .backend
-        .list("index/")
-        .map_err(remote.err())?
-        .iter()
-        .filter_map(|(p, _)| layout::named_id(p, "index", ".idx"))
-        .collect();
+    let listed: Vec<Id> = remote.index_files()?.into_iter().collect();
     let got = super::parallel(&listed, 8, |id| {
         remote
             .backend
@@ -565,15 +559,7 @@ fn copy_objects(
     };
     let mut rest = copy;
     while !rest.is_empty() {
-        let mut bytes = 0;
-        let n = rest
-            .iter()
-            .take_while(|(_, _, l)| {
-                bytes += u64::from(l.slot.stored_len);
-                bytes <= COPY_BATCH
-            })
-            .count()
-            .max(1);
+        let n = super::fetch::batch_len(rest, COPY_BATCH);
         let by_id: HashMap<Id, &Located> = rest[..n].iter().map(|(id, _, l)| (*id, l)).collect();
         for c in read_checked(remote, &rest[..n], true)? {
             let loc = by_id[&c.id];

@@ -104,6 +104,17 @@ impl Remote {
         }
     }
 
+    /// The index files the remote lists.
+    pub(crate) fn index_files(&self) -> Result<std::collections::HashSet<Id>> {
+        Ok(self
+            .backend
+            .list("index/")
+            .map_err(self.err())?
+            .iter()
+            .filter_map(|(p, _)| layout::named_id(p, "index", ".idx"))
+            .collect())
+    }
+
     /// The newest value of a branch on the remote, with its generation.
     pub(crate) fn read_ref(&self, dot: &str, branch: &str) -> Result<Option<(u64, RemoteRef)>> {
         // A reader can race a pusher pruning old generations: list again.
