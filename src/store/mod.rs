@@ -404,12 +404,11 @@ impl Store {
     }
 
     /// When no operation that stores objects is in flight (gc, the end of
-    /// the process): cuts an
-    /// open pack before its first record no commit point indexed (the
-    /// objects of an operation that failed or was cut short, a full disk
-    /// among the causes: nothing durable names them, and the records a
-    /// commit point indexed always come first), then seals what is left,
-    /// or removes the pack when nothing is.
+    /// the process): cuts an open pack before its first record no commit
+    /// point indexed (the objects of an operation that failed or was cut
+    /// short, a full disk among the causes: nothing durable names them,
+    /// and the records a commit point indexed always come first), then
+    /// seals what is left, or removes the pack when nothing is.
     fn give_back(&self, kind: Kind, open: &mut Option<(u64, PackWriter)>) -> Result<()> {
         let Some((seq, writer)) = open.as_mut() else {
             return Ok(());
@@ -684,6 +683,7 @@ impl Store {
         // objects do not fit are left for a later gc, and packs with no
         // live object (which cost nothing to drop) go first.
         let mut room = self.room().unwrap_or(u64::MAX).saturating_sub(GC_MARGIN);
+        let mut skipped = 0;
         let mut order: Vec<_> = by_pack.iter().collect();
         order.sort_by_key(|(seq, (live, _))| (!live.is_empty(), **seq));
         for (seq, (live_objs, dead)) in order {
@@ -700,7 +700,7 @@ impl Store {
             if copy > room {
                 if !dead.is_empty() {
                     stats.packs_left += 1;
-                    stats.space_needed += copy - room;
+                    skipped += copy;
                 }
                 continue;
             }
@@ -715,6 +715,7 @@ impl Store {
                 stats.packs_rewritten += 1;
             }
         }
+        stats.space_needed = skipped.saturating_sub(room);
         self.seal_all()?;
         let mut batch = Batch::default();
         for id in &dead_ids {
