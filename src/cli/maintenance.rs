@@ -218,11 +218,17 @@ pub fn fsck(
         ExitCode::from(1)
     };
     if a.json {
+        /// `dot fsck --repair --json`: what the repair did, then the check.
+        #[derive(serde::Serialize)]
+        struct Repaired {
+            repair: dot::store::RepairReport,
+            fsck: dot::repo::FsckReport,
+        }
         match repaired {
-            Some(repair) => super::print_json(&serde_json::json!({
-                "repair": repair,
-                "fsck": report,
-            }))?,
+            Some(repair) => super::print_json(&Repaired {
+                repair,
+                fsck: report,
+            })?,
             None => super::print_json(&report)?,
         }
         return Ok(code);
