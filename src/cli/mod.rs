@@ -84,11 +84,12 @@ enum Command {
     /// Delete a dot and its branches (asks first unless -f).
     Rm(maintenance::RmArgs),
     /// Free the space of data no branch reaches any more (nor the reflog,
-    /// for gc.reflogExpire: 30 days unless set).
+    /// for gc.reflogExpire: 30 days unless set); --remote NAME frees what
+    /// no branch on a remote reaches.
     Gc(maintenance::GcArgs),
     /// Verify every stored object, everything every branch reaches, and
     /// every pack; --repair first rebuilds a lost or damaged index from
-    /// the packs and the state log.
+    /// the packs and the state log; --remote NAME verifies a remote.
     Fsck(maintenance::FsckArgs),
     /// Get or set user.name and user.email (recorded in commits), or with
     /// --dot a setting of one dot: allowSpecialFiles (true lets device
