@@ -115,14 +115,6 @@ fn gc_remote(
     if json {
         return super::print_json(&st);
     }
-    if st.marks_swept > 0 {
-        println!(
-            "remote {remote}: deleted {} packs and merged {} index files, freed {}",
-            st.packs_deleted,
-            st.index_files_merged,
-            human_bytes(st.bytes_freed)
-        );
-    }
     if st.sweep_refused {
         eprintln!("dot: a push relied on data this gc meant to free, so nothing was deleted; the next dot gc --remote {remote} marks afresh");
     }
@@ -132,6 +124,14 @@ fn gc_remote(
             st.objects_copied,
             human_bytes(st.bytes_copied),
             st.index_files_written
+        );
+    }
+    if st.marks_swept > 0 {
+        println!(
+            "remote {remote}: deleted {} packs and merged {} index files, freed {}",
+            st.packs_deleted,
+            st.index_files_merged,
+            human_bytes(st.bytes_freed)
         );
     }
     match st.pending_secs {
