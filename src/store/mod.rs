@@ -131,6 +131,9 @@ impl Writer {
     }
 }
 
+/// A pack's live objects and dead ids (gc).
+type Split = (Vec<(Id, Entry)>, Vec<Id>);
+
 /// Meta keys naming packs that are open (unsealed) and may hold indexed
 /// objects: after a crash, `Store::open` seals them.
 fn open_pack_key(seq: u64) -> Vec<u8> {
@@ -649,8 +652,21 @@ impl Store {
         self.give_back_all()?;
         let mut stats = GcStats::default();
         let size_before = self.packs_size()?;
-        // pack -> (live objects, dead ids)
-        type Split = (Vec<(Id, Entry)>, Vec<Id>);
+        let by_pack = self.split_by_pack(live)?;
+        let dead_ids = self.copy_live(&by_pack, &mut stats)?;
+        self.seal_all()?;
+        let mut batch = Batch::default();
+        for id in &dead_ids {
+            batch.delete_object(id);
+        }
+        self.db.write(batch)?;
+        self.delete_unused_packs()?;
+        stats.bytes_freed = size_before.saturating_sub(self.packs_size()?);
+        Ok(stats)
+    }
+
+    /// Every pack's live objects and dead ids, by `live`.
+    fn split_by_pack(&self, live: &dyn Fn(&Id) -> bool) -> Result<HashMap<u64, Split>> {
         let mut by_pack: HashMap<u64, Split> = HashMap::new();
         self.for_each_object(|id, e| {
             let slot = by_pack.entry(e.pack).or_default();
@@ -661,8 +677,14 @@ impl Store {
             }
             Ok(())
         })?;
-        // Rewrite packs holding dead objects, and merge small packs (each
-        // commit seals up to two) so their number stays low.
+        Ok(by_pack)
+    }
+
+    /// gc step 2: copies the live objects of packs holding dead ones, and
+    /// of small packs when several of a kind can merge (each process
+    /// leaves its own), into new packs, within the room the disk has.
+    /// Returns the dead objects of the packs it copied.
+    fn copy_live(&self, by_pack: &HashMap<u64, Split>, stats: &mut GcStats) -> Result<Vec<Id>> {
         let small = |n: u64| n < PACK_TARGET / 8;
         let pack_len = |seq: u64| {
             fs::metadata(self.pack_path(seq))
@@ -673,7 +695,7 @@ impl Store {
         // its kind (a pack without any is rewritten for its dead ones).
         let kind_of = |live: &[(Id, Entry)]| live.first().map(|(_, e)| e.kind);
         let mut small_by_kind: HashMap<Kind, usize> = HashMap::new();
-        for (seq, (live, _)) in &by_pack {
+        for (seq, (live, _)) in by_pack {
             if let (Some(kind), true) = (kind_of(live), small(pack_len(*seq))) {
                 *small_by_kind.entry(kind).or_default() += 1;
             }
@@ -716,13 +738,12 @@ impl Store {
             }
         }
         stats.space_needed = skipped.saturating_sub(room);
-        self.seal_all()?;
-        let mut batch = Batch::default();
-        for id in &dead_ids {
-            batch.delete_object(id);
-        }
-        self.db.write(batch)?;
-        // Every pack file no index entry names is now unused.
+        Ok(dead_ids)
+    }
+
+    /// gc step 4: deletes every pack file no index entry names and that
+    /// is not open.
+    fn delete_unused_packs(&self) -> Result<()> {
         let mut used: HashSet<u64> = HashSet::new();
         self.for_each_object(|_, e| {
             used.insert(e.pack);
@@ -741,9 +762,7 @@ impl Store {
             fs::remove_file(entry.path())
                 .map_err(io_err(format!("cannot remove {}", entry.path().display())))?;
         }
-        sync_dir(&packs)?;
-        stats.bytes_freed = size_before.saturating_sub(self.packs_size()?);
-        Ok(stats)
+        sync_dir(&packs)
     }
 
     /// Raw bytes of the chunks appended that no commit point recorded yet
