@@ -164,6 +164,17 @@ impl Repo {
                 report.errors.push((format!("pack {}", p.pack), p.what));
             }
         }
+        let differ = self.store.state_log_disagreements()?;
+        if !differ.is_empty() {
+            report.errors.push((
+                "the state log".into(),
+                format!(
+                    "it disagrees with the index on {} key(s) ({}), so dot fsck --repair would not bring back this state; please report it",
+                    differ.len(),
+                    differ.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
         for (dot, journal) in self.journals()? {
             let why = match journal {
                 Err(e) => e.to_string(),

@@ -250,6 +250,56 @@ impl Db {
         Ok(true)
     }
 
+    /// Where the state log and the index disagree (fsck): the log's
+    /// records replayed in memory must give exactly the index's logged
+    /// keys and values. Writes wait meanwhile.
+    pub(crate) fn state_log_disagreements(&self) -> Result<Vec<String>> {
+        let log = self.writing.lock().expect("db write lock");
+        let Some(log) = log.as_ref() else {
+            return Ok(Vec::new());
+        };
+        let bytes = std::fs::read(log.path()).map_err(|e| StoreError::Io {
+            context: "cannot read the state log".into(),
+            source: e,
+        })?;
+        let records = statelog::records(&bytes).map_err(|why| StoreError::Io {
+            context: "cannot read the state log".into(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, why),
+        })?;
+        let mut replayed: std::collections::BTreeMap<(u8, Vec<u8>), Vec<u8>> =
+            std::collections::BTreeMap::new();
+        let space_no = |s: Space| if s == Space::Refs { 0 } else { 1 };
+        for (_, payload) in &records.payloads {
+            let ops = statelog::decode_ops(payload).map_err(|why| StoreError::Io {
+                context: "cannot read the state log".into(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, why),
+            })?;
+            for op in ops {
+                match op {
+                    statelog::Op::Put(s, k, v) => {
+                        replayed.insert((space_no(s), k), v);
+                    }
+                    statelog::Op::Delete(s, k) => {
+                        replayed.remove(&(space_no(s), k));
+                    }
+                    statelog::Op::DeletePrefix(s, p) => {
+                        replayed.retain(|(sp, k), _| *sp != space_no(s) || !k.starts_with(&p))
+                    }
+                    statelog::Op::Clear => replayed.clear(),
+                }
+            }
+        }
+        let mut differ = Vec::new();
+        let show = |k: &[u8]| String::from_utf8_lossy(k).replace('\0', " ");
+        for (s, k, v) in self.logged_state()? {
+            if replayed.remove(&(space_no(s), k.clone())).as_ref() != Some(&v) {
+                differ.push(show(&k));
+            }
+        }
+        differ.extend(replayed.keys().map(|(_, k)| show(k)));
+        Ok(differ)
+    }
+
     /// Every logged key of `refs` and `meta` with its value.
     pub(crate) fn logged_state(&self) -> Result<statelog::State> {
         let mut out = Vec::new();
@@ -550,6 +600,26 @@ mod tests {
         assert_eq!(fresh.get(Space::Meta, b"dot/x").unwrap(), None);
         assert_eq!(fresh.get(Space::Cache, b"c").unwrap(), None);
         assert_eq!(fresh.logged_state().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn fsck_finds_a_change_the_state_log_missed() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(
+            &dir.path().join("index"),
+            Some(&dir.path().join("state.log")),
+        )
+        .unwrap();
+        let mut b = Batch::default();
+        b.put(Space::Refs, b"r".to_vec(), b"1".to_vec());
+        b.delete_prefix(Space::Meta, b"x/".to_vec());
+        db.write(b).unwrap();
+        assert!(db.state_log_disagreements().unwrap().is_empty());
+        // A write that bypasses the log.
+        db.db
+            .put_cf(db.cf(Space::Meta.cf()), b"dot/sneaky", b"{}")
+            .unwrap();
+        assert_eq!(db.state_log_disagreements().unwrap(), ["dot/sneaky"]);
     }
 
     #[test]

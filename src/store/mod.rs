@@ -186,7 +186,7 @@ impl Store {
         let seqs = pack_seqs(home)?;
         let max_seq = seqs.iter().copied().max().unwrap_or(0);
         let index = home.join("index");
-        let log = statelog::StateLog::path(home);
+        let log = statelog::StateLog::in_home(home);
         // A store with packs or a state log has had an index: creating an
         // empty one would hide every branch.
         if !index.exists() && (!seqs.is_empty() || log.exists()) {
@@ -775,6 +775,11 @@ impl Store {
             .values()
             .map(|(_, slot)| u64::from(slot.raw_len))
             .sum()
+    }
+
+    /// Keys on which the state log and the index disagree (fsck).
+    pub(crate) fn state_log_disagreements(&self) -> Result<Vec<String>> {
+        self.db.state_log_disagreements()
     }
 
     /// Bytes free on the disk holding the packs (None when unknown).

@@ -82,7 +82,7 @@ pub fn repair(home: &Path, who: &str) -> Result<RepairReport> {
         report.objects += entries.len() as u64;
         db.put_objects(&entries, None)?;
     }
-    let log = StateLog::path(home);
+    let log = StateLog::in_home(home);
     if let Some(records) = fs::read(&log).ok().and_then(|b| statelog::records(&b).ok()) {
         report.state_log = true;
         report.log_torn_bytes = records.len - records.end;

@@ -216,7 +216,7 @@ fn io_context(what: &str, path: &Path) -> impl FnOnce(io::Error) -> io::Error {
 }
 
 impl StateLog {
-    pub(crate) fn path(home: &Path) -> PathBuf {
+    pub(crate) fn in_home(home: &Path) -> PathBuf {
         home.join("state.log")
     }
 
@@ -267,6 +267,10 @@ impl StateLog {
 
     pub(crate) fn len(&self) -> u64 {
         self.len
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
     }
 
     pub(crate) fn wants_snapshot(&self) -> bool {
