@@ -293,7 +293,23 @@ impl StateLog {
 /// it, then the directory synced) and returns it open.
 pub(crate) fn write_snapshot(path: &Path, state: State) -> io::Result<File> {
     let tmp = path.with_extension("log.tmp");
-    let mut out = io::BufWriter::new(File::create(&tmp).map_err(io_context("create", &tmp))?);
+    let written = write_records(&tmp, state)
+        .and_then(|()| fs::rename(&tmp, path).map_err(io_context("replace", path)));
+    if let Err(e) = written {
+        // A snapshot that could not be written whole (a full disk) is
+        // given back; the old log stays as it was.
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    OpenOptions::new().read(true).write(true).open(path)
+}
+
+/// Writes a snapshot log to `at` and syncs it.
+fn write_records(at: &Path, state: State) -> io::Result<()> {
+    let mut out = io::BufWriter::new(File::create(at).map_err(io_context("create", at))?);
     out.write_all(&header())?;
     let mut ops = vec![Op::Clear];
     let mut size = 0;
@@ -308,12 +324,7 @@ pub(crate) fn write_snapshot(path: &Path, state: State) -> io::Result<File> {
     }
     out.write_all(&record(&encode_ops(&ops)))?;
     let file = out.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all().map_err(io_context("write", &tmp))?;
-    fs::rename(&tmp, path).map_err(io_context("replace", path))?;
-    if let Some(dir) = path.parent() {
-        File::open(dir)?.sync_all()?;
-    }
-    OpenOptions::new().read(true).write(true).open(path)
+    file.sync_all().map_err(io_context("write", at))
 }
 
 #[cfg(test)]
