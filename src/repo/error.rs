@@ -252,6 +252,7 @@ impl RepoError {
                 },
                 SyncError::Damaged { .. } | SyncError::Incomplete { .. } => ErrorKind::Damaged,
                 SyncError::Cancelled => ErrorKind::Cancelled,
+                SyncError::GcPending(_) => ErrorKind::Busy,
                 SyncError::Store(e) => store_kind(e),
                 SyncError::Tree(e) => tree_kind(e),
             },

@@ -357,6 +357,21 @@ impl PackBuf {
     }
 }
 
+/// The records of a sealed pack (`bytes`, with `entries`) in the other
+/// order: the same objects in a pack of another content, and so another
+/// name.
+pub(crate) fn reversed(kind: u8, bytes: &[u8], entries: &[(Id, Slot)]) -> io::Result<PackBuf> {
+    let mut buf = PackBuf::new(kind);
+    for (id, slot) in entries.iter().rev() {
+        let stored = usize::try_from(slot.offset)
+            .ok()
+            .and_then(|at| bytes.get(at..at + slot.stored_len as usize))
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "slot outside the pack"))?;
+        buf.append(id, slot.codec, slot.raw_len, stored)?;
+    }
+    Ok(buf)
+}
+
 fn encode_header(kind: u8) -> [u8; HEADER_LEN as usize] {
     let mut h = [0u8; HEADER_LEN as usize];
     h[..8].copy_from_slice(MAGIC);

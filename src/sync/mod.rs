@@ -44,6 +44,10 @@ pub enum SyncError {
     },
     #[error("remote {remote} lacks object {id}, which the pushed commits need; push them to it again from a complete copy")]
     Incomplete { remote: String, id: Id },
+    /// A push would send again exactly the one-object pack a pending gc
+    /// marker of the remote dooms.
+    #[error("a gc of remote {0} has marked for deletion exactly the data this push would send; push again after that gc's sweep (its next dot gc --remote run after gc.remoteGrace)")]
+    GcPending(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]

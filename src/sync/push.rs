@@ -55,11 +55,22 @@ pub(crate) fn push_objects(
     progress: &dyn Progress,
 ) -> Result<PushStats> {
     let mut stats = PushStats::default();
-    let need = walk(store, known, &gc.doomed, head, &mut stats)?;
+    // The packs there now: an index file can outlive a pack a gc swept
+    // (written while the sweep ran), so a place counts only in a pack that
+    // exists and that no pending gc marker dooms.
+    let packs: HashMap<Id, u64> = remote
+        .backend
+        .list("packs/")
+        .map_err(remote.err())?
+        .into_iter()
+        .filter_map(|(path, size)| Some((layout::named_id(&path, "packs", ".pack")?, size)))
+        .collect();
+    let usable = |pack: &Id| packs.contains_key(pack) && !gc.doomed.contains(pack);
+    let need = walk(store, known, &usable, head, &mut stats)?;
     if need.is_empty() {
         return Ok(stats);
     }
-    let reusable = leftovers(remote, known)?;
+    let reusable = leftovers(remote, known, &packs, &usable)?;
     let mut located = HashMap::with_capacity(need.len());
     let mut send = Vec::new();
     for (id, entry) in &need {
@@ -76,7 +87,7 @@ pub(crate) fn push_objects(
         .map(|(_, e)| u64::from(e.slot.stored_len) + pack::RECORD_HEADER_LEN)
         .sum();
     progress.start("sending", total);
-    let sent = upload(store, remote, &send, pack_target, progress)?;
+    let sent = upload(store, remote, &send, &gc.doomed, pack_target, progress)?;
     progress.finish();
     stats.objects_sent = send.len() as u64;
     stats.packs_sent = sent.packs;
@@ -102,12 +113,13 @@ pub(crate) fn push_objects(
 
 /// Every object `head` reaches that the remote lacks, each after every
 /// object it refers to (a post-order of the DAG), so that any prefix of
-/// the list is closed under references. An object held in a pack a gc
-/// marker dooms counts as lacking: it is sent again.
+/// the list is closed under references. An object the remote holds only
+/// in a pack that is not `usable` (gone, or doomed by a gc marker) counts
+/// as lacking: it is sent again.
 fn walk(
     store: &Store,
     known: &Known,
-    doomed: &HashSet<Id>,
+    usable: &dyn Fn(&Id) -> bool,
     head: CommitId,
     stats: &mut PushStats,
 ) -> Result<Vec<(Id, Entry)>> {
@@ -123,10 +135,7 @@ fn walk(
         if !seen.insert(link.id) {
             continue;
         }
-        if known
-            .get(&link.id)?
-            .is_some_and(|loc| !doomed.contains(&loc.pack))
-        {
+        if known.get(&link.id)?.is_some_and(|loc| usable(&loc.pack)) {
             stats.objects_skipped += 1;
             stats.bytes_skipped += link.size;
             continue;
@@ -146,14 +155,18 @@ fn walk(
 }
 
 /// Objects in packs that no index file names: uploads of an interrupted
-/// push. A pack that cannot be read whole (cut off mid-upload) is skipped.
-fn leftovers(remote: &Remote, known: &Known) -> Result<HashMap<Id, Located>> {
+/// push. A pack that cannot be read whole (cut off mid-upload), or that
+/// a gc marker dooms, is skipped.
+fn leftovers(
+    remote: &Remote,
+    known: &Known,
+    packs: &HashMap<Id, u64>,
+    usable: &dyn Fn(&Id) -> bool,
+) -> Result<HashMap<Id, Located>> {
     let mut orphans = Vec::new();
-    for (path, size) in remote.backend.list("packs/").map_err(remote.err())? {
-        if let Some(id) = layout::named_id(&path, "packs", ".pack") {
-            if !known.has_pack(&id)? {
-                orphans.push((id, size));
-            }
+    for (id, size) in packs {
+        if usable(id) && !known.has_pack(id)? {
+            orphans.push((*id, *size));
         }
     }
     let found = super::parallel(&orphans, 8, |(id, size)| read_trailer(remote, id, *size))?;
@@ -219,6 +232,7 @@ fn upload(
     store: &Store,
     remote: &Remote,
     send: &[(Id, Entry)],
+    doomed: &HashSet<Id>,
     pack_target: usize,
     progress: &dyn Progress,
 ) -> Result<Sent> {
@@ -252,9 +266,25 @@ fn upload(
         }
         let produced = (|| -> Result<()> {
             let mut open: [Option<PackBuf>; 2] = [None, None];
-            let seal = |buf: PackBuf, kind: Kind, sent: &mut Sent| {
-                let (bytes, entries) = buf.seal();
-                let id = Id::of(&bytes);
+            let seal = |buf: PackBuf, kind: Kind, sent: &mut Sent| -> Result<()> {
+                let (mut bytes, mut entries) = buf.seal();
+                let mut id = Id::of(&bytes);
+                if doomed.contains(&id) {
+                    // Packs are named by their content: sending again the
+                    // very pack a gc marker dooms would hand the sweep a
+                    // pack of this push to delete. The same records in
+                    // the other order make a pack of another name.
+                    (bytes, entries) = pack::reversed(kind as u8, &bytes, &entries)
+                        .map_err(|e| StoreError::Io {
+                            context: "cannot build a pack".into(),
+                            source: e,
+                        })?
+                        .seal();
+                    id = Id::of(&bytes);
+                    if doomed.contains(&id) {
+                        return Err(super::SyncError::GcPending(remote.name.clone()));
+                    }
+                }
                 let records = entries
                     .iter()
                     .map(|(_, s)| u64::from(s.stored_len) + pack::RECORD_HEADER_LEN)
@@ -273,6 +303,7 @@ fn upload(
                 sent.bytes += bytes.len() as u64;
                 // A closed channel means every uploader has stopped.
                 let _ = tx.send((id, bytes, records));
+                Ok(())
             };
             for (id, entry) in send {
                 if failed.load(Ordering::Relaxed) {
@@ -299,12 +330,12 @@ fn upload(
                     })?;
                 if buf.is_full(pack_target) {
                     let buf = open[k].take().expect("open pack");
-                    seal(buf, entry.kind, &mut sent);
+                    seal(buf, entry.kind, &mut sent)?;
                 }
             }
             for kind in [Kind::Chunk, Kind::Meta] {
                 if let Some(buf) = open[kind as usize].take() {
-                    seal(buf, kind, &mut sent);
+                    seal(buf, kind, &mut sent)?;
                 }
             }
             Ok(())
