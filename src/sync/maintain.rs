@@ -233,13 +233,7 @@ fn holdings(remote: &Remote, problems: &mut Vec<String>, strict: bool) -> Result
             Err(why) => problems.push(format!("{path}: {why}")),
         }
     }
-    let packs = remote
-        .backend
-        .list("packs/")
-        .map_err(remote.err())?
-        .into_iter()
-        .filter_map(|(p, size)| Some((layout::named_id(&p, "packs", ".pack")?, size)))
-        .collect();
+    let packs = remote.pack_files()?;
     Ok(Holdings {
         refs,
         indexes,

@@ -119,6 +119,17 @@ impl Remote {
             .collect())
     }
 
+    /// The packs the remote lists, with their sizes.
+    pub(crate) fn pack_files(&self) -> Result<std::collections::HashMap<Id, u64>> {
+        Ok(self
+            .backend
+            .list("packs/")
+            .map_err(self.err())?
+            .into_iter()
+            .filter_map(|(p, size)| Some((layout::named_id(&p, "packs", ".pack")?, size)))
+            .collect())
+    }
+
     /// The newest value of a branch on the remote, with its generation.
     pub(crate) fn read_ref(&self, dot: &str, branch: &str) -> Result<Option<(u64, RemoteRef)>> {
         // A reader can race a pusher pruning old generations: list again.

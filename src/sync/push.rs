@@ -58,13 +58,7 @@ pub(crate) fn push_objects(
     // The packs there now: an index file can outlive a pack a gc swept
     // (written while the sweep ran), so a place counts only in a pack that
     // exists and that no pending gc marker dooms.
-    let packs: HashMap<Id, u64> = remote
-        .backend
-        .list("packs/")
-        .map_err(remote.err())?
-        .into_iter()
-        .filter_map(|(path, size)| Some((layout::named_id(&path, "packs", ".pack")?, size)))
-        .collect();
+    let packs = remote.pack_files()?;
     let usable = |pack: &Id| packs.contains_key(pack) && !gc.doomed.contains(pack);
     let need = walk(store, known, &usable, head, &mut stats)?;
     if need.is_empty() {
