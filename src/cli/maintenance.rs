@@ -194,6 +194,11 @@ fn print_repair(r: &dot::store::RepairReport) {
             r.log_torn_bytes
         );
     }
+    if let Some(why) = &r.log_stopped {
+        eprintln!(
+            "dot: the state log could not be replayed past {why}; what came after it is not back"
+        );
+    }
     if let Some(old) = &r.old_index {
         eprintln!(
             "dot: the old index is kept at {}; delete it once you are content",

@@ -11,7 +11,7 @@ use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 
 use super::statelog::{self, StateLog};
-use super::{db, io_err, lock_home, pack, pack_seqs, sync_dir, Entry, Kind, Result};
+use super::{db, io_err, lock_home, pack, pack_seqs, sync_dir, Batch, Entry, Kind, Result};
 use crate::id::Id;
 
 /// What a repair found and did.
@@ -30,6 +30,8 @@ pub struct RepairReport {
     pub state_log: bool,
     /// Bytes at the end of the state log that were not a whole record.
     pub log_torn_bytes: u64,
+    /// Why replaying the state log stopped before its last whole record.
+    pub log_stopped: Option<String>,
     /// Where the old index was kept, when there was one.
     pub old_index: Option<PathBuf>,
 }
@@ -86,15 +88,14 @@ pub fn repair(home: &Path, who: &str) -> Result<RepairReport> {
     if let Some(records) = fs::read(&log).ok().and_then(|b| statelog::records(&b).ok()) {
         report.state_log = true;
         report.log_torn_bytes = records.len - records.end;
-        for (_, payload) in records.payloads {
-            // A record that does not decode ends what can be trusted, as a
-            // torn one does.
-            let Ok(ops) = statelog::decode_ops(&payload) else {
-                break;
-            };
-            db.replay(ops)?;
-            report.records += 1;
+        let replayed = statelog::replay(&records.payloads);
+        report.records = replayed.records;
+        report.log_stopped = replayed.stopped;
+        let mut b = Batch::default();
+        for ((space, key), value) in replayed.state {
+            b.put(space, key, value);
         }
+        db.write(b)?;
     }
     drop(db);
     sync_dir(&home.join("packs"))?;

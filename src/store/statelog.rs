@@ -200,6 +200,51 @@ pub(crate) fn records(bytes: &[u8]) -> Result<Records, String> {
     })
 }
 
+/// The state a log's records leave, replayed in memory (`replay`).
+pub(crate) struct Replayed {
+    pub state: std::collections::BTreeMap<(Space, Vec<u8>), Vec<u8>>,
+    /// Records applied.
+    pub records: u64,
+    /// Why replaying stopped before the last record (one that does not
+    /// decode ends what can be trusted, as a torn one does).
+    pub stopped: Option<String>,
+}
+
+/// Applies `payloads` (from `records`) in order, in memory: the one
+/// meaning of the operations, for repair and for fsck.
+pub(crate) fn replay(payloads: &[(u64, Vec<u8>)]) -> Replayed {
+    let mut r = Replayed {
+        state: Default::default(),
+        records: 0,
+        stopped: None,
+    };
+    for (at, payload) in payloads {
+        let ops = match decode_ops(payload) {
+            Ok(ops) => ops,
+            Err(why) => {
+                r.stopped = Some(format!("the record at byte {at}: {why}"));
+                break;
+            }
+        };
+        for op in ops {
+            match op {
+                Op::Put(s, k, v) => {
+                    r.state.insert((s, k), v);
+                }
+                Op::Delete(s, k) => {
+                    r.state.remove(&(s, k));
+                }
+                Op::DeletePrefix(s, p) => r
+                    .state
+                    .retain(|(space, k), _| *space != s || !k.starts_with(&p)),
+                Op::Clear => r.state.clear(),
+            }
+        }
+        r.records += 1;
+    }
+    r
+}
+
 /// The open log, appended to under the index's write lock.
 pub(crate) struct StateLog {
     path: PathBuf,
