@@ -214,8 +214,9 @@ impl RepoError {
             }
             cause = e.source();
         }
-        // Causes kept only as text (a copy's error, RocksDB's).
-        self.to_string().contains("No space left on device")
+        // Only local I/O counts (RocksDB's errors are turned into I/O
+        // errors where they arise): a remote's full disk is the remote's.
+        false
     }
 
     /// What kind of error this is.

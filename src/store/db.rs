@@ -101,14 +101,17 @@ pub struct Db {
 
 fn index_err(e: rocksdb::Error) -> StoreError {
     let msg = e.into_string();
-    // A full disk is not damage: the write failed and nothing changed.
-    if msg.contains("No space left on device") {
-        return StoreError::Io {
-            context: "cannot write the index".into(),
+    disk_full(&msg, "cannot write the index".into()).unwrap_or(StoreError::Index(msg))
+}
+
+/// RocksDB's error text for a full disk, as the I/O error it was: a full
+/// disk is not damage (the write failed and nothing changed).
+fn disk_full(msg: &str, context: String) -> Option<StoreError> {
+    msg.contains("No space left on device")
+        .then(|| StoreError::Io {
+            context,
             source: std::io::Error::from_raw_os_error(libc::ENOSPC),
-        };
-    }
-    StoreError::Index(msg)
+        })
 }
 
 /// An index entry: pack u64le, the slot (`pack::Slot`), kind u8.
@@ -178,11 +181,10 @@ impl Db {
                     home: path.parent().unwrap_or(path).to_path_buf(),
                     holder: "another dot process".into(),
                 }
-            } else if msg.contains("No space left on device") {
-                StoreError::Io {
-                    context: format!("cannot open the index at {}", path.display()),
-                    source: std::io::Error::from_raw_os_error(libc::ENOSPC),
-                }
+            } else if let Some(full) =
+                disk_full(&msg, format!("cannot open the index at {}", path.display()))
+            {
+                full
             } else {
                 StoreError::Open {
                     path: path.to_path_buf(),
