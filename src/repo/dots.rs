@@ -158,11 +158,7 @@ impl Repo {
                 super::reflog::parse_expire(value).map_err(RepoError::Usage)?;
             }
             super::remote::REMOTE_GRACE_SETTING => {
-                if !matches!(super::reflog::parse_expire(value), Ok(Some(_))) {
-                    return Err(RepoError::Usage(format!(
-                        "{key} is a number and a unit (s, m, h, d or w) such as 1d, not {value:?}"
-                    )));
-                }
+                super::remote::parse_grace(value).map_err(RepoError::Usage)?;
             }
             _ => {
                 return Err(RepoError::Usage(format!(

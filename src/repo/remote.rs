@@ -169,6 +169,17 @@ pub(crate) type MountedSwitch<'a> = &'a dyn Fn(Batch, CommitId, &str) -> Result<
 pub const REMOTE_GRACE_SETTING: &str = "gc.remoteGrace";
 const DEFAULT_REMOTE_GRACE: std::time::Duration = std::time::Duration::from_secs(86_400);
 
+/// `gc.remoteGrace`: a number and a unit, as `gc.reflogExpire` takes them
+/// (`never` is not a grace).
+pub fn parse_grace(value: &str) -> std::result::Result<std::time::Duration, String> {
+    match super::reflog::parse_expire(value) {
+        Ok(Some(d)) => Ok(d),
+        _ => Err(format!(
+            "{REMOTE_GRACE_SETTING} is a number and a unit (s, m, h, d or w) such as 1d, not {value:?}"
+        )),
+    }
+}
+
 impl Repo {
     // ---- configuration ----
 
@@ -326,13 +337,9 @@ impl Repo {
     fn remote_grace(&self) -> Result<std::time::Duration> {
         match self.config_get(REMOTE_GRACE_SETTING)? {
             None => Ok(DEFAULT_REMOTE_GRACE),
-            Some(v) => match super::reflog::parse_expire(&v) {
-                Ok(Some(d)) => Ok(d),
-                _ => Err(RepoError::Config(
-                    REMOTE_GRACE_SETTING.into(),
-                    format!("{REMOTE_GRACE_SETTING} is a number and a unit (s, m, h, d or w) such as 1d, not {v:?}"),
-                )),
-            },
+            Some(v) => {
+                parse_grace(&v).map_err(|why| RepoError::Config(REMOTE_GRACE_SETTING.into(), why))
+            }
         }
     }
 
@@ -545,37 +552,37 @@ impl Repo {
         }
         if !report.up_to_date {
             self.require_exclusive_creates(&to.remote, &r)?;
-            let known = Known::refresh(&self.store, &r)?;
             let pack = env
                 .get("DOT_PUSH_PACK_BYTES")
                 .and_then(|v| v.parse().ok())
                 .filter(|&n: &usize| n > 0 && n <= 1 << 30)
                 .unwrap_or(PUSH_PACK_BYTES);
+            // A gc of the remote that marks or sweeps while this push runs
+            // may doom or delete what the push found there: walk again
+            // (sending what is now lacking) until its state holds still,
+            // before the ref names the commit (docs 18.4).
             let mut gc = sync::maintain::gc_state(&r)?;
-            report.stats = sync::push_objects(&self.store, &r, &known, &gc, head, pack, progress)?;
-            // A gc of the remote that marked or swept while this push ran
-            // may have doomed or deleted what the push found there: walk
-            // again (sending what is now lacking) until its state holds
-            // still, before the ref names the commit (docs 18.4).
-            let mut rounds = 0;
-            loop {
+            for round in 0.. {
+                let known = Known::refresh(&self.store, &r)?;
+                let sent = sync::push_objects(&self.store, &r, &known, &gc, head, pack, progress)?;
+                if round == 0 {
+                    report.stats = sent;
+                } else {
+                    report.stats.objects_sent += sent.objects_sent;
+                    report.stats.bytes_sent += sent.bytes_sent;
+                    report.stats.packs_sent += sent.packs_sent;
+                }
                 let now = sync::maintain::gc_state(&r)?;
                 if now == gc {
                     break;
                 }
-                rounds += 1;
-                if rounds > 5 {
+                if round == 5 {
                     return Err(RepoError::Busy(format!(
                         "a gc of remote {} kept changing what it holds while this push ran; push again (what was sent stays there)",
                         to.remote
                     )));
                 }
                 gc = now;
-                let known = Known::refresh(&self.store, &r)?;
-                let more = sync::push_objects(&self.store, &r, &known, &gc, head, pack, progress)?;
-                report.stats.objects_sent += more.objects_sent;
-                report.stats.bytes_sent += more.bytes_sent;
-                report.stats.packs_sent += more.packs_sent;
             }
             let value = RemoteRef {
                 commit: head,

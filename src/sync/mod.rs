@@ -277,6 +277,19 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+
+    /// A push with no gc of the remote going on, in 1 MiB packs.
+    fn push(local: &Store, remote: &Remote, known: &Known, head: CommitId) -> Result<PushStats> {
+        push_objects(
+            local,
+            remote,
+            known,
+            &GcState::default(),
+            head,
+            1 << 20,
+            &Silent,
+        )
+    }
     use crate::chunker::ChunkParams;
     use crate::id::{ChunkId, CommitId};
     use crate::progress::Silent;
@@ -433,45 +446,17 @@ mod tests {
                 backend: Box::new(ObjectBackend::memory()),
             };
             let known = Known::refresh(&local, &fresh).unwrap();
-            push_objects(
-                &local,
-                &fresh,
-                &known,
-                &GcState::default(),
-                head,
-                1 << 20,
-                &Silent,
-            )
-            .unwrap()
-            .objects_sent
+            push(&local, &fresh, &known, head).unwrap().objects_sent
         };
         let known = Known::refresh(&local, &remote).unwrap();
-        let err = push_objects(
-            &local,
-            &remote,
-            &known,
-            &GcState::default(),
-            head,
-            1 << 20,
-            &Silent,
-        )
-        .unwrap_err();
+        let err = push(&local, &remote, &known, head).unwrap_err();
         assert!(err.to_string().contains("503"), "{err}");
         assert!(remote.backend.list("index/").unwrap().is_empty());
 
         // The server recovers: the three packs that landed are reused.
         puts_left.store(usize::MAX, Ordering::SeqCst);
         let known = Known::refresh(&local, &remote).unwrap();
-        let stats = push_objects(
-            &local,
-            &remote,
-            &known,
-            &GcState::default(),
-            head,
-            1 << 20,
-            &Silent,
-        )
-        .unwrap();
+        let stats = push(&local, &remote, &known, head).unwrap();
         assert!(stats.objects_reused >= 3 * 20, "{stats:?}");
         assert_eq!(stats.objects_sent + stats.objects_reused, count(head));
         assert_eq!(
@@ -484,16 +469,7 @@ mod tests {
         // A second commit sharing half the chunks: only the rest travels.
         let next = commit(&local, 100, 1, Some(head));
         let known = Known::refresh(&local, &remote).unwrap();
-        let stats = push_objects(
-            &local,
-            &remote,
-            &known,
-            &GcState::default(),
-            next,
-            1 << 20,
-            &Silent,
-        )
-        .unwrap();
+        let stats = push(&local, &remote, &known, next).unwrap();
         assert!(stats.objects_sent < 10, "{stats:?}");
         assert!(stats.bytes_sent < 20_000, "{stats:?}");
         assert!(stats.bytes_skipped >= 100 * 40_000, "{stats:?}");
@@ -594,16 +570,7 @@ mod tests {
             backend: Box::new(inner),
         };
         let known = Known::refresh(&local, &remote).unwrap();
-        push_objects(
-            &local,
-            &remote,
-            &known,
-            &GcState::default(),
-            head,
-            1 << 20,
-            &Silent,
-        )
-        .unwrap();
+        push(&local, &remote, &known, head).unwrap();
         // Flip a byte in the data pack's first record.
         let packs = remote.backend.list("packs/").unwrap();
         let (path, _) = packs.iter().max_by_key(|(_, size)| *size).unwrap().clone();
