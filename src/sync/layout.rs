@@ -124,6 +124,17 @@ pub struct Located {
 impl Located {
     pub const LEN: usize = ID_LEN + SLOT_LEN + 1;
 
+    /// Where each of a pack's trailer entries lives: in pack `pack`.
+    pub(crate) fn in_pack(
+        pack: Id,
+        kind: Kind,
+        entries: Vec<(Id, Slot)>,
+    ) -> impl Iterator<Item = (Id, Located)> {
+        entries
+            .into_iter()
+            .map(move |(id, slot)| (id, Located { pack, slot, kind }))
+    }
+
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(Self::LEN);
         v.extend_from_slice(&self.pack.0);

@@ -457,8 +457,11 @@ fn mark(
     let mut placed: Vec<(Id, Located)> = Vec::with_capacity(live.len());
     let mut copy: Vec<(Id, Kind, Located)> = Vec::new();
     for id in &live {
-        let l = &locs[id];
-        if !l.iter().any(|loc| h.packs.contains_key(&loc.pack)) {
+        let there: Vec<&Located> = locs[id]
+            .iter()
+            .filter(|loc| h.packs.contains_key(&loc.pack))
+            .collect();
+        let Some(first) = there.first() else {
             return Err(SyncError::Damaged {
                 remote: remote.name.clone(),
                 what: format!("object {}", id.short()),
@@ -467,15 +470,10 @@ fn mark(
                     remote.name
                 ),
             });
-        }
-        let l: Vec<Located> = l
-            .iter()
-            .filter(|loc| h.packs.contains_key(&loc.pack))
-            .copied()
-            .collect();
-        match l.iter().find(|loc| clean.contains(&loc.pack)) {
-            Some(loc) => placed.push((*id, *loc)),
-            None => copy.push((*id, l[0].kind, l[0])),
+        };
+        match there.iter().find(|loc| clean.contains(&loc.pack)) {
+            Some(loc) => placed.push((*id, **loc)),
+            None => copy.push((*id, first.kind, **first)),
         }
     }
     let doomed: BTreeSet<Id> = h
@@ -539,16 +537,7 @@ fn copy_objects(
             .backend
             .put(&layout::pack_path(&id), bytes)
             .map_err(remote.err())?;
-        placed.extend(entries.into_iter().map(|(oid, slot)| {
-            (
-                oid,
-                Located {
-                    pack: id,
-                    slot,
-                    kind,
-                },
-            )
-        }));
+        placed.extend(Located::in_pack(id, kind, entries));
         Ok(())
     };
     let mut rest = copy;

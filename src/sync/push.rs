@@ -196,21 +196,7 @@ fn read_trailer(remote: &Remote, id: &Id, size: u64) -> Result<Option<Vec<(Id, L
     let Ok(entries) = pack::decode_trailer(kind, &footer, &trailer, trailer_at) else {
         return Ok(None);
     };
-    Ok(Some(
-        entries
-            .into_iter()
-            .map(|(oid, slot)| {
-                (
-                    oid,
-                    Located {
-                        pack: *id,
-                        slot,
-                        kind,
-                    },
-                )
-            })
-            .collect(),
-    ))
+    Ok(Some(Located::in_pack(*id, kind, entries).collect()))
 }
 
 struct Sent {
@@ -283,16 +269,7 @@ fn upload(
                     .iter()
                     .map(|(_, s)| u64::from(s.stored_len) + pack::RECORD_HEADER_LEN)
                     .sum();
-                sent.located.extend(entries.into_iter().map(|(oid, slot)| {
-                    (
-                        oid,
-                        Located {
-                            pack: id,
-                            slot,
-                            kind,
-                        },
-                    )
-                }));
+                sent.located.extend(Located::in_pack(id, kind, entries));
                 sent.packs += 1;
                 sent.bytes += bytes.len() as u64;
                 // A closed channel means every uploader has stopped.
