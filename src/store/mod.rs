@@ -270,7 +270,7 @@ impl Store {
     }
 
     fn pack_path(&self, seq: u64) -> PathBuf {
-        self.home.join("packs").join(format!("{seq:016x}.pack"))
+        pack_file(&self.home, seq)
     }
 
     /// Looks an object up in the open packs, then in the index.
@@ -965,6 +965,11 @@ fn keep_reserve(home: &Path) {
     if made.is_err() {
         let _ = fs::remove_file(&tmp);
     }
+}
+
+/// Where pack `seq` of the store at `home` is.
+fn pack_file(home: &Path, seq: u64) -> PathBuf {
+    home.join("packs").join(format!("{seq:016x}.pack"))
 }
 
 /// The sequence numbers of the pack files under `home` (creating

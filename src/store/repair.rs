@@ -11,7 +11,9 @@ use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 
 use super::statelog::{self, StateLog};
-use super::{db, io_err, lock_home, pack, pack_seqs, sync_dir, Batch, Entry, Kind, Result};
+use super::{
+    db, io_err, lock_home, pack, pack_file, pack_seqs, sync_dir, Batch, Entry, Kind, Result,
+};
 use crate::id::Id;
 
 /// What a repair found and did.
@@ -49,8 +51,7 @@ pub fn repair(home: &Path, who: &str) -> Result<RepairReport> {
     }
     let db = db::Db::open(&building, None)?;
     for seq in pack_seqs(home)? {
-        let path = home.join("packs").join(format!("{seq:016x}.pack"));
-        let name = format!("{seq:016x}");
+        let path = pack_file(home, seq);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -64,7 +65,7 @@ pub fn repair(home: &Path, who: &str) -> Result<RepairReport> {
                     found
                 }
                 None => {
-                    report.packs_unreadable.push(name);
+                    report.packs_unreadable.push(format!("{seq:016x}"));
                     continue;
                 }
             },
@@ -72,12 +73,14 @@ pub fn repair(home: &Path, who: &str) -> Result<RepairReport> {
         let entries: Vec<(Id, Entry)> = slots
             .into_iter()
             .map(|(id, slot)| {
-                let e = Entry {
-                    pack: seq,
-                    slot,
-                    kind,
-                };
-                (id, e)
+                (
+                    id,
+                    Entry {
+                        pack: seq,
+                        slot,
+                        kind,
+                    },
+                )
             })
             .collect();
         report.packs += 1;
