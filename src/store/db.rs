@@ -211,12 +211,12 @@ impl Db {
             context: "cannot keep the state log".into(),
             source: e,
         };
-        let read = match std::fs::read(path) {
-            Ok(bytes) => statelog::records(&bytes).ok(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(log_err(e)),
         };
-        let Some(records) = read else {
+        let Ok(records) = statelog::records(&bytes) else {
             statelog::write_snapshot(path, self.logged_state()?).map_err(log_err)?;
             let len = std::fs::metadata(path).map_err(log_err)?.len();
             return StateLog::open(path, len).map_err(log_err);
@@ -548,8 +548,8 @@ mod tests {
         }
         // A kill between appending a record and applying its batch.
         {
-            let r = statelog::records(&std::fs::read(&log).unwrap()).unwrap();
-            let mut l = StateLog::open(&log, r.end).unwrap();
+            let bytes = std::fs::read(&log).unwrap();
+            let mut l = StateLog::open(&log, statelog::records(&bytes).unwrap().end).unwrap();
             l.append(&[statelog::Op::Put(Space::Refs, b"r".to_vec(), b"2".to_vec())])
                 .unwrap();
         }

@@ -88,7 +88,8 @@ pub fn repair(home: &Path, who: &str) -> Result<RepairReport> {
         db.put_objects(&entries, None)?;
     }
     let log = StateLog::in_home(home);
-    if let Some(records) = fs::read(&log).ok().and_then(|b| statelog::records(&b).ok()) {
+    let bytes = fs::read(&log).unwrap_or_default();
+    if let Ok(records) = statelog::records(&bytes) {
         report.state_log = true;
         report.log_torn_bytes = records.len - records.end;
         let replayed = statelog::replay(&records.payloads);

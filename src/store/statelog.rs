@@ -163,15 +163,15 @@ fn record(payload: &[u8]) -> Vec<u8> {
 /// What reading a log found: its whole records' payloads with where each
 /// begins, and where the whole records end (bytes after that are a record
 /// torn by a crash, or damage).
-pub(crate) struct Records {
-    pub payloads: Vec<(u64, Vec<u8>)>,
+pub(crate) struct Records<'a> {
+    pub payloads: Vec<(u64, &'a [u8])>,
     pub end: u64,
     pub len: u64,
 }
 
 /// Reads the header and every whole record of `bytes`, stopping at the
 /// first record that is cut short or fails its hash.
-pub(crate) fn records(bytes: &[u8]) -> Result<Records, String> {
+pub(crate) fn records(bytes: &[u8]) -> Result<Records<'_>, String> {
     if bytes.len() < HEADER_LEN as usize || bytes[..8] != MAGIC[..] {
         return Err("not a dot state log".into());
     }
@@ -190,7 +190,7 @@ pub(crate) fn records(bytes: &[u8]) -> Result<Records, String> {
         if n > MAX_PAYLOAD || blake3::hash(payload).as_bytes()[..] != head[4..] {
             break;
         }
-        payloads.push((at as u64, payload.to_vec()));
+        payloads.push((at as u64, payload));
         at = start + n;
     }
     Ok(Records {
@@ -212,7 +212,7 @@ pub(crate) struct Replayed {
 
 /// Applies `payloads` (from `records`) in order, in memory: the one
 /// meaning of the operations, for repair and for fsck.
-pub(crate) fn replay(payloads: &[(u64, Vec<u8>)]) -> Replayed {
+pub(crate) fn replay(payloads: &[(u64, &[u8])]) -> Replayed {
     let mut r = Replayed {
         state: Default::default(),
         records: 0,
@@ -409,7 +409,7 @@ mod tests {
             let _ = records(&bytes);
             let r = records(&log).unwrap();
             prop_assert!(r.end <= r.len);
-            prop_assert_eq!(&r.payloads[0].1, b"ab");
+            prop_assert_eq!(r.payloads[0].1, b"ab");
             // A log cut anywhere keeps the records before the cut.
             let cut = cut.min(log.len());
             if let Ok(r) = records(&log[..cut]) {
