@@ -446,6 +446,60 @@ fn a_mounted_dot_commits_resets_and_switches_without_copying() {
     t.fsck_ok();
 }
 
+/// A switch returns before the kernel has dropped the cached pages of
+/// what it changed (that costs milliseconds per 10 MiB cached); a file
+/// opened meanwhile waits for its pages to go and shows the new content.
+#[test]
+fn a_switch_returns_before_cached_pages_are_dropped_and_an_open_waits_for_them() {
+    let mut t = Env::plain();
+    t.dot(&["init", "app"]).ok();
+    let dir = t.path("app");
+    let one = noise(4_000_000, 5);
+    write(&dir.join("big"), &one);
+    let first = commit(&t, "one");
+    // The daemon drops pages 3 s after each switch (debug builds).
+    let r = t
+        .cmd(&["daemon", "start"])
+        .env("DOT_TEST_DROP_PAUSE_MS", "3000")
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    t.daemon = true;
+    t.dot(&["mount", "app"]).ok();
+    let mut two = one.clone();
+    two[1_000_000..1_100_000].copy_from_slice(&noise(100_000, 6));
+    fs::File::options()
+        .write(true)
+        .open(dir.join("big"))
+        .unwrap()
+        .write_all_at(&two[1_000_000..1_100_000], 1_000_000)
+        .unwrap();
+    let second = commit(&t, "two");
+    // Every page of the file is in the kernel's cache.
+    assert!(fs::read(dir.join("big")).unwrap() == two);
+
+    let started = std::time::Instant::now();
+    t.dot(&["reset", "--hard", &first]).ok();
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_millis(2500),
+        "reset took {took:?}"
+    );
+    assert!(
+        fs::read(dir.join("big")).unwrap() == one,
+        "read before its pages went"
+    );
+    assert!(started.elapsed() >= std::time::Duration::from_millis(3000));
+    // And back, while the pages of the first switch may still be going.
+    t.dot(&["reset", "--hard", &second]).ok();
+    assert!(
+        fs::read(dir.join("big")).unwrap() == two,
+        "after switching back"
+    );
+    t.dot(&["unmount", "app"]).ok();
+    t.fsck_ok();
+}
+
 #[test]
 fn what_was_fsynced_on_a_mount_survives_a_killed_daemon() {
     let t = Env::new();

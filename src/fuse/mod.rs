@@ -5,7 +5,7 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, UNIX_EPOCH};
 
 use fuser::{
@@ -15,7 +15,7 @@ use fuser::{
 };
 
 use crate::mount::overlay::Change;
-use crate::mount::working::Stale;
+use crate::mount::working::{Dropping, Stale};
 use crate::mount::{Attr, Fault, View};
 use crate::tree::dir::EntryKind;
 
@@ -35,34 +35,92 @@ pub struct Mounted {
 }
 
 impl Mounted {
-    /// Tells the kernel to forget what it cached of `inodes` (inode,
-    /// parent, name), their names and their pages, after the state under
-    /// a read-write mount was switched.
-    pub fn invalidate(&self, stale: &[Stale]) {
-        let Some(s) = &self.session else { return };
+    /// Tells the kernel to forget what it cached of `stale` (inode,
+    /// parent, name) after the state under a read-write mount was
+    /// switched: names and attributes now, and pages now for files open
+    /// at the switch; the pages of the others on a thread of its own,
+    /// telling `dropping` as each is done.
+    pub fn invalidate(&self, stale: Vec<Stale>, dropping: Arc<Dropping>) {
+        let Some(s) = &self.session else {
+            dropping.done_all(&stale);
+            return;
+        };
         let n = s.notifier();
-        for st in stale {
+        for st in stale.iter() {
             let ino = INodeNo(st.ino);
-            match &st.change {
-                // What stays a file or a directory keeps its name and
-                // inode: its attributes and the pages of what changed go.
-                Change::Kept(ranges) => {
-                    let _ = n.inval_inode(ino, -1, 0);
-                    for &(a, b) in ranges {
-                        let (Ok(off), len) = (i64::try_from(a), i64::try_from(b - a)) else {
-                            continue;
-                        };
-                        // A length of 0: to the end.
-                        let _ = n.inval_inode(ino, off, len.unwrap_or(0));
-                    }
-                }
-                Change::Whole => {
-                    if st.ino != crate::mount::ROOT {
-                        let _ = n.inval_entry(INodeNo(st.parent), OsStr::from_bytes(&st.name));
-                    }
-                    let _ = n.inval_inode(ino, 0, -1);
+            if let Change::Whole = st.change {
+                if st.ino != crate::mount::ROOT {
+                    let _ = n.inval_entry(INodeNo(st.parent), OsStr::from_bytes(&st.name));
                 }
             }
+            // What stays a file or a directory keeps its name and inode:
+            // its attributes go, and below the pages of what changed.
+            let _ = n.inval_inode(ino, -1, 0);
+            if !st.later {
+                drop_pages(&n, st);
+            }
+        }
+        let later = Mutex::new(Some(Later {
+            n,
+            stale: stale.into_iter().filter(|st| st.later).collect(),
+            dropping,
+        }));
+        let later = Arc::new(later);
+        let on_thread = Arc::clone(&later);
+        let spawned = std::thread::Builder::new()
+            .name("dot-drop-pages".into())
+            .spawn(move || Later::run(&on_thread));
+        if spawned.is_err() {
+            // No thread to be had: the switch waits for it instead.
+            Later::run(&later);
+        }
+    }
+}
+
+/// The pages a switch drops after it returns.
+struct Later {
+    n: fuser::Notifier,
+    stale: Vec<Stale>,
+    dropping: Arc<Dropping>,
+}
+
+impl Later {
+    fn run(later: &Mutex<Option<Later>>) {
+        let Some(l) = later.lock().unwrap_or_else(PoisonError::into_inner).take() else {
+            return;
+        };
+        // Test hook (debug builds, the daemon's own environment): drop
+        // them this much later, so tests can open the files meanwhile.
+        if cfg!(debug_assertions) {
+            if let Some(ms) = std::env::var("DOT_TEST_DROP_PAUSE_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+            {
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+            }
+        }
+        for st in &l.stale {
+            drop_pages(&l.n, st);
+            l.dropping.done(st.ino);
+        }
+    }
+}
+
+/// Has the kernel drop the cached pages of what `st` changed.
+fn drop_pages(n: &fuser::Notifier, st: &Stale) {
+    let ino = INodeNo(st.ino);
+    match &st.change {
+        Change::Kept(ranges) => {
+            for &(a, b) in ranges {
+                let (Ok(off), len) = (i64::try_from(a), i64::try_from(b - a)) else {
+                    continue;
+                };
+                // A length of 0: to the end.
+                let _ = n.inval_inode(ino, off, len.unwrap_or(0));
+            }
+        }
+        Change::Whole => {
+            let _ = n.inval_inode(ino, 0, -1);
         }
     }
 }

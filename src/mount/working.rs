@@ -7,7 +7,9 @@ use std::collections::HashMap;
 
 use super::inodes::{Inodes, DETACHED};
 use std::io;
-use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{
+    Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
+};
 
 use super::overlay::{Change, Overlay, Stat};
 use super::{Attr, Item, ROOT};
@@ -26,6 +28,55 @@ pub struct Stale {
     pub parent: u64,
     pub name: Vec<u8>,
     pub change: Change,
+    /// No file had it open at the switch: its cached pages are dropped
+    /// after the switch returns, and opening it waits for that
+    /// (`Dropping`).
+    pub later: bool,
+}
+
+/// Inodes whose cached pages the kernel is still being told to drop after
+/// a switch, each with how many switches still drop them (docs/design.md
+/// 16.7). Dropping the pages of large files costs milliseconds per 10
+/// MiB cached, which a switch need not wait for: nothing reads a file's
+/// pages without opening it first, and an open of one of these waits.
+#[derive(Default)]
+pub struct Dropping {
+    left: Mutex<HashMap<u64, u32>>,
+    gone: Condvar,
+}
+
+impl Dropping {
+    fn left(&self) -> MutexGuard<'_, HashMap<u64, u32>> {
+        self.left.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `ino`'s pages are dropped (or the kernel refused to).
+    pub fn done(&self, ino: u64) {
+        let mut left = self.left();
+        if let Some(n) = left.get_mut(&ino) {
+            *n -= 1;
+            if *n == 0 {
+                left.remove(&ino);
+                self.gone.notify_all();
+            }
+        }
+    }
+
+    /// What a switch dropped later is dropped (or is not, the mount being
+    /// gone).
+    pub fn done_all(&self, stale: &[Stale]) {
+        for st in stale.iter().filter(|st| st.later) {
+            self.done(st.ino);
+        }
+    }
+
+    /// Waits until nothing is left to drop of `ino`.
+    fn wait(&self, ino: u64) {
+        let mut left = self.left();
+        while left.contains_key(&ino) {
+            left = self.gone.wait(left).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
 }
 
 pub struct Working {
@@ -39,6 +90,7 @@ pub struct Working {
     barrier: RwLock<()>,
     /// Files open now, by inode.
     open: Mutex<HashMap<u64, u64>>,
+    dropping: Arc<Dropping>,
     /// The inode given to each upper file with several names, by its
     /// device and inode there: every name of it is that one inode.
     linked: Mutex<HashMap<(u64, u64), u64>>,
@@ -68,6 +120,7 @@ impl Working {
             inodes: Mutex::new(Inodes::new(())),
             barrier: RwLock::new(()),
             open: Mutex::new(HashMap::new()),
+            dropping: Arc::default(),
             linked: Mutex::new(HashMap::new()),
         }
     }
@@ -491,7 +544,10 @@ impl Working {
         self.on(ino, |sub, rel| self.overlay.remove_xattr(sub, rel, name))
     }
 
+    /// A file is opened: once the kernel has dropped what it cached of
+    /// the file before the last switch.
     pub fn opened(&self, ino: u64) {
+        self.dropping.wait(ino);
         *self
             .open
             .lock()
@@ -531,6 +587,7 @@ impl Working {
                     parent,
                     name: name.clone(),
                     change: Change::Whole,
+                    later: false,
                 });
                 let Some(changes) = changes else { return whole };
                 if ino == ROOT
@@ -555,9 +612,23 @@ impl Working {
                     parent,
                     name,
                     change: c.clone(),
+                    later: false,
                 })
             })
             .collect()
+    }
+
+    /// Under the barrier of a switch: the pages of what no file has open
+    /// are dropped later (`Stale::later`); opening one waits until the
+    /// returned `Dropping` is told they are gone.
+    pub fn drop_later(&self, stale: &mut [Stale]) -> Arc<Dropping> {
+        let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut left = self.dropping.left();
+        for st in stale.iter_mut().filter(|st| !open.contains_key(&st.ino)) {
+            st.later = true;
+            *left.entry(st.ino).or_default() += 1;
+        }
+        self.dropping.clone()
     }
 
     /// After a switch: names whose entry changed wholesale get a new inode

@@ -581,22 +581,24 @@ impl Mounts {
         writes: std::sync::RwLockWriteGuard<'_, ()>,
         changed: Option<std::collections::HashMap<String, crate::mount::overlay::Change>>,
     ) -> Result<()> {
-        let known = w.known_in(changed.as_ref());
+        let mut known = w.known_in(changed.as_ref());
         w.renumber(&known);
+        let dropping = w.drop_later(&mut known);
         drop(writes);
+        let at = repo.mounted_dot(&cfg.name).ok().flatten().map(|m| m.at);
         #[cfg(target_os = "linux")]
-        if let Some(m) = repo.mounted_dot(&cfg.name)? {
-            if let Some(l) = self
-                .live
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .get(&m.at)
-            {
-                l.invalidate(&known);
+        {
+            let live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+            match at.and_then(|at| live.get(&at)) {
+                Some(l) => l.invalidate(known, dropping),
+                None => dropping.done_all(&known),
             }
         }
         #[cfg(not(target_os = "linux"))]
-        let _ = (known, repo, cfg);
+        {
+            let _ = at;
+            dropping.done_all(&known);
+        }
         trim_heap();
         Ok(())
     }
