@@ -309,8 +309,7 @@ impl Store {
                     format!("{} bytes is outside the format's limits", raw.len()),
                 ),
             })?;
-        let compressed =
-            zstd::bulk::compress(raw, ZSTD_LEVEL).map_err(io_err("zstd compression failed"))?;
+        let compressed = pack::zstd(raw, ZSTD_LEVEL).map_err(io_err("zstd compression failed"))?;
         // Raw when compression does not pay for the decompression it costs.
         let (codec, stored) = if compressed.len() + compressed.len() / 32 < raw.len() {
             (CODEC_ZSTD, &compressed[..])

@@ -75,38 +75,39 @@ fn chunk_from(
     from: u64,
     first: usize,
     read: &mut ReadAt,
+    window: &mut Vec<u8>,
     out: &mut Vec<Leaf>,
     stop: &mut dyn FnMut(u64) -> bool,
 ) -> Result<(u64, u64)> {
     let mut start = from;
     let mut read_bytes = 0u64;
-    let mut window = Vec::new();
     let mut want = first.clamp(1, WINDOW);
     while start < size {
         let len = (want as u64).min(size - start) as usize;
         want = (want * 2).min(WINDOW);
         let eof = start + len as u64 == size;
         window.resize(len, 0);
-        read(start, &mut window)?;
+        read(start, &mut window[..])?;
         read_bytes += len as u64;
-        let mut cuts = chunker.cuts(&window, eof);
-        // Stop at the first cut that meets an old one.
+        // Cut by cut, stopping at the first that meets an old one: what
+        // lies past it is not hashed.
+        let mut cuts = Vec::new();
+        let mut at = 0;
         let mut met = None;
-        for (i, &(off, n)) in cuts.iter().enumerate() {
-            let end = start + (off + n) as u64;
+        while let Some(n) = chunker.next_cut(&window[at..], eof) {
+            cuts.push((at, n));
+            at += n;
+            let end = start + at as u64;
             if end < size && stop(end) {
-                met = Some((i, end));
+                met = Some(end);
                 break;
             }
         }
-        if let Some((i, _)) = met {
-            cuts.truncate(i + 1);
-        }
-        out.extend(store_cuts(objects, &window, &cuts)?);
-        if let Some((_, end)) = met {
+        out.extend(store_cuts(objects, window, &cuts)?);
+        if let Some(end) = met {
             return Ok((end, read_bytes));
         }
-        start += cuts.iter().map(|&(_, n)| n as u64).sum::<u64>();
+        start += at as u64;
     }
     Ok((size, read_bytes))
 }
@@ -127,6 +128,7 @@ pub fn chunk_all(
         0,
         first,
         read,
+        &mut Vec::new(),
         &mut leaves,
         &mut |_| false,
     )?;
@@ -176,6 +178,8 @@ pub fn rechunk(
     }
     ranges.sort_unstable();
     let mut leaves: Vec<Leaf> = Vec::new();
+    // One buffer for every stretch: zeroed only where it grows.
+    let mut window = Vec::new();
     let mut read_bytes = 0;
     let mut pos = 0u64; // Where the next leaf starts.
     let mut next_old = 0usize; // The old leaf starting at `pos`, if aligned.
@@ -209,6 +213,7 @@ pub fn rechunk(
             pos,
             first,
             read,
+            &mut window,
             &mut leaves,
             &mut |end| {
                 while let Some(&(a, b)) = ranges.get(r) {
