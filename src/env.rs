@@ -27,7 +27,8 @@ const NAMES: &[&str] = &[
     // using a dot.
     "DOCKER_HOST",
     // Test hooks, honoured by debug builds only: pause a commit after its
-    // scan (a mounted one: under its barrier, before its commit point),
+    // scan (a mounted one: after its freeze, before it builds what showed
+    // then),
     // so tests can act while it runs; make it panic, as a bug would; pause
     // a mounted commit after its commit point, before it empties the
     // overlay.

@@ -446,6 +446,97 @@ fn a_mounted_dot_commits_resets_and_switches_without_copying() {
     t.fsck_ok();
 }
 
+/// A mounted commit holds writes only to freeze what shows: while it
+/// builds that, data is written on (into files it holds, past their end,
+/// into files copied up meanwhile), and changes of names wait. The commit
+/// holds exactly what showed at the freeze; the mount shows everything,
+/// and the next commit holds the rest.
+#[test]
+fn writes_go_on_while_a_mounted_commit_builds_what_showed_at_its_freeze() {
+    let t = Env::new();
+    t.dot(&["init", "app"]).ok();
+    let dir = t.path("app");
+    write(&dir.join("big"), &noise(3_000_000, 11));
+    write(&dir.join("other"), &noise(500_000, 12));
+    fs::create_dir(dir.join("sub")).unwrap();
+    write(&dir.join("sub/kept"), b"kept\n");
+    commit(&t, "one");
+    t.dot(&["mount", "app"]).ok();
+    // Changed before the freeze: a write, a new file, a removal.
+    write_synced(&dir.join("big"), 100_000, &noise(10_000, 13));
+    write(&dir.join("sub/new"), b"new before\n");
+    fs::remove_file(dir.join("sub/kept")).unwrap();
+    let at_freeze = snapshot(&dir);
+
+    let committing = t
+        .cmd(&["commit", "-m", "frozen", "--json"])
+        .env("DOT_TEST_COMMIT_PAUSE_MS", "3000")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    // Data goes on at once: over what was written before the freeze,
+    // elsewhere in the file, past its end, into a file not yet copied up.
+    let quick = std::time::Instant::now();
+    write_synced(&dir.join("big"), 105_000, &noise(20_000, 14));
+    write_synced(&dir.join("big"), 2_000_000, &noise(5_000, 15));
+    write_synced(&dir.join("big"), 3_000_000, &noise(70_000, 16));
+    write_synced(&dir.join("other"), 4096, &noise(8192, 17));
+    write_synced(&dir.join("sub/new"), 0, b"new after\n");
+    assert!(
+        quick.elapsed() < std::time::Duration::from_millis(1500),
+        "writes waited {:?}",
+        quick.elapsed()
+    );
+    // A new name waits for the commit.
+    let made = {
+        let dir = dir.clone();
+        std::thread::spawn(move || {
+            write(&dir.join("sub/late"), b"late\n");
+            std::time::Instant::now()
+        })
+    };
+    let out = committing.wait_with_output().unwrap();
+    let done = std::time::Instant::now();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(r["frozen_ms"].as_u64().unwrap() >= 2000, "{r}");
+    assert!(made.join().unwrap() + std::time::Duration::from_millis(100) >= done);
+    let now = snapshot(&dir);
+
+    // The commit holds what showed at the freeze.
+    let view = t.tmp.path().join("view");
+    t.dot(&["mount", "app@HEAD", "--at", view.to_str().unwrap()])
+        .ok();
+    assert_eq!(snapshot(&view), at_freeze);
+    t.dot(&["unmount", view.to_str().unwrap()]).ok();
+    // The mount shows everything, and says what the commit lacks.
+    assert_eq!(snapshot(&dir), now);
+    let diff = t.dot(&["diff", "-v"]).ok().out;
+    for f in ["M big", "M other", "M sub/new", "A sub/late"] {
+        assert!(diff.contains(f), "{f} in {diff}");
+    }
+    assert!(!diff.contains("kept"), "{diff}");
+    commit(&t, "after");
+    assert!(t.dot(&["diff"]).ok().out.contains("no changes"));
+    t.dot(&["mount", "app@HEAD", "--at", view.to_str().unwrap()])
+        .ok();
+    assert_eq!(snapshot(&view), now);
+    t.dot(&["unmount", view.to_str().unwrap()]).ok();
+    // Across a restart of the daemon and back to a plain directory.
+    t.kill_daemon();
+    t.restart_daemon();
+    assert_eq!(snapshot(&dir), now);
+    t.dot(&["unmount", "app"]).ok();
+    assert_eq!(snapshot(&dir), now);
+    t.fsck_ok();
+}
+
 /// A switch returns before the kernel has dropped the cached pages of
 /// what it changed (that costs milliseconds per 10 MiB cached); a file
 /// opened meanwhile waits for its pages to go and shows the new content.

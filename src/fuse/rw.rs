@@ -117,7 +117,7 @@ impl Filesystem for RwFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let _s = self.w.shared();
+        let _s = self.w.changing();
         match self.w.setattr(ino.0, mode, uid, gid, size, mtime.map(ns)) {
             Ok(a) => reply.attr(&TTL, &file_attr(&a)),
             Err(e) => reply.error(self.errno(e)),
@@ -142,7 +142,7 @@ impl Filesystem for RwFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        let _s = self.w.shared();
+        let _s = self.w.changing();
         let mode = mode & !umask;
         match self.w.mknod(
             parent.0,
@@ -166,7 +166,7 @@ impl Filesystem for RwFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let _s = self.w.shared();
+        let _s = self.w.changing();
         match self.w.mkdir(
             parent.0,
             name.as_bytes(),
@@ -180,7 +180,7 @@ impl Filesystem for RwFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let _s = self.w.shared();
+        let _s = self.w.changing();
         match self.w.unlink(parent.0, name.as_bytes()) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.errno(e)),
@@ -188,7 +188,7 @@ impl Filesystem for RwFs {
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let _s = self.w.shared();
+        let _s = self.w.changing();
         match self.w.rmdir(parent.0, name.as_bytes()) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.errno(e)),
@@ -203,7 +203,7 @@ impl Filesystem for RwFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        let _s = self.w.shared();
+        let _s = self.w.changing();
         match self.w.symlink(
             parent.0,
             link_name.as_bytes(),
@@ -226,7 +226,7 @@ impl Filesystem for RwFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let _s = self.w.shared();
+        let _s = self.w.changing();
         match self.w.rename_with(
             parent.0,
             name.as_bytes(),
@@ -255,7 +255,7 @@ impl Filesystem for RwFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        let _s = self.w.shared();
+        let _s = self.w.changing();
         match self.w.link(ino.0, newparent.0, newname.as_bytes()) {
             Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
             Err(e) => reply.error(self.errno(e)),
@@ -272,7 +272,7 @@ impl Filesystem for RwFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        let _s = self.w.shared();
+        let _s = self.w.changing();
         match self.w.fallocate(ino.0, offset, length, mode) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.errno(e)),
@@ -437,7 +437,7 @@ impl Filesystem for RwFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        let _s = self.w.shared();
+        let _s = self.w.changing();
         match self.w.set_xattr(ino.0, name.as_bytes(), value) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.errno(e)),
@@ -464,7 +464,7 @@ impl Filesystem for RwFs {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let _s = self.w.shared();
+        let _s = self.w.changing();
         match self.w.remove_xattr(ino.0, name.as_bytes()) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.errno(e)),
@@ -481,7 +481,7 @@ impl Filesystem for RwFs {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        let _s = self.w.shared();
+        let _s = self.w.changing();
         match self.w.create(
             parent.0,
             name.as_bytes(),

@@ -6,6 +6,7 @@
 
 pub mod branches;
 pub mod carry;
+mod freeze;
 mod inodes;
 pub mod overlay;
 pub mod working;

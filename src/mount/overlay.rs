@@ -26,7 +26,7 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock, RwLockReadGuard};
 
 use rayon::prelude::*;
 
@@ -41,13 +41,15 @@ use crate::tree::read::{Cache, TreeReader, CACHE_BYTES};
 use crate::tree::rechunk::{chunk_all, rechunk, RechunkError};
 use crate::workspace::fsmeta::{self, read_xattrs, set_mtime};
 
+use super::freeze::Freeze;
+
 const ORIGIN: &str = "user.dot.origin";
 const BASE: &str = "user.dot.base";
 const WHITEOUT: &str = "user.dot.whiteout";
 const OWN_PREFIX: &[u8] = b"user.dot.";
 
 /// Block size of partial files: writes are made whole blocks of it.
-const BLOCK: u64 = 4096;
+use super::freeze::BLOCK;
 
 fn errno(e: i32) -> io::Error {
     io::Error::from_raw_os_error(e)
@@ -220,6 +222,11 @@ pub struct Overlay {
     /// re-chunks only the ranges written since the one before, so each
     /// pass reads only what changed while the one before ran.
     built: Mutex<Built>,
+    /// While a commit builds what showed at its freeze (16.6): what
+    /// writes changed since, and the entries they made.
+    freeze: Mutex<Option<Arc<Freeze>>>,
+    /// Told when a freeze ends.
+    thawed: Condvar,
 }
 
 #[derive(Default)]
@@ -277,7 +284,137 @@ impl Overlay {
             fresh: Mutex::new(Default::default()),
             meta: Mutex::new(Default::default()),
             built: Mutex::new(Built::default()),
+            freeze: Mutex::new(None),
+            thawed: Condvar::new(),
         })
+    }
+
+    /// Freezes what shows for a commit to build while writes go on: from
+    /// now on writes keep what they change, and changes of names and
+    /// attributes must wait (`wait_thawed`) until `thaw`. The caller
+    /// holds writes.
+    pub fn freeze(&self) {
+        *self.freeze.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some(Arc::new(Freeze::default()));
+    }
+
+    fn frozen(&self) -> Option<Arc<Freeze>> {
+        self.freeze
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn is_frozen(&self) -> bool {
+        self.frozen().is_some()
+    }
+
+    /// Waits until no freeze is on.
+    pub fn wait_thawed(&self) {
+        let mut z = self.freeze.lock().unwrap_or_else(PoisonError::into_inner);
+        while z.is_some() {
+            z = self.thawed.wait(z).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Ends a freeze. With the root a commit made of what showed at the
+    /// freeze, that root becomes the base: when nothing was written since,
+    /// the overlay starts empty (`rebase`); else what the commit holds as
+    /// it shows leaves the upper directory (`settle`) and what was
+    /// written since stays over it. The caller holds writes.
+    pub fn thaw(&self, committed: Option<Root>) -> io::Result<()> {
+        let z = self
+            .freeze
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        self.thawed.notify_all();
+        let Some(z) = z else { return Ok(()) };
+        let result = match committed {
+            None => Ok(()),
+            Some(root) if !z.touched() => return self.rebase(root, true),
+            Some(root) => self.settle(root, &z),
+        };
+        // What was written since the freeze is built again by the next
+        // commit's passes.
+        let mut b = self.built();
+        for (path, ranges) in z.written() {
+            if let Some(since) = b.since.get_mut(&path) {
+                since.extend(ranges);
+            }
+        }
+        result
+    }
+
+    /// After a commit of what showed at a freeze, with writes since: the
+    /// commit becomes the base, and the upper entries it holds as they
+    /// show leave (files and others not written since, whiteouts), while
+    /// upper directories continue its directories. Each step shows what
+    /// showed before, so a crash anywhere leaves the same content.
+    fn settle(&self, root: Root, z: &Freeze) -> io::Result<()> {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let trash = self.upper.with_extension(format!("old.{stamp}"));
+        fs::create_dir(&trash)?;
+        let mut moved = 0u64;
+        let result = root.iter().try_for_each(|(sub, top)| {
+            let up = self.upper.join(sub);
+            if !up.is_dir() || z.is_made(&up) {
+                return Ok(());
+            }
+            self.settle_dir(&up, top.tree, z, &trash, &mut moved)
+        });
+        *self.base.write().unwrap_or_else(PoisonError::into_inner) = Base { root };
+        self.forget_files();
+        std::thread::spawn(move || fs::remove_dir_all(trash));
+        result
+    }
+
+    fn settle_dir(
+        &self,
+        dir: &Path,
+        tree: TreeId,
+        z: &Freeze,
+        trash: &Path,
+        moved: &mut u64,
+    ) -> io::Result<()> {
+        // First the committed directory shows under what stays...
+        set_attr(dir, ORIGIN, tree.0.to_hex().as_bytes())?;
+        let committed: HashMap<Vec<u8>, DirEntry> = read_dir(&self.store, &tree)
+            .map_err(damaged)?
+            .into_iter()
+            .map(|e| (e.name.clone(), e))
+            .collect();
+        for d in fs::read_dir(dir)? {
+            let path = d?.path();
+            if z.is_made(&path) {
+                continue;
+            }
+            let md = path.symlink_metadata()?;
+            if md.is_dir() {
+                let name = path.file_name().map(|n| n.as_bytes().to_vec());
+                if let Some(DirEntry {
+                    content: Content::Dir(t),
+                    ..
+                }) = name.and_then(|n| committed.get(&n))
+                {
+                    self.settle_dir(&path, *t, z, trash, moved)?;
+                }
+                continue;
+            }
+            // Written since the freeze, or one of several names: stays.
+            if md.is_file() && (z.metadata(&path).is_some() || md.nlink() > 1) {
+                continue;
+            }
+            // ...then what it holds as it shows leaves.
+            *moved += 1;
+            fs::rename(&path, trash.join(moved.to_string()))?;
+            self.untrack(&path);
+            self.fresh().remove(&path);
+            self.meta().remove(&path);
+        }
+        Ok(())
     }
 
     fn reader(&self) -> TreeReader<'_> {
@@ -609,6 +746,9 @@ impl Overlay {
         let _ = fs::remove_file(&up);
         unseen_in_parent(&up, || fs::create_dir(&up))?;
         self.fresh().insert(up.clone());
+        if let Some(z) = self.frozen() {
+            z.made(&up);
+        }
         if let Some(t) = tree {
             set_attr(&up, ORIGIN, t.0.to_hex().as_bytes())?;
         }
@@ -666,6 +806,9 @@ impl Overlay {
         }
         set_xattrs(up, &e.xattrs)?;
         self.fresh().insert(up.to_path_buf());
+        if let Some(z) = self.frozen() {
+            z.made(up);
+        }
         apply_stat(up, &stat_of_entry(e))
     }
 
@@ -681,7 +824,15 @@ impl Overlay {
         };
         let up = self.upper_path(sub, rel);
         let end = off + data.len() as u64;
+        let frozen = self.frozen();
+        let keep = |from: u64, to: u64| match &frozen {
+            Some(z) => z.keep(&up, &o.file, from, to, &mut |at, buf| {
+                self.read_merged(&o.file, o.partial.as_ref(), at, buf)
+            }),
+            None => Ok(()),
+        };
         let Some(p) = &o.partial else {
+            keep(off, end)?;
             o.file.write_all_at(data, off)?;
             self.written(&up, off, end);
             return Ok(());
@@ -706,6 +857,7 @@ impl Overlay {
             )?;
         }
         block[(off - a) as usize..(end - a) as usize].copy_from_slice(data);
+        keep(a, b)?;
         o.file.write_all_at(&block, a)?;
         self.written(&up, a, b);
         Ok(())
@@ -1226,11 +1378,20 @@ impl Overlay {
         // Files are built in parallel (one large file's re-chunking need
         // not wait for another's), directories depth first.
         let mut files = Vec::new();
+        let frozen = self.frozen();
         for d in fs::read_dir(&up)? {
             let d = d?;
             let name = d.file_name().as_bytes().to_vec();
             let path = d.path();
-            let md = path.symlink_metadata()?;
+            let mut md = path.symlink_metadata()?;
+            if let Some(z) = &frozen {
+                // What was made since the freeze does not show yet; what
+                // was written since shows as it was.
+                if z.is_made(&path) {
+                    continue;
+                }
+                md = z.metadata(&path).unwrap_or(md);
+            }
             if md.is_file() && md.len() == 0 && get_attr(&path, WHITEOUT)?.is_some() {
                 entries.remove(&name);
                 continue;
@@ -1339,7 +1500,8 @@ impl Overlay {
             Some((was, content)) if was == size && since.is_empty() => content,
             Some((was, content)) => {
                 let f = File::open(path)?;
-                let mut reader = |at: u64, buf: &mut [u8]| self.read_merged(&f, partial, at, buf);
+                let mut reader =
+                    |at: u64, buf: &mut [u8]| self.read_built(&f, partial, path, at, buf);
                 let (c, n) = rechunk(
                     &self.store,
                     chunker,
@@ -1357,6 +1519,23 @@ impl Overlay {
         })
     }
 
+    /// What upper file `path` (open as `f`) shows at `at` for a build:
+    /// during a freeze, what it showed then.
+    fn read_built(
+        &self,
+        f: &File,
+        partial: Option<&PartialBase>,
+        path: &Path,
+        at: u64,
+        buf: &mut [u8],
+    ) -> io::Result<()> {
+        self.read_merged(f, partial, at, buf)?;
+        if let Some(z) = self.frozen() {
+            z.patch(path, at, buf);
+        }
+        Ok(())
+    }
+
     fn chunk_file(
         &self,
         path: &Path,
@@ -1366,7 +1545,7 @@ impl Overlay {
         read: &mut u64,
     ) -> io::Result<ContentRef> {
         let f = File::open(path)?;
-        let mut reader = |at: u64, buf: &mut [u8]| self.read_merged(&f, partial, at, buf);
+        let mut reader = |at: u64, buf: &mut [u8]| self.read_built(&f, partial, path, at, buf);
         let result = match partial {
             None => {
                 *read += size;

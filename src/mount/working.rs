@@ -140,6 +140,20 @@ impl Working {
         self.barrier.read().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Held by every request that changes names or attributes: also
+    /// waits while a commit builds what showed at its freeze (writes of
+    /// data go on meanwhile).
+    pub fn changing(&self) -> RwLockReadGuard<'_, ()> {
+        loop {
+            let s = self.shared();
+            if !self.overlay.is_frozen() {
+                return s;
+            }
+            drop(s);
+            self.overlay.wait_thawed();
+        }
+    }
+
     /// Held by a commit or a switch: no request runs meanwhile.
     pub fn exclusive(&self) -> RwLockWriteGuard<'_, ()> {
         self.barrier.write().unwrap_or_else(PoisonError::into_inner)

@@ -240,6 +240,11 @@ pub struct CommitReport {
     /// On a mounted dot: how long writes were held, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pause_ms: Option<u64>,
+    /// On a mounted dot: how long changes of names and attributes
+    /// waited (the build of what showed at the commit's freeze; writes of
+    /// data went on), in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frozen_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -265,11 +265,11 @@ impl Executor {
                 metadata,
             } => {
                 let cfg = dot(d)?;
-                let (commit, pause_ms) = match self.working(&cfg)? {
+                let (commit, pause_ms, frozen_ms) = match self.working(&cfg)? {
                     Some((m, w)) => {
-                        let (id, pause) =
+                        let (id, pause, frozen) =
                             m.commit(repo, &w, &cfg, message, metadata.clone(), env)?;
-                        (id, Some(pause))
+                        (id, Some(pause), Some(frozen))
                     }
                     None => {
                         progress.start("committing", 0);
@@ -278,7 +278,7 @@ impl Executor {
                         let commit = commit.map_err(|e| {
                             e.needing("the commit's new data needs", || repo.commit_room(&cfg))
                         });
-                        (commit?, None)
+                        (commit?, None, None)
                     }
                 };
                 Response::Commit(CommitReport {
@@ -286,6 +286,7 @@ impl Executor {
                     branch: cfg.head,
                     commit,
                     pause_ms,
+                    frozen_ms,
                 })
             }
             Request::Diff { dot: d } => {

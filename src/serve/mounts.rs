@@ -448,21 +448,25 @@ fn trim_heap() {
 /// Builds what changed in `w` while writes flow, in passes that each
 /// re-chunk only what was written during the one before
 /// (Overlay::build_top keeps what it built), so they shrink; once one is
-/// quick, a pass with writes held has little left. A racing write only
-/// leaves chunks no tree names yet, and a pass that fails on one is
-/// simply followed by the next.
+/// quick, a pass with writes held has little left. Passes go on while
+/// they keep shrinking: a database's checkpoint can write pages faster
+/// than a few passes catch up with, and what the last one leaves is what
+/// writes wait for. A racing write only leaves chunks no tree names yet,
+/// and a pass that fails on one is simply followed by the next.
 fn build_while_writing(overlay: &Overlay, cfg: &DotConfig, chunker: &Chunker) {
-    for _ in 0..FREE_PASSES {
+    let mut last = None;
+    for n in 0..MAX_PASSES {
         let pass = std::time::Instant::now();
         for sub in cfg.subdots.keys() {
             let _ = overlay.top(sub, chunker);
         }
-        if pass.elapsed() < QUICK_PASS {
+        let took = pass.elapsed();
+        if took < QUICK_PASS || (n + 1 >= FREE_PASSES && last.is_some_and(|l| took * 10 >= l * 9)) {
             break;
         }
+        last = Some(took);
     }
 }
-
 /// The root of what `overlay` shows, built (the caller holds writes).
 fn shown_root(
     overlay: &Overlay,
@@ -482,16 +486,30 @@ fn shown_root(
     Ok(root)
 }
 
-/// At most this many passes of a commit run while writes flow...
-const FREE_PASSES: usize = 6;
-/// ...stopping after one that took less than this.
+/// Ends a freeze whatever happens to the commit that began it.
+struct Thaw<'a>(&'a Overlay);
+
+impl Drop for Thaw<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.thaw(None);
+    }
+}
+
+/// Passes of a commit while writes flow stop after one that took less
+/// than this...
 const QUICK_PASS: std::time::Duration = std::time::Duration::from_millis(5);
+/// ...or, from this many on, after one that was not a tenth shorter than
+/// the one before...
+const FREE_PASSES: usize = 6;
+/// ...and at most this many run.
+const MAX_PASSES: usize = 16;
 
 impl Mounts {
     /// `dot commit` of a mounted dot: writes are held while the tree of
     /// what shows is built (re-chunking only around written blocks) and
     /// recorded, then the overlay starts empty over the new commit.
-    /// Returns the commit and how long writes were held.
+    /// Returns the commit, how long writes were held and how long changes
+    /// of names and attributes waited.
     pub fn commit(
         &self,
         repo: &Repo,
@@ -500,33 +518,55 @@ impl Mounts {
         message: &str,
         metadata: std::collections::BTreeMap<String, String>,
         env: &crate::env::ClientEnv,
-    ) -> Result<(crate::id::CommitId, u64)> {
+    ) -> Result<(crate::id::CommitId, u64, u64)> {
         let chunker = Chunker::new(cfg.chunking);
         build_while_writing(&w.overlay, cfg, &chunker);
         // What they stored is made durable now, not under the barrier.
         repo.shared_store().flush()?;
         let held = std::time::Instant::now();
+        {
+            let _writes = w.exclusive();
+            w.overlay.freeze();
+        }
+        let mut pause = held.elapsed();
+        // What showed at the freeze is built and committed while writes
+        // go on; changes of names and attributes wait.
+        let frozen = std::time::Instant::now();
+        let thaw = Thaw(&w.overlay);
+        let built = (|| {
+            env.test_pause("DOT_TEST_COMMIT_PAUSE_MS");
+            let parent = repo.branch_commit(&cfg.name, &cfg.head)?;
+            let root = shown_root(&w.overlay, cfg, &chunker)?;
+            let id = repo.commit_root(
+                cfg,
+                parent,
+                &root,
+                Default::default(),
+                message,
+                metadata,
+                env,
+            )?;
+            Ok((id, root))
+        })();
+        let held = std::time::Instant::now();
         let writes = w.exclusive();
-        let parent = repo.branch_commit(&cfg.name, &cfg.head)?;
-        let root = shown_root(&w.overlay, cfg, &chunker)?;
-        env.test_pause("DOT_TEST_COMMIT_PAUSE_MS");
-        let id = repo.commit_root(
-            cfg,
-            parent,
-            &root,
-            Default::default(),
-            message,
-            metadata,
-            env,
-        )?;
+        std::mem::forget(thaw);
+        let (id, root) = match built {
+            Ok(done) => done,
+            Err(e) => {
+                let _ = w.overlay.thaw(None);
+                return Err(e);
+            }
+        };
         env.test_pause("DOT_TEST_REBASE_PAUSE_MS");
         w.overlay
-            .rebase(root, true)
+            .thaw(Some(root))
             .map_err(|e| RepoError::io("cannot empty the overlay after the commit", e))?;
-        let pause_ms = held.elapsed().as_millis() as u64;
+        pause += held.elapsed();
+        let frozen_ms = frozen.elapsed().as_millis() as u64;
         drop(writes);
         trim_heap();
-        Ok((id, pause_ms))
+        Ok((id, pause.as_millis() as u64, frozen_ms))
     }
 
     /// Refuses a switch while files are open on the mount of `cfg`.

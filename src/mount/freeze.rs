@@ -1,0 +1,177 @@
+//! The upper directory as it was when a mounted commit froze it
+//! (docs/design.md 16.6): the commit builds that state while programs
+//! go on writing. A write keeps, before it lands, what the blocks it
+//! changes showed at the freeze (and the file's attributes then); an
+//! entry copied up after the freeze is marked as made since. Everything
+//! else that changes names or attributes waits until the freeze ends.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+/// Blocks kept: the unit of a partial file's writes.
+pub(super) const BLOCK: u64 = 4096;
+
+#[derive(Default)]
+pub(super) struct Freeze {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    files: HashMap<PathBuf, Frozen>,
+    /// Upper entries made since the freeze (copied up by a write).
+    made: HashSet<PathBuf>,
+}
+
+/// A file written since the freeze.
+struct Frozen {
+    /// Its attributes at the freeze (size, times...).
+    md: fs::Metadata,
+    /// What each block written since showed at the freeze, by block
+    /// number.
+    blocks: BTreeMap<u64, Box<[u8]>>,
+}
+
+impl Freeze {
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Upper entry `up` was made since the freeze.
+    pub fn made(&self, up: &Path) {
+        self.inner().made.insert(up.to_path_buf());
+    }
+
+    pub fn is_made(&self, up: &Path) -> bool {
+        self.inner().made.contains(up)
+    }
+
+    /// Whether anything changed since the freeze.
+    pub fn touched(&self) -> bool {
+        let i = self.inner();
+        !i.files.is_empty() || !i.made.is_empty()
+    }
+
+    /// Before bytes `from..to` of upper file `up` (open as `f`) are
+    /// written: keeps what the blocks they touch show now, read by
+    /// `show`, unless kept already. Blocks past the file's size at the
+    /// freeze showed nothing.
+    pub fn keep(
+        &self,
+        up: &Path,
+        f: &File,
+        from: u64,
+        to: u64,
+        show: &mut dyn FnMut(u64, &mut [u8]) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let mut i = self.inner();
+        if i.made.contains(up) {
+            return Ok(());
+        }
+        let frozen = match i.files.entry(up.to_path_buf()) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(Frozen {
+                md: f.metadata()?,
+                blocks: BTreeMap::new(),
+            }),
+        };
+        let size = frozen.md.len();
+        let mut block = from / BLOCK;
+        while block * BLOCK < to.min(size) {
+            let at = block * BLOCK;
+            if let std::collections::btree_map::Entry::Vacant(e) = frozen.blocks.entry(block) {
+                let mut buf = vec![0u8; (size - at).min(BLOCK) as usize];
+                show(at, &mut buf)?;
+                e.insert(buf.into_boxed_slice());
+            }
+            block += 1;
+        }
+        Ok(())
+    }
+
+    /// The attributes of upper file `up` at the freeze, if it was
+    /// written since (else they are what it has now: ask after reading
+    /// them, so that a write starting meanwhile is seen).
+    pub fn metadata(&self, up: &Path) -> Option<fs::Metadata> {
+        self.inner().files.get(up).map(|f| f.md.clone())
+    }
+
+    /// Puts back into `buf`, read at `at` of upper file `up` (after the
+    /// read), what blocks written since showed at the freeze.
+    pub fn patch(&self, up: &Path, at: u64, buf: &mut [u8]) {
+        let i = self.inner();
+        let Some(f) = i.files.get(up) else { return };
+        let end = at + buf.len() as u64;
+        for (&block, bytes) in f.blocks.range(at / BLOCK..end.div_ceil(BLOCK)) {
+            let start = block * BLOCK;
+            let (a, b) = (start.max(at), (start + bytes.len() as u64).min(end));
+            if a < b {
+                buf[(a - at) as usize..(b - at) as usize]
+                    .copy_from_slice(&bytes[(a - start) as usize..(b - start) as usize]);
+            }
+        }
+    }
+
+    /// The files written since, with the byte ranges written (whole
+    /// blocks; past the old size, everything from it on).
+    pub fn written(&self) -> Vec<(PathBuf, Vec<(u64, u64)>)> {
+        self.inner()
+            .files
+            .iter()
+            .map(|(p, f)| {
+                let mut ranges: Vec<(u64, u64)> = f
+                    .blocks
+                    .keys()
+                    .map(|b| (b * BLOCK, (b + 1) * BLOCK))
+                    .collect();
+                ranges.push((f.md.len(), u64::MAX));
+                (p.clone(), ranges)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::FileExt;
+
+    #[test]
+    fn a_write_keeps_what_its_blocks_showed_and_a_read_gets_it_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let up = tmp.path().join("f");
+        let old: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+        fs::write(&up, &old).unwrap();
+        let f = File::options().read(true).write(true).open(&up).unwrap();
+        let z = Freeze::default();
+        let mut show = |at: u64, buf: &mut [u8]| f.read_exact_at(buf, at);
+        // A write across two blocks and past the end.
+        z.keep(&up, &f, 4000, 12_000, &mut show).unwrap();
+        f.write_all_at(&[7u8; 8000], 4000).unwrap();
+        assert!(z.touched());
+        assert_eq!(z.metadata(&up).unwrap().len(), 10_000);
+        let mut buf = vec![0u8; 10_000];
+        f.read_exact_at(&mut buf, 0).unwrap();
+        z.patch(&up, 0, &mut buf);
+        assert_eq!(buf, old);
+        // An unaligned read.
+        let mut part = vec![0u8; 5000];
+        f.read_exact_at(&mut part, 3001).unwrap();
+        z.patch(&up, 3001, &mut part);
+        assert_eq!(part, old[3001..8001]);
+        // A second write keeps nothing new over a kept block.
+        z.keep(&up, &f, 4096, 4100, &mut show).unwrap();
+        let w = z.written();
+        assert_eq!(
+            w[0].1,
+            vec![(0, 4096), (4096, 8192), (8192, 12288), (10_000, u64::MAX)]
+        );
+        let made = tmp.path().join("g");
+        z.made(&made);
+        z.keep(&made, &f, 0, 10, &mut show).unwrap();
+        assert!(z.is_made(&made) && z.metadata(&made).is_none());
+    }
+}
