@@ -13,7 +13,7 @@ DOT=${DOT:-$PWD/target/release/dot}
 [ "$(id -u)" -eq 0 ] || { echo "benches/large.sh: run as root" >&2; exit 1; }
 [ -x "$DOT" ] || cargo build --release
 W=$(mktemp -d /var/tmp/dot-large-bench-XXXXXX)
-export DOT_HOME=$W/home
+export DOT_HOME=$W/home DOT_DOCKER_PLUGIN=off
 cleanup() {
   "$DOT" daemon stop --force >/dev/null 2>&1 || true
   umount -l "$DOT_HOME/work/big/__default__" 2>/dev/null || true

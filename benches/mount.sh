@@ -15,7 +15,7 @@ DOT=${DOT:-$PWD/target/release/dot}
 [ -x "$DOT" ] || cargo build --release
 BIN=$(ls -d /usr/lib/postgresql/*/bin | sort | tail -1)
 W=$(mktemp -d /var/tmp/dot-mount-bench-XXXXXX); chmod 1777 "$W"
-export DOT_HOME=$W/home
+export DOT_HOME=$W/home DOT_DOCKER_PLUGIN=off
 run() { runuser -u postgres -- "$@"; }
 cleanup() {
   for c in native dot bindfs overlayfs; do run "$BIN/pg_ctl" -D "$(dir_of $c)" -m immediate stop >/dev/null 2>&1 || true; done

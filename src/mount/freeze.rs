@@ -4,38 +4,61 @@
 //! changes showed at the freeze (and the file's attributes then); an
 //! entry copied up after the freeze is marked as made since. Everything
 //! else that changes names or attributes waits until the freeze ends.
+//! Kept blocks go to a file of their own with no name, beside the upper
+//! directory: however long the build, they take no memory.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
 use std::io;
+use std::os::unix::fs::FileExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// Blocks kept: the unit of a partial file's writes.
 pub(super) const BLOCK: u64 = 4096;
 
-#[derive(Default)]
 pub(super) struct Freeze {
     inner: Mutex<Inner>,
 }
 
-#[derive(Default)]
 struct Inner {
     files: HashMap<PathBuf, Frozen>,
     /// Upper entries made since the freeze (copied up by a write).
     made: HashSet<PathBuf>,
+    /// Where kept blocks are, one after another.
+    kept: File,
+    kept_len: u64,
 }
 
 /// A file written since the freeze.
 struct Frozen {
     /// Its attributes at the freeze (size, times...).
     md: fs::Metadata,
-    /// What each block written since showed at the freeze, by block
-    /// number.
-    blocks: BTreeMap<u64, Box<[u8]>>,
+    /// Where in `kept` what each block written since showed at the
+    /// freeze is, by block number (its length: the block's, up to the size
+    /// at the freeze).
+    blocks: BTreeMap<u64, u64>,
 }
 
 impl Freeze {
+    /// A freeze keeping blocks in a file with no name in `dir`.
+    pub fn new(dir: &Path) -> io::Result<Freeze> {
+        let kept = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_TMPFILE)
+            .open(dir)?;
+        Ok(Freeze {
+            inner: Mutex::new(Inner {
+                files: HashMap::new(),
+                made: HashSet::new(),
+                kept,
+                kept_len: 0,
+            }),
+        })
+    }
+
     fn inner(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -67,7 +90,8 @@ impl Freeze {
         to: u64,
         show: &mut dyn FnMut(u64, &mut [u8]) -> io::Result<()>,
     ) -> io::Result<()> {
-        let mut i = self.inner();
+        let mut guard = self.inner();
+        let i = &mut *guard;
         if i.made.contains(up) {
             return Ok(());
         }
@@ -85,7 +109,9 @@ impl Freeze {
             if let std::collections::btree_map::Entry::Vacant(e) = frozen.blocks.entry(block) {
                 let mut buf = vec![0u8; (size - at).min(BLOCK) as usize];
                 show(at, &mut buf)?;
-                e.insert(buf.into_boxed_slice());
+                i.kept.write_all_at(&buf, i.kept_len)?;
+                e.insert(i.kept_len);
+                i.kept_len += buf.len() as u64;
             }
             block += 1;
         }
@@ -101,18 +127,24 @@ impl Freeze {
 
     /// Puts back into `buf`, read at `at` of upper file `up` (after the
     /// read), what blocks written since showed at the freeze.
-    pub fn patch(&self, up: &Path, at: u64, buf: &mut [u8]) {
+    pub fn patch(&self, up: &Path, at: u64, buf: &mut [u8]) -> io::Result<()> {
         let i = self.inner();
-        let Some(f) = i.files.get(up) else { return };
+        let Some(f) = i.files.get(up) else {
+            return Ok(());
+        };
         let end = at + buf.len() as u64;
-        for (&block, bytes) in f.blocks.range(at / BLOCK..end.div_ceil(BLOCK)) {
+        for (&block, &where_) in f.blocks.range(at / BLOCK..end.div_ceil(BLOCK)) {
             let start = block * BLOCK;
-            let (a, b) = (start.max(at), (start + bytes.len() as u64).min(end));
+            let len = (f.md.len() - start).min(BLOCK);
+            let (a, b) = (start.max(at), (start + len).min(end));
             if a < b {
-                buf[(a - at) as usize..(b - at) as usize]
-                    .copy_from_slice(&bytes[(a - start) as usize..(b - start) as usize]);
+                i.kept.read_exact_at(
+                    &mut buf[(a - at) as usize..(b - at) as usize],
+                    where_ + (a - start),
+                )?;
             }
         }
+        Ok(())
     }
 
     /// The files written since, with the byte ranges written (whole
@@ -137,7 +169,6 @@ impl Freeze {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::FileExt;
 
     #[test]
     fn a_write_keeps_what_its_blocks_showed_and_a_read_gets_it_back() {
@@ -146,7 +177,7 @@ mod tests {
         let old: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
         fs::write(&up, &old).unwrap();
         let f = File::options().read(true).write(true).open(&up).unwrap();
-        let z = Freeze::default();
+        let z = Freeze::new(tmp.path()).unwrap();
         let mut show = |at: u64, buf: &mut [u8]| f.read_exact_at(buf, at);
         // A write across two blocks and past the end.
         z.keep(&up, &f, 4000, 12_000, &mut show).unwrap();
@@ -155,12 +186,12 @@ mod tests {
         assert_eq!(z.metadata(&up).unwrap().len(), 10_000);
         let mut buf = vec![0u8; 10_000];
         f.read_exact_at(&mut buf, 0).unwrap();
-        z.patch(&up, 0, &mut buf);
+        z.patch(&up, 0, &mut buf).unwrap();
         assert_eq!(buf, old);
         // An unaligned read.
         let mut part = vec![0u8; 5000];
         f.read_exact_at(&mut part, 3001).unwrap();
-        z.patch(&up, 3001, &mut part);
+        z.patch(&up, 3001, &mut part).unwrap();
         assert_eq!(part, old[3001..8001]);
         // A second write keeps nothing new over a kept block.
         z.keep(&up, &f, 4096, 4100, &mut show).unwrap();

@@ -293,9 +293,11 @@ impl Overlay {
     /// now on writes keep what they change, and changes of names and
     /// attributes must wait (`wait_thawed`) until `thaw`. The caller
     /// holds writes.
-    pub fn freeze(&self) {
-        *self.freeze.lock().unwrap_or_else(PoisonError::into_inner) =
-            Some(Arc::new(Freeze::default()));
+    pub fn freeze(&self) -> io::Result<()> {
+        let dir = self.upper.parent().unwrap_or(&self.upper);
+        let z = Freeze::new(dir)?;
+        *self.freeze.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(z));
+        Ok(())
     }
 
     fn frozen(&self) -> Option<Arc<Freeze>> {
@@ -1530,10 +1532,10 @@ impl Overlay {
         buf: &mut [u8],
     ) -> io::Result<()> {
         self.read_merged(f, partial, at, buf)?;
-        if let Some(z) = self.frozen() {
-            z.patch(path, at, buf);
+        match self.frozen() {
+            Some(z) => z.patch(path, at, buf),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     fn chunk_file(

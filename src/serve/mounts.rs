@@ -486,7 +486,19 @@ fn shown_root(
     Ok(root)
 }
 
-/// Ends a freeze whatever happens to the commit that began it.
+/// Freezes what `w` shows (docs/design.md 16.6): held for an instant,
+/// writes then go on while it is built. The freeze ends when the result
+/// is dropped, or with the commit's root by `Overlay::thaw` once it is
+/// forgotten.
+fn freeze(w: &Working) -> Result<Thaw<'_>> {
+    let _writes = w.exclusive();
+    w.overlay
+        .freeze()
+        .map_err(|e| RepoError::io("cannot freeze the overlay", e))?;
+    Ok(Thaw(&w.overlay))
+}
+
+/// Ends a freeze whatever happens to what began it.
 struct Thaw<'a>(&'a Overlay);
 
 impl Drop for Thaw<'_> {
@@ -505,9 +517,10 @@ const FREE_PASSES: usize = 6;
 const MAX_PASSES: usize = 16;
 
 impl Mounts {
-    /// `dot commit` of a mounted dot: writes are held while the tree of
-    /// what shows is built (re-chunking only around written blocks) and
-    /// recorded, then the overlay starts empty over the new commit.
+    /// `dot commit` of a mounted dot: what shows is frozen for an
+    /// instant, its tree built while writes go on (re-chunking only
+    /// around written blocks) and recorded, then the overlay is emptied
+    /// or settled over the new commit.
     /// Returns the commit, how long writes were held and how long changes
     /// of names and attributes waited.
     pub fn commit(
@@ -524,16 +537,12 @@ impl Mounts {
         // What they stored is made durable now, not under the barrier.
         repo.shared_store().flush()?;
         let held = std::time::Instant::now();
-        {
-            let _writes = w.exclusive();
-            w.overlay.freeze();
-        }
+        let thaw = freeze(w)?;
         let mut pause = held.elapsed();
         // What showed at the freeze is built and committed while writes
         // go on; changes of names and attributes wait.
         let frozen = std::time::Instant::now();
-        let thaw = Thaw(&w.overlay);
-        let built = (|| {
+        let built: Result<_> = (|| {
             env.test_pause("DOT_TEST_COMMIT_PAUSE_MS");
             let parent = repo.branch_commit(&cfg.name, &cfg.head)?;
             let root = shown_root(&w.overlay, cfg, &chunker)?;
@@ -550,14 +559,8 @@ impl Mounts {
         })();
         let held = std::time::Instant::now();
         let writes = w.exclusive();
+        let (id, root) = built?;
         std::mem::forget(thaw);
-        let (id, root) = match built {
-            Ok(done) => done,
-            Err(e) => {
-                let _ = w.overlay.thaw(None);
-                return Err(e);
-            }
-        };
         env.test_pause("DOT_TEST_REBASE_PAUSE_MS");
         w.overlay
             .thaw(Some(root))
@@ -671,7 +674,7 @@ impl Mounts {
         let store = repo.shared_store();
         build_while_writing(&w.overlay, cfg, &chunker);
         let now = {
-            let _writes = w.exclusive();
+            let _thaw = freeze(w)?;
             shown_root(&w.overlay, cfg, &chunker)?
         };
         let mut size = 0u64;
