@@ -66,14 +66,16 @@ done
 # Live commits while pgbench runs on the mount: each commit's pause.
 start dot
 bench dot -c 4 -j 2 -T 20 -P 1 > "$W/live.txt" 2>&1 &
-pauses=()
+pauses=(); frozen=()
 for i in 1 2 3 4 5; do
   sleep 3
-  pauses+=("$("$DOT" commit -m "live $i" --json pg | python3 -c 'import json,sys; print(json.load(sys.stdin)["pause_ms"])')")
+  r=$("$DOT" commit -m "live $i" --json pg)
+  pauses+=("$(echo "$r" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pause_ms"])')")
+  frozen+=("$(echo "$r" | python3 -c 'import json,sys; print(json.load(sys.stdin)["frozen_ms"])')")
 done
 wait
 stop dot
-echo "live commits during pgbench: pause_ms ${pauses[*]} (largest $(printf '%s\n' "${pauses[@]}" | sort -n | tail -1))"
+echo "live commits during pgbench: pause_ms ${pauses[*]} (largest $(printf '%s\n' "${pauses[@]}" | sort -n | tail -1)); name changes held (frozen_ms) ${frozen[*]}"
 grep -E "^progress" "$W/live.txt" | awk '{print $4}' | sort -n | awk '{a[NR]=$1} END {printf "pgbench tps per second during them: min %s, median %s\n", a[1], a[int((NR+1)/2)]}'
 
 # The commit after 500 transactions (pgbench -c 1 -t 500, the server

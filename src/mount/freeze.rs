@@ -15,7 +15,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-/// Blocks kept: the unit of a partial file's writes.
+/// Blocks kept, and the block size of partial files (16.4): their writes
+/// are made whole blocks of it.
 pub(super) const BLOCK: u64 = 4096;
 
 pub(super) struct Freeze {
@@ -44,11 +45,21 @@ struct Frozen {
 impl Freeze {
     /// A freeze keeping blocks in a file with no name in `dir`.
     pub fn new(dir: &Path) -> io::Result<Freeze> {
-        let kept = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_TMPFILE)
-            .open(dir)?;
+        let mut open = fs::OpenOptions::new();
+        open.read(true).write(true);
+        let kept = match open.clone().custom_flags(libc::O_TMPFILE).open(dir) {
+            Ok(f) => f,
+            // A file system without O_TMPFILE: a name, removed at once.
+            Err(_) => {
+                let stamp = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos());
+                let path = dir.join(format!(".freeze.{}.{stamp}", std::process::id()));
+                let f = open.create_new(true).open(&path)?;
+                fs::remove_file(&path)?;
+                f
+            }
+        };
         Ok(Freeze {
             inner: Mutex::new(Inner {
                 files: HashMap::new(),

@@ -41,15 +41,12 @@ use crate::tree::read::{Cache, TreeReader, CACHE_BYTES};
 use crate::tree::rechunk::{chunk_all, rechunk, RechunkError};
 use crate::workspace::fsmeta::{self, read_xattrs, set_mtime};
 
-use super::freeze::Freeze;
+use super::freeze::{Freeze, BLOCK};
 
 const ORIGIN: &str = "user.dot.origin";
 const BASE: &str = "user.dot.base";
 const WHITEOUT: &str = "user.dot.whiteout";
 const OWN_PREFIX: &[u8] = b"user.dot.";
-
-/// Block size of partial files: writes are made whole blocks of it.
-use super::freeze::BLOCK;
 
 fn errno(e: i32) -> io::Error {
     io::Error::from_raw_os_error(e)
@@ -358,14 +355,15 @@ impl Overlay {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
         let trash = self.upper.with_extension(format!("old.{stamp}"));
-        fs::create_dir(&trash)?;
         let mut moved = 0u64;
-        let result = root.iter().try_for_each(|(sub, top)| {
-            let up = self.upper.join(sub);
-            if !up.is_dir() || z.is_made(&up) {
-                return Ok(());
-            }
-            self.settle_dir(&up, top.tree, z, &trash, &mut moved)
+        let result = fs::create_dir(&trash).and_then(|()| {
+            root.iter().try_for_each(|(sub, top)| {
+                let up = self.upper.join(sub);
+                if !up.is_dir() || z.is_made(&up) {
+                    return Ok(());
+                }
+                self.settle_dir(&up, top.tree, z, &trash, &mut moved)
+            })
         });
         *self.base.write().unwrap_or_else(PoisonError::into_inner) = Base { root };
         self.forget_files();
