@@ -34,7 +34,7 @@ use crate::chunker::Chunker;
 use crate::codec::{Reader, Writer};
 use crate::id::{Id, TreeId};
 use crate::store::Store;
-use crate::tree::chunks::{for_each_leaf_group, ContentRef, Leaf};
+use crate::tree::chunks::ContentRef;
 use crate::tree::commit::{Root, Top};
 use crate::tree::dir::{read_dir, write_dir, Content, DirEntry, EntryKind};
 use crate::tree::read::{Cache, TreeReader, CACHE_BYTES};
@@ -1725,7 +1725,11 @@ impl Overlay {
             _ => return Ok(Change::Whole),
         };
         if from != to {
-            ranges.extend(leaf_diff(&self.store, &from, from_size, &to, to_size)?);
+            ranges.extend(
+                self.reader()
+                    .changed_ranges(&from, from_size, &to, to_size)
+                    .map_err(damaged)?,
+            );
         }
         if shown != to_size {
             ranges.push((shown.min(to_size), u64::MAX));
@@ -2022,38 +2026,6 @@ fn allocated(f: &File, size: u64) -> io::Result<Vec<(u64, u64)>> {
         at = hole;
     }
     Ok(out)
-}
-
-/// The byte ranges of content `to` (`to_size` bytes) whose leaves are not
-/// leaves of `from` at the same offset: where the two may differ, below
-/// the smaller size.
-fn leaf_diff(
-    store: &Store,
-    from: &ContentRef,
-    from_size: u64,
-    to: &ContentRef,
-    to_size: u64,
-) -> io::Result<Vec<(u64, u64)>> {
-    let leaves = |c: &ContentRef, size: u64| -> io::Result<Vec<(u64, Leaf)>> {
-        let mut out = Vec::new();
-        for_each_leaf_group(store, c, size, &mut |at, group| {
-            let mut at = at;
-            for l in group {
-                out.push((at, *l));
-                at += l.len();
-            }
-            Ok::<(), crate::tree::TreeError>(())
-        })
-        .map_err(damaged)?;
-        Ok(out)
-    };
-    let old: std::collections::HashSet<(u64, Leaf)> =
-        leaves(from, from_size)?.into_iter().collect();
-    Ok(leaves(to, to_size)?
-        .into_iter()
-        .filter(|l| !old.contains(l))
-        .map(|(at, l)| (at, at + l.len()))
-        .collect())
 }
 
 /// Ranges sorted and joined where they overlap or lie within 64 KiB of

@@ -144,6 +144,20 @@ impl TreeReader<'_> {
         Ok(data)
     }
 
+    /// The byte ranges of content `to` whose leaves are not leaves of
+    /// `from` at the same offset (`chunks::changed_ranges`), through the
+    /// cache.
+    pub fn changed_ranges(
+        &self,
+        from: &ContentRef,
+        from_size: u64,
+        to: &ContentRef,
+        to_size: u64,
+    ) -> Result<Vec<(u64, u64)>> {
+        let read = |id: &NodeId, level| self.chunk_node(id, level);
+        super::chunks::changed_ranges(&read, from, from_size, to, to_size)
+    }
+
     /// The entry called `name` in directory `tree`, reading one node per
     /// level.
     pub fn lookup(&self, tree: &TreeId, name: &[u8]) -> Result<Option<DirEntry>> {
