@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::FileExt;
+#[cfg(target_os = "linux")]
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -47,7 +48,11 @@ impl Freeze {
     pub fn new(dir: &Path) -> io::Result<Freeze> {
         let mut open = fs::OpenOptions::new();
         open.read(true).write(true);
-        let kept = match open.clone().custom_flags(libc::O_TMPFILE).open(dir) {
+        #[cfg(target_os = "linux")]
+        let unnamed = open.clone().custom_flags(libc::O_TMPFILE).open(dir);
+        #[cfg(not(target_os = "linux"))]
+        let unnamed: io::Result<File> = Err(io::ErrorKind::Unsupported.into());
+        let kept = match unnamed {
             Ok(f) => f,
             // A file system without O_TMPFILE: a name, removed at once.
             Err(_) => {

@@ -351,10 +351,7 @@ impl Overlay {
     /// upper directories continue its directories. Each step shows what
     /// showed before, so a crash anywhere leaves the same content.
     fn settle(&self, root: Root, z: &Freeze) -> io::Result<()> {
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let trash = self.upper.with_extension(format!("old.{stamp}"));
+        let trash = self.old_dir();
         let mut moved = 0u64;
         let result = fs::create_dir(&trash).and_then(|()| {
             root.iter().try_for_each(|(sub, top)| {
@@ -369,6 +366,15 @@ impl Overlay {
         self.forget_files();
         std::thread::spawn(move || fs::remove_dir_all(trash));
         result
+    }
+
+    /// A new name for what leaves the upper directory (`upper.old.<time>`:
+    /// deleted in the background, and at the next open if left).
+    fn old_dir(&self) -> PathBuf {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        self.upper.with_extension(format!("old.{stamp}"))
     }
 
     fn settle_dir(
@@ -1579,10 +1585,7 @@ impl Overlay {
     /// several names keep them. The caller holds writes.
     pub fn rebase(&self, root: Root, keep_links: bool) -> io::Result<()> {
         self.forget_state();
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let old = self.upper.with_extension(format!("old.{stamp}"));
+        let old = self.old_dir();
         fs::rename(&self.upper, &old)?;
         fs::create_dir(&self.upper)?;
         *self.base.write().unwrap_or_else(PoisonError::into_inner) = Base { root };
