@@ -462,10 +462,12 @@ fn writes_go_on_while_a_mounted_commit_builds_what_showed_at_its_freeze() {
     write(&dir.join("sub/kept"), b"kept\n");
     commit(&t, "one");
     t.dot(&["mount", "app"]).ok();
-    // Changed before the freeze: a write, a new file, a removal.
+    // Changed before the freeze: a write, a new file, a removal, a
+    // second name of a file.
     write_synced(&dir.join("big"), 100_000, &noise(10_000, 13));
     write(&dir.join("sub/new"), b"new before\n");
     fs::remove_file(dir.join("sub/kept")).unwrap();
+    fs::hard_link(dir.join("big"), dir.join("sub/link")).unwrap();
     let at_freeze = snapshot(&dir);
 
     let committing = t
@@ -518,7 +520,7 @@ fn writes_go_on_while_a_mounted_commit_builds_what_showed_at_its_freeze() {
     // The mount shows everything, and says what the commit lacks.
     assert_eq!(snapshot(&dir), now);
     let diff = t.dot(&["diff", "-v"]).ok().out;
-    for f in ["M big", "M other", "M sub/new", "A sub/late"] {
+    for f in ["M big", "M other", "M sub/new", "A sub/late", "M sub/link"] {
         assert!(diff.contains(f), "{f} in {diff}");
     }
     assert!(!diff.contains("kept"), "{diff}");

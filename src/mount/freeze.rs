@@ -10,9 +10,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::FileExt;
 #[cfg(target_os = "linux")]
 use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -24,8 +24,16 @@ pub(super) struct Freeze {
     inner: Mutex<Inner>,
 }
 
+/// A file, whatever its names: its device and inode in the upper
+/// directory (a write through one of several hard links changes them all).
+type FileKey = (u64, u64);
+
+fn key(md: &fs::Metadata) -> FileKey {
+    (md.dev(), md.ino())
+}
+
 struct Inner {
-    files: HashMap<PathBuf, Frozen>,
+    files: HashMap<FileKey, Frozen>,
     /// Upper entries made since the freeze (copied up by a write).
     made: HashSet<PathBuf>,
     /// Where kept blocks are, one after another.
@@ -41,6 +49,8 @@ struct Frozen {
     /// freeze is, by block number (its length: the block's, up to the size
     /// at the freeze).
     blocks: BTreeMap<u64, u64>,
+    /// The names it was written through.
+    names: HashSet<PathBuf>,
 }
 
 impl Freeze {
@@ -111,13 +121,15 @@ impl Freeze {
         if i.made.contains(up) {
             return Ok(());
         }
-        let frozen = match i.files.entry(up.to_path_buf()) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => e.insert(Frozen {
-                md: f.metadata()?,
-                blocks: BTreeMap::new(),
-            }),
-        };
+        let now = f.metadata()?;
+        let frozen = i.files.entry(key(&now)).or_insert_with(|| Frozen {
+            md: now,
+            blocks: BTreeMap::new(),
+            names: HashSet::new(),
+        });
+        if !frozen.names.contains(up) {
+            frozen.names.insert(up.to_path_buf());
+        }
         let size = frozen.md.len();
         let mut block = from / BLOCK;
         while block * BLOCK < to.min(size) {
@@ -134,18 +146,18 @@ impl Freeze {
         Ok(())
     }
 
-    /// The attributes of upper file `up` at the freeze, if it was
-    /// written since (else they are what it has now: ask after reading
-    /// them, so that a write starting meanwhile is seen).
-    pub fn metadata(&self, up: &Path) -> Option<fs::Metadata> {
-        self.inner().files.get(up).map(|f| f.md.clone())
+    /// The attributes at the freeze of the upper file that has `now`, if
+    /// it was written since (else they are `now`: ask after reading them,
+    /// so that a write starting meanwhile is seen).
+    pub fn metadata(&self, now: &fs::Metadata) -> Option<fs::Metadata> {
+        self.inner().files.get(&key(now)).map(|f| f.md.clone())
     }
 
-    /// Puts back into `buf`, read at `at` of upper file `up` (after the
-    /// read), what blocks written since showed at the freeze.
-    pub fn patch(&self, up: &Path, at: u64, buf: &mut [u8]) -> io::Result<()> {
+    /// Puts back into `buf`, read at `at` of the upper file that has `md`
+    /// (after the read), what blocks written since showed at the freeze.
+    pub fn patch(&self, md: &fs::Metadata, at: u64, buf: &mut [u8]) -> io::Result<()> {
         let i = self.inner();
-        let Some(f) = i.files.get(up) else {
+        let Some(f) = i.files.get(&key(md)) else {
             return Ok(());
         };
         let end = at + buf.len() as u64;
@@ -163,22 +175,20 @@ impl Freeze {
         Ok(())
     }
 
-    /// The files written since, with the byte ranges written (whole
-    /// blocks; past the old size, everything from it on).
+    /// The names of the files written since, each with the byte ranges
+    /// written (whole blocks; past the old size, everything from it on).
     pub fn written(&self) -> Vec<(PathBuf, Vec<(u64, u64)>)> {
-        self.inner()
-            .files
-            .iter()
-            .map(|(p, f)| {
-                let mut ranges: Vec<(u64, u64)> = f
-                    .blocks
-                    .keys()
-                    .map(|b| (b * BLOCK, (b + 1) * BLOCK))
-                    .collect();
-                ranges.push((f.md.len(), u64::MAX));
-                (p.clone(), ranges)
-            })
-            .collect()
+        let mut out = Vec::new();
+        for f in self.inner().files.values() {
+            let mut ranges: Vec<(u64, u64)> = f
+                .blocks
+                .keys()
+                .map(|b| (b * BLOCK, (b + 1) * BLOCK))
+                .collect();
+            ranges.push((f.md.len(), u64::MAX));
+            out.extend(f.names.iter().map(|n| (n.clone(), ranges.clone())));
+        }
+        out
     }
 }
 
@@ -199,15 +209,16 @@ mod tests {
         z.keep(&up, &f, 4000, 12_000, &mut show).unwrap();
         f.write_all_at(&[7u8; 8000], 4000).unwrap();
         assert!(z.touched());
-        assert_eq!(z.metadata(&up).unwrap().len(), 10_000);
+        let now = fs::metadata(&up).unwrap();
+        assert_eq!(z.metadata(&now).unwrap().len(), 10_000);
         let mut buf = vec![0u8; 10_000];
         f.read_exact_at(&mut buf, 0).unwrap();
-        z.patch(&up, 0, &mut buf).unwrap();
+        z.patch(&now, 0, &mut buf).unwrap();
         assert_eq!(buf, old);
         // An unaligned read.
         let mut part = vec![0u8; 5000];
         f.read_exact_at(&mut part, 3001).unwrap();
-        z.patch(&up, 3001, &mut part).unwrap();
+        z.patch(&now, 3001, &mut part).unwrap();
         assert_eq!(part, old[3001..8001]);
         // A second write keeps nothing new over a kept block.
         z.keep(&up, &f, 4096, 4100, &mut show).unwrap();
@@ -216,9 +227,19 @@ mod tests {
             w[0].1,
             vec![(0, 4096), (4096, 8192), (8192, 12288), (10_000, u64::MAX)]
         );
+        // Another name of the same file is the same file.
+        let link = tmp.path().join("f2");
+        fs::hard_link(&up, &link).unwrap();
+        let mut again = vec![0u8; 10_000];
+        f.read_exact_at(&mut again, 0).unwrap();
+        z.patch(&fs::metadata(&link).unwrap(), 0, &mut again)
+            .unwrap();
+        assert_eq!(again, old);
         let made = tmp.path().join("g");
+        fs::write(&made, b"new").unwrap();
         z.made(&made);
-        z.keep(&made, &f, 0, 10, &mut show).unwrap();
-        assert!(z.is_made(&made) && z.metadata(&made).is_none());
+        let g = File::options().read(true).write(true).open(&made).unwrap();
+        z.keep(&made, &g, 0, 10, &mut show).unwrap();
+        assert!(z.is_made(&made) && z.metadata(&fs::metadata(&made).unwrap()).is_none());
     }
 }

@@ -410,7 +410,7 @@ impl Overlay {
                 continue;
             }
             // Written since the freeze, or one of several names: stays.
-            if md.is_file() && (z.metadata(&path).is_some() || md.nlink() > 1) {
+            if md.is_file() && (z.metadata(&md).is_some() || md.nlink() > 1) {
                 continue;
             }
             // ...then what it holds as it shows leaves.
@@ -1396,7 +1396,7 @@ impl Overlay {
                 if z.is_made(&path) {
                     continue;
                 }
-                md = z.metadata(&path).unwrap_or(md);
+                md = z.metadata(&md).unwrap_or(md);
             }
             if md.is_file() && md.len() == 0 && get_attr(&path, WHITEOUT)?.is_some() {
                 entries.remove(&name);
@@ -1506,8 +1506,7 @@ impl Overlay {
             Some((was, content)) if was == size && since.is_empty() => content,
             Some((was, content)) => {
                 let f = File::open(path)?;
-                let mut reader =
-                    |at: u64, buf: &mut [u8]| self.read_built(&f, partial, path, at, buf);
+                let mut reader = |at: u64, buf: &mut [u8]| self.read_built(&f, partial, at, buf);
                 let (c, n) = rechunk(
                     &self.store,
                     chunker,
@@ -1525,19 +1524,18 @@ impl Overlay {
         })
     }
 
-    /// What upper file `path` (open as `f`) shows at `at` for a build:
+    /// What upper file `f` shows at `at` for a build:
     /// during a freeze, what it showed then.
     fn read_built(
         &self,
         f: &File,
         partial: Option<&PartialBase>,
-        path: &Path,
         at: u64,
         buf: &mut [u8],
     ) -> io::Result<()> {
         self.read_merged(f, partial, at, buf)?;
         match self.frozen() {
-            Some(z) => z.patch(path, at, buf),
+            Some(z) => z.patch(&f.metadata()?, at, buf),
             None => Ok(()),
         }
     }
@@ -1551,7 +1549,7 @@ impl Overlay {
         read: &mut u64,
     ) -> io::Result<ContentRef> {
         let f = File::open(path)?;
-        let mut reader = |at: u64, buf: &mut [u8]| self.read_built(&f, partial, path, at, buf);
+        let mut reader = |at: u64, buf: &mut [u8]| self.read_built(&f, partial, at, buf);
         let result = match partial {
             None => {
                 *read += size;
