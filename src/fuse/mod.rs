@@ -54,7 +54,8 @@ impl Mounted {
                 }
             }
             // What stays a file or a directory keeps its name and inode:
-            // its attributes go, and below the pages of what changed.
+            // its attributes go, and the pages of what changed
+            // (`drop_pages`).
             let _ = n.inval_inode(ino, -1, 0);
             if !st.later {
                 drop_pages(&n, st);

@@ -448,11 +448,12 @@ fn trim_heap() {
 /// Builds what changed in `w` while writes flow, in passes that each
 /// re-chunk only what was written during the one before
 /// (Overlay::build_top keeps what it built), so they shrink; once one is
-/// quick, a pass with writes held has little left. Passes go on while
-/// they keep shrinking: a database's checkpoint can write pages faster
-/// than a few passes catch up with, and what the last one leaves is what
-/// writes wait for. A racing write only leaves chunks no tree names yet,
-/// and a pass that fails on one is simply followed by the next.
+/// quick, the build of what shows at the freeze has little left. Passes
+/// go on while they keep shrinking: a database's checkpoint can write
+/// pages faster than a few passes catch up with, and what the last one
+/// leaves is what changes of names wait for. A racing write only leaves
+/// chunks no tree names yet, and a pass that fails on one is simply
+/// followed by the next.
 fn build_while_writing(overlay: &Overlay, cfg: &DotConfig, chunker: &Chunker) {
     let mut last = None;
     for n in 0..MAX_PASSES {
@@ -467,7 +468,9 @@ fn build_while_writing(overlay: &Overlay, cfg: &DotConfig, chunker: &Chunker) {
         last = Some(took);
     }
 }
-/// The root of what `overlay` shows, built (the caller holds writes).
+
+/// The root of what `overlay` shows, built (during a freeze: what showed
+/// at it).
 fn shown_root(
     overlay: &Overlay,
     cfg: &DotConfig,
