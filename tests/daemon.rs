@@ -92,6 +92,29 @@ fn start_status_stop() {
 }
 
 #[test]
+fn stop_returns_once_the_daemon_has_let_go_of_the_store() {
+    let mut t = Env::plain();
+    // The daemon closes its store 1 s after its socket went (debug builds).
+    let r = t
+        .cmd(&["daemon", "start"])
+        .env("DOT_TEST_STOP_PAUSE_MS", "1000")
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    t.daemon = true;
+    t.dot(&["init", "a"]).ok();
+    let started = Instant::now();
+    t.dot(&["daemon", "stop"]).ok();
+    t.daemon = false;
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    // Another process may take the store at once (dot fsck --repair, or a
+    // test removing the index).
+    let lock = std::fs::File::open(t.home.join("lock")).unwrap();
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        .expect("the stopped daemon still holds the store");
+}
+
+#[test]
 fn reads_answer_at_once_while_a_long_commit_runs() {
     let t = daemon_env();
     t.dot(&["init", "small"]).ok();

@@ -191,10 +191,13 @@ fn stop(home: &Path, force: bool) -> Result<ExitCode> {
             st.running.len()
         );
     }
-    // Gone once its socket no longer answers.
+    // Gone once its socket no longer answers and it has let go of the
+    // store: a command right after may then take the store (or remove it).
     while Client::find(home)?.is_some() {
         std::thread::sleep(Duration::from_millis(50));
     }
+    dot::store::wait_released(home)
+        .with_context(|| format!("cannot wait for the daemon to let go of {}", home.display()))?;
     println!("stopped the dot daemon (pid {})", st.pid);
     Ok(ExitCode::SUCCESS)
 }

@@ -187,6 +187,17 @@ pub fn serve(home: &Path, log: &Log) -> Result<(), RepoError> {
     if let Some((path, _)) = plugin {
         let _ = std::fs::remove_file(path);
     }
+    // Test hook (debug builds, the daemon's own environment): let go of
+    // the store this much after the socket went, as a slow close would.
+    if cfg!(debug_assertions) {
+        if let Some(ms) = std::env::var("DOT_TEST_STOP_PAUSE_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            std::thread::sleep(Duration::from_millis(ms));
+        }
+    }
+    drop(server);
     log("stopped".into());
     Ok(())
 }

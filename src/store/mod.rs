@@ -922,6 +922,17 @@ fn lock_home(home: &Path, who: &str) -> Result<File> {
     Ok(file)
 }
 
+/// Waits until no process holds `home/lock`: a stopping daemon has let
+/// go of the store (closed the index, sealed its packs) once it returns.
+pub fn wait_released(home: &Path) -> std::io::Result<()> {
+    match File::open(home.join("lock")) {
+        Ok(file) => rustix::fs::flock(&file, rustix::fs::FlockOperation::LockShared)
+            .map_err(std::io::Error::from),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 impl Drop for Store {
     /// A clean end gives back what no commit point recorded and seals the
     /// rest; after a kill, the next open does the same.
