@@ -1506,17 +1506,9 @@ impl Overlay {
             Some((was, content)) if was == size && since.is_empty() => content,
             Some((was, content)) => {
                 let f = File::open(path)?;
-                let mut reader = |at: u64, buf: &mut [u8]| self.read_built(&f, partial, at, buf);
-                let (c, n) = rechunk(
-                    &self.store,
-                    chunker,
-                    &content,
-                    was,
-                    size,
-                    since,
-                    &mut reader,
-                )
-                .map_err(rechunk_err)?;
+                let reader = |at: u64, buf: &mut [u8]| self.read_built(&f, partial, at, buf);
+                let (c, n) = rechunk(&self.store, chunker, &content, was, size, since, &reader)
+                    .map_err(rechunk_err)?;
                 *read += n;
                 c
             }
@@ -1549,11 +1541,11 @@ impl Overlay {
         read: &mut u64,
     ) -> io::Result<ContentRef> {
         let f = File::open(path)?;
-        let mut reader = |at: u64, buf: &mut [u8]| self.read_built(&f, partial, at, buf);
+        let reader = |at: u64, buf: &mut [u8]| self.read_built(&f, partial, at, buf);
         let result = match partial {
             None => {
                 *read += size;
-                chunk_all(&self.store, chunker, size, &mut reader)
+                chunk_all(&self.store, chunker, size, &reader)
             }
             Some(p) => {
                 let mut dirty = allocated(&f, size)?;
@@ -1567,7 +1559,7 @@ impl Overlay {
                     p.size,
                     size,
                     &dirty,
-                    &mut reader,
+                    &reader,
                 )
                 .map(|(c, n)| {
                     *read += n;

@@ -6,7 +6,8 @@
 //! previous cut, so from such a meeting point on the old leaves are what a
 //! full chunking would give; a write never moves bytes (only the end of
 //! the file moves), so old and new offsets agree. The result is id for id
-//! what chunking the whole new content gives (`chunk_all`).
+//! what chunking the whole new content gives (`chunk_all`). Stretches of
+//! changes far apart are chunked in parallel and joined in order.
 
 use std::collections::HashSet;
 
@@ -35,8 +36,9 @@ pub enum RechunkError {
 
 pub type Result<T> = std::result::Result<T, RechunkError>;
 
-/// Reads `buf.len()` bytes of the new content at an offset.
-pub type ReadAt<'a> = dyn FnMut(u64, &mut [u8]) -> std::io::Result<()> + 'a;
+/// Reads `buf.len()` bytes of the new content at an offset; called from
+/// several threads at once.
+pub type ReadAt<'a> = dyn Fn(u64, &mut [u8]) -> std::io::Result<()> + Sync + 'a;
 
 /// The leaves of `cuts` of `data`, their chunks stored (hashed in
 /// parallel); an all-zero chunk is a zero run.
@@ -74,7 +76,7 @@ fn chunk_from(
     size: u64,
     from: u64,
     first: usize,
-    read: &mut ReadAt,
+    read: &ReadAt,
     window: &mut Vec<u8>,
     out: &mut Vec<Leaf>,
     stop: &mut dyn FnMut(u64) -> bool,
@@ -117,7 +119,7 @@ pub fn chunk_all(
     objects: &dyn Objects,
     chunker: &Chunker,
     size: u64,
-    read: &mut ReadAt,
+    read: &ReadAt,
 ) -> Result<ContentRef> {
     let mut leaves = Vec::new();
     let first = chunker.max_len() * 2;
@@ -143,6 +145,11 @@ pub fn chunk_all(
 /// `new_size` bytes, and differs from `old` only within `dirty` (offsets
 /// in the new content, any order; past the old end counts as changed).
 /// Returns the content and how many bytes were read to make it.
+///
+/// Changes far apart are chunked in parallel, each from the old cut before
+/// it until new and old cuts meet after it; then, in order, a stretch that
+/// starts before the one in front of it ended (the two met in between) is
+/// chunked again from that end, which is a cut of both chunkings.
 pub fn rechunk(
     objects: &dyn Objects,
     chunker: &Chunker,
@@ -150,7 +157,26 @@ pub fn rechunk(
     old_size: u64,
     new_size: u64,
     dirty: &[(u64, u64)],
-    read: &mut ReadAt,
+    read: &ReadAt,
+) -> Result<(ContentRef, u64)> {
+    let apart = chunker.max_len() as u64;
+    rechunk_apart(
+        objects, chunker, old, old_size, new_size, dirty, read, apart,
+    )
+}
+
+/// `rechunk`, with changes more than `apart` bytes apart chunked as
+/// separate stretches (tests use 0, so that stretches run into each other).
+#[allow(clippy::too_many_arguments)]
+fn rechunk_apart(
+    objects: &dyn Objects,
+    chunker: &Chunker,
+    old: &ContentRef,
+    old_size: u64,
+    new_size: u64,
+    dirty: &[(u64, u64)],
+    read: &ReadAt,
+    apart: u64,
 ) -> Result<(ContentRef, u64)> {
     // The old leaves and where each starts.
     let mut old_leaves: Vec<(u64, Leaf)> = Vec::new();
@@ -162,8 +188,13 @@ pub fn rechunk(
         }
         Ok::<(), TreeError>(())
     })?;
-    // Old cuts, not counting the old end: a forced cut, not a content one.
-    let starts: HashSet<u64> = old_leaves.iter().map(|(at, _)| *at).collect();
+    let old = Old {
+        // Old cuts, not counting the old end: a forced cut, not a content
+        // one.
+        starts: old_leaves.iter().map(|(at, _)| *at).collect(),
+        leaves: old_leaves,
+        size: old_size,
+    };
     let mut ranges: Vec<(u64, u64)> = dirty
         .iter()
         .map(|&(a, b)| (a.min(new_size), b.min(new_size)))
@@ -177,68 +208,160 @@ pub fn rechunk(
         ranges.push((new_size - 1, new_size));
     }
     ranges.sort_unstable();
+    // Changes at most `apart` from each other are one stretch's.
+    let mut groups: Vec<&[(u64, u64)]> = Vec::new();
+    let mut first = 0;
+    let mut reach = 0u64;
+    for (i, &(a, b)) in ranges.iter().enumerate() {
+        if i > first && a > reach.saturating_add(apart) {
+            groups.push(&ranges[first..i]);
+            first = i;
+        }
+        reach = if i == first { b } else { reach.max(b) };
+    }
+    if first < ranges.len() {
+        groups.push(&ranges[first..]);
+    }
+    let stretch = |window: &mut Vec<u8>, from: u64, group: &[(u64, u64)]| {
+        old.stretch(objects, chunker, new_size, from, group, read, window)
+    };
+    let ahead: Vec<Result<Stretch>> = groups
+        .par_iter()
+        .map_init(Vec::new, |window, group| {
+            stretch(window, old.seed(group[0].0, new_size), group)
+        })
+        .collect();
     let mut leaves: Vec<Leaf> = Vec::new();
-    // One buffer for every stretch: zeroed only where it grows.
-    let mut window = Vec::new();
     let mut read_bytes = 0;
-    let mut pos = 0u64; // Where the next leaf starts.
-    let mut next_old = 0usize; // The old leaf starting at `pos`, if aligned.
-    let mut r = 0usize; // The next dirty range not yet covered.
-    while pos < new_size {
-        // Old leaves up to the one that holds the next change, or ends
-        // right before it: FastCDC decides a cut by the byte after it (a
-        // chunk ends before the byte whose hash matched), so a change at
-        // an old leaf's first byte can move the cut in front of it.
-        let change = ranges.get(r).map_or(u64::MAX, |&(a, _)| a);
-        while next_old < old_leaves.len() {
-            let (at, leaf) = old_leaves[next_old];
-            if at + leaf.len() >= change || at + leaf.len() > new_size {
-                break;
+    let mut pos = 0u64; // Where the next leaf starts: a cut of both.
+    let mut window = Vec::new();
+    for (group, done) in groups.iter().zip(ahead) {
+        let mut done = done?;
+        read_bytes += done.read;
+        if done.from < pos {
+            // The stretch in front ran past this one's start: every change
+            // of this one it passed is chunked; the rest are chunked from
+            // where it ended.
+            let rest: Vec<(u64, u64)> = group.iter().copied().filter(|r| r.1 > pos).collect();
+            if rest.is_empty() {
+                continue;
             }
-            leaves.push(leaf);
-            pos = at + leaf.len();
-            next_old += 1;
+            done = stretch(&mut window, pos, &rest)?;
+            read_bytes += done.read;
         }
-        if pos >= new_size {
-            break;
-        }
-        // Chunk anew until a cut meets an old one past every change met.
-        let mut need = pos;
-        let reach = ranges.get(r).map_or(pos, |&(_, b)| b.max(pos)) - pos;
-        let first = usize::try_from(reach).unwrap_or(WINDOW) + 2 * chunker.avg_len();
-        let (end, n) = chunk_from(
-            objects,
-            chunker,
-            new_size,
-            pos,
-            first,
-            read,
-            &mut window,
-            &mut leaves,
-            &mut |end| {
-                while let Some(&(a, b)) = ranges.get(r) {
-                    if a >= end {
-                        break;
-                    }
-                    need = need.max(b);
-                    r += 1;
-                }
-                end >= need && end < old_size && starts.contains(&end)
-            },
-        )?;
-        read_bytes += n;
-        pos = end;
-        // Skip the ranges this stretch covered, and find the old leaf there.
-        while ranges.get(r).is_some_and(|&(_, b)| b <= pos) {
-            r += 1;
-        }
-        next_old = old_leaves.partition_point(|(at, _)| *at < pos);
+        // Unchanged old leaves up to the stretch.
+        let i = old.leaves.partition_point(|(at, _)| *at < pos);
+        leaves.extend(
+            old.leaves[i..]
+                .iter()
+                .take_while(|(at, _)| *at < done.from)
+                .map(|(_, l)| *l),
+        );
+        leaves.extend(done.leaves);
+        pos = done.to;
+    }
+    // Past the last change: the old leaves (a file that changed size had
+    // its end in a change).
+    let i = old.leaves.partition_point(|(at, _)| *at < pos);
+    if pos < new_size {
+        leaves.extend(old.leaves[i..].iter().map(|(_, l)| *l));
     }
     let mut b = ChunkTreeBuilder::new(objects);
     for leaf in leaves {
         b.push(leaf)?;
     }
     Ok((b.finish()?, read_bytes))
+}
+
+/// The old chunking of a content being chunked again.
+struct Old {
+    leaves: Vec<(u64, Leaf)>,
+    starts: HashSet<u64>,
+    size: u64,
+}
+
+/// New leaves for `from..to`, where `from` and `to` are cuts of both the
+/// old and the new chunking, and how many bytes were read for them.
+struct Stretch {
+    from: u64,
+    to: u64,
+    leaves: Vec<Leaf>,
+    read: u64,
+}
+
+impl Old {
+    /// Where chunking anew must start for a change at `change`: the start
+    /// of the old leaf that holds it or ends right before it (FastCDC
+    /// decides a cut by the byte after it: a chunk ends before the byte
+    /// whose hash matched, so a change at an old leaf's first byte can move
+    /// the cut in front of it), or of one past the new end.
+    fn seed(&self, change: u64, new_size: u64) -> u64 {
+        let i = self
+            .leaves
+            .partition_point(|(at, l)| at + l.len() < change && at + l.len() <= new_size);
+        self.leaves.get(i).map_or(self.size, |(at, _)| *at)
+    }
+
+    /// The old cut at or after `at`, if any before the old end.
+    fn cut_from(&self, at: u64) -> Option<u64> {
+        let i = self.leaves.partition_point(|(start, _)| *start < at);
+        self.leaves.get(i).map(|(start, _)| *start)
+    }
+
+    /// Chunks the new content (`size` bytes) from `from`, an old cut (or
+    /// the old end), until a cut meets an old one past every change in
+    /// `group` that starts before it.
+    #[allow(clippy::too_many_arguments)]
+    fn stretch(
+        &self,
+        objects: &dyn Objects,
+        chunker: &Chunker,
+        size: u64,
+        from: u64,
+        group: &[(u64, u64)],
+        read: &ReadAt,
+        window: &mut Vec<u8>,
+    ) -> Result<Stretch> {
+        // The first window reaches past the old cut after the last change,
+        // where the cuts most likely meet: two bytes past it, since
+        // FastCDC tests a cut only with the pair of bytes after it in hand
+        // (one byte past, the cut is not final and the window doubles).
+        // Past the old end, a couple of average chunks.
+        let last = group.iter().map(|r| r.1).max().unwrap_or(from).max(from);
+        let first = match self.cut_from(last) {
+            Some(cut) => cut - from + 2,
+            None => last - from + 2 * chunker.avg_len() as u64,
+        };
+        let mut need = from;
+        let mut r = 0;
+        let mut leaves = Vec::new();
+        let (to, read) = chunk_from(
+            objects,
+            chunker,
+            size,
+            from,
+            usize::try_from(first).unwrap_or(WINDOW),
+            read,
+            window,
+            &mut leaves,
+            &mut |end| {
+                while let Some(&(a, b)) = group.get(r) {
+                    if a >= end {
+                        break;
+                    }
+                    need = need.max(b);
+                    r += 1;
+                }
+                r == group.len() && end >= need && end < self.size && self.starts.contains(&end)
+            },
+        )?;
+        Ok(Stretch {
+            from,
+            to,
+            leaves,
+            read,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -248,7 +371,7 @@ mod tests {
     use crate::store::Store;
     use proptest::prelude::*;
 
-    fn reader(data: &[u8]) -> impl FnMut(u64, &mut [u8]) -> std::io::Result<()> + '_ {
+    fn reader(data: &[u8]) -> impl Fn(u64, &mut [u8]) -> std::io::Result<()> + Sync + '_ {
         move |at, buf| {
             let at = at as usize;
             buf.copy_from_slice(&data[at..at + buf.len()]);
@@ -271,6 +394,9 @@ mod tests {
     enum Edit {
         Write(u64, Vec<u8>),
         Truncate(u64),
+        /// Written with the bytes it held: dirty, unchanged (a database
+        /// writing a page back as it was).
+        Touch(u64, u64),
     }
 
     fn edit() -> impl Strategy<Value = Edit> {
@@ -283,6 +409,7 @@ mod tests {
                     Edit::Write(at, data)
                 }),
             1 => any::<u64>().prop_map(Edit::Truncate),
+            2 => (any::<u64>(), 1..200_000u64).prop_map(|(at, len)| Edit::Touch(at, len)),
         ]
     }
 
@@ -301,7 +428,7 @@ mod tests {
             let store = Store::open(tmp.path(), "test").unwrap();
             let chunker = Chunker::new(ChunkParams { min: 2048, avg: 8192, max: 32768 });
             let old = bytes(len, seed);
-            let old_ref = chunk_all(&store, &chunker, old.len() as u64, &mut reader(&old)).unwrap();
+            let old_ref = chunk_all(&store, &chunker, old.len() as u64, &reader(&old)).unwrap();
             let mut new = old.clone();
             let mut dirty = Vec::new();
             for e in edits {
@@ -316,6 +443,10 @@ mod tests {
                         new[at..at + data.len()].copy_from_slice(&data);
                         dirty.push((at as u64, (at + data.len()) as u64));
                     }
+                    Edit::Touch(at, len) => {
+                        let at = at % (new.len() as u64 + 1);
+                        dirty.push((at, (at + len).min(new.len() as u64)));
+                    }
                     Edit::Truncate(to) => {
                         let to = (to % (new.len() as u64 + 50_000)) as usize;
                         if to > new.len() {
@@ -325,13 +456,19 @@ mod tests {
                     }
                 }
             }
-            let want = chunk_all(&store, &chunker, new.len() as u64, &mut reader(&new)).unwrap();
-            let (got, read) = rechunk(
+            let want = chunk_all(&store, &chunker, new.len() as u64, &reader(&new)).unwrap();
+            let (got, _) = rechunk(
                 &store, &chunker, &old_ref, old.len() as u64, new.len() as u64,
-                &dirty, &mut reader(&new),
+                &dirty, &reader(&new),
             ).unwrap();
             prop_assert_eq!(got, want);
-            let _ = read;
+            // Every change a stretch of its own: stretches run into the
+            // next one's start and are chunked again from where they met.
+            let (got, _) = rechunk_apart(
+                &store, &chunker, &old_ref, old.len() as u64, new.len() as u64,
+                &dirty, &reader(&new), 0,
+            ).unwrap();
+            prop_assert_eq!(got, want);
         }
     }
 
@@ -352,7 +489,7 @@ mod tests {
         let store = Store::open(tmp.path(), "test").unwrap();
         let chunker = Chunker::new(ChunkParams::default());
         let old = bytes(64 << 20, 7);
-        let old_ref = chunk_all(&store, &chunker, old.len() as u64, &mut reader(&old)).unwrap();
+        let old_ref = chunk_all(&store, &chunker, old.len() as u64, &reader(&old)).unwrap();
         let mut new = old.clone();
         let dirty: Vec<(u64, u64)> = [3u64 << 20, 40 << 20, 63 << 20]
             .iter()
@@ -361,7 +498,7 @@ mod tests {
                 (at, at + 8192)
             })
             .collect();
-        let want = chunk_all(&store, &chunker, new.len() as u64, &mut reader(&new)).unwrap();
+        let want = chunk_all(&store, &chunker, new.len() as u64, &reader(&new)).unwrap();
         let (got, read) = rechunk(
             &store,
             &chunker,
@@ -369,7 +506,7 @@ mod tests {
             old.len() as u64,
             new.len() as u64,
             &dirty,
-            &mut reader(&new),
+            &reader(&new),
         )
         .unwrap();
         assert_eq!(got, want);

@@ -222,12 +222,12 @@ impl<'a> Scanner<'a> {
         // never hold bytes that do not match their id. A file that shrinks
         // under the read is a change (the commit fails), never a fault, as
         // a truncated mapping would be.
-        let mut read = |at: u64, buf: &mut [u8]| {
+        let read = |at: u64, buf: &mut [u8]| {
             file.read_exact_at(buf, at)?;
             self.progress.advance(buf.len() as u64);
             Ok(())
         };
-        chunk_all(self.objects, &self.chunker, size, &mut read).map_err(|e| match e {
+        chunk_all(self.objects, &self.chunker, size, &read).map_err(|e| match e {
             RechunkError::Read(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                 WorkspaceError::Changed {
                     path: path.to_path_buf(),
