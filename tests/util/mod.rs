@@ -422,6 +422,25 @@ pub fn s3_request(method: &str, path: &str) -> String {
     resp
 }
 
+/// Removes `dir` when the test process exits (a server's root lives in a
+/// static, which is never dropped).
+fn remove_at_exit(dir: PathBuf) {
+    static DIRS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    extern "C" fn remove_all() {
+        let dirs = DIRS.lock().map(|d| d.clone()).unwrap_or_default();
+        for d in dirs {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+    let mut dirs = DIRS.lock().unwrap();
+    if dirs.is_empty() {
+        // SAFETY: registers a plain function without arguments; exit()
+        // runs it once, after the tests (passed or failed).
+        unsafe { libc::atexit(remove_all) };
+    }
+    dirs.push(dir);
+}
+
 /// `rclone serve webdav` over a scratch directory; with `auth`, it asks for
 /// user "pete", password "s3cret".
 pub fn webdav(auth: bool) -> &'static Server {
@@ -435,6 +454,7 @@ pub fn webdav(auth: bool) -> &'static Server {
             .tempdir_in(scratch())
             .expect("tempdir")
             .keep();
+        remove_at_exit(root.clone());
         let mut c = Command::new("rclone");
         c.args(["serve", "webdav"])
             .arg(&root)
