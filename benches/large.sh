@@ -59,16 +59,17 @@ for _ in range(2000):
 PY
 }
 first=$("$DOT" log --json big | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["commit"])')
-resets=(); checkouts=()
+resets=(); checkouts=(); commits=()
 for i in $(seq "$RUNS"); do
   # The pages read first, so the kernel has them cached to drop.
   cat "$D"/f* > /dev/null
   write_pages "$i"
-  "$DOT" commit -q -m "pages $i" big >/dev/null
+  commits+=("$(ms "$DOT" commit -q -m "pages $i" big)")
   "$DOT" checkout -b "w$i" big >/dev/null
   "$DOT" checkout master big >/dev/null
   resets+=("$(ms "$DOT" reset --hard "$first" big)")
   checkouts+=("$(ms "$DOT" checkout "w$i" big)" "$(ms "$DOT" checkout master big)")
 done
 hwm=$(awk '/VmHWM/ {print $2}' /proc/$pid/status)
+echo "commit of 2000 scattered 8 KiB pages on the mount: median $(median "${commits[@]}") ms (runs: ${commits[*]})"
 echo "after 2000 scattered 8 KiB pages: reset --hard median $(median "${resets[@]}") ms (runs: ${resets[*]}); checkout median $(median "${checkouts[@]}") ms (runs: ${checkouts[*]}); daemon peak RSS $((hwm / 1024)) MiB"
