@@ -95,13 +95,7 @@ fn start_status_stop() {
 fn stop_returns_once_the_daemon_has_let_go_of_the_store() {
     let mut t = Env::plain();
     // The daemon closes its store 1 s after its socket went (debug builds).
-    let r = t
-        .cmd(&["daemon", "start"])
-        .env("DOT_TEST_STOP_PAUSE_MS", "1000")
-        .output()
-        .unwrap();
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    t.daemon = true;
+    t.start_daemon_with(&[("DOT_TEST_STOP_PAUSE_MS", "1000")]);
     t.dot(&["init", "a"]).ok();
     let started = Instant::now();
     t.dot(&["daemon", "stop"]).ok();

@@ -551,13 +551,7 @@ fn a_switch_returns_before_cached_pages_are_dropped_and_an_open_waits_for_them()
     write(&dir.join("big"), &one);
     let first = commit(&t, "one");
     // The daemon drops pages 3 s after each switch (debug builds).
-    let r = t
-        .cmd(&["daemon", "start"])
-        .env("DOT_TEST_DROP_PAUSE_MS", "3000")
-        .output()
-        .unwrap();
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    t.daemon = true;
+    t.start_daemon_with(&[("DOT_TEST_DROP_PAUSE_MS", "3000")]);
     t.dot(&["mount", "app"]).ok();
     let mut two = one.clone();
     two[1_000_000..1_100_000].copy_from_slice(&noise(100_000, 6));

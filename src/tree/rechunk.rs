@@ -262,8 +262,8 @@ fn rechunk_apart(
     }
     // Past the last change: the old leaves (a file that changed size had
     // its end in a change).
-    let i = old.leaves.partition_point(|(at, _)| *at < pos);
     if pos < new_size {
+        let i = old.leaves.partition_point(|(at, _)| *at < pos);
         leaves.extend(old.leaves[i..].iter().map(|(_, l)| *l));
     }
     let mut b = ChunkTreeBuilder::new(objects);
@@ -310,7 +310,7 @@ impl Old {
 
     /// Chunks the new content (`size` bytes) from `from`, an old cut (or
     /// the old end), until a cut meets an old one past every change in
-    /// `group` that starts before it.
+    /// `group`.
     #[allow(clippy::too_many_arguments)]
     fn stretch(
         &self,

@@ -153,7 +153,15 @@ impl Env {
 
     /// Starts a daemon serving this home.
     pub fn start_daemon(&mut self) {
-        let r = to_run(self.cmd(&["daemon", "start"]).output().expect("run dot"));
+        self.start_daemon_with(&[]);
+    }
+
+    /// Starts a daemon with `env` added to its environment (debug-build
+    /// test hooks the daemon reads itself).
+    pub fn start_daemon_with(&mut self, env: &[(&str, &str)]) {
+        let mut c = self.cmd(&["daemon", "start"]);
+        c.envs(env.iter().copied());
+        let r = to_run(c.output().expect("run dot"));
         assert_eq!(r.code, 0, "daemon start: {}", r.err);
         self.daemon = true;
     }
