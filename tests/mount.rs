@@ -604,8 +604,13 @@ fn what_was_fsynced_on_a_mount_survives_a_killed_daemon() {
     if !util::through_daemon() {
         let r = t.dot(&["commit", "-m", "x"]).typed();
         assert!(r.err.contains("dot daemon start"), "{}", r.err);
-        // dot list still lists it, unread.
-        assert!(t.dot(&["list"]).ok().out.contains("mounted"));
+        // dot list still lists it, unread: what it holds is not known.
+        let list = t.dot(&["list"]).ok().out;
+        let row = list.lines().find(|l| l.contains(" app ")).unwrap();
+        assert!(row.contains("mounted (no daemon"), "{list}");
+        assert!(!row.contains(" 0 B "), "{list}");
+        let json = t.dot(&["list", "--json"]).ok().json();
+        assert_eq!(json[0]["unread"], true, "{json}");
     }
     t.restart_daemon();
     assert_eq!(content(&dir), want);

@@ -27,14 +27,25 @@ pub fn run(s: &Session, a: ListArgs, progress: &dyn Progress) -> Result<()> {
                 d.name.clone(),
                 d.branch.clone(),
                 super::containers_cell(&d.containers),
-                human_bytes(d.size),
+                if d.unread {
+                    "?".into()
+                } else {
+                    human_bytes(d.size)
+                },
                 d.commits.to_string(),
-                if d.dirty {
+                if d.unread {
+                    "?".into()
+                } else if d.dirty {
                     human_bytes(d.dirty_bytes)
                 } else {
                     "-".into()
                 },
-                if d.mounted { "mounted" } else { "plain" }.into(),
+                match (d.mounted, d.unread) {
+                    (true, true) => "mounted (no daemon: dot daemon start)",
+                    (true, false) => "mounted",
+                    (false, _) => "plain",
+                }
+                .into(),
             ]
         })
         .collect();

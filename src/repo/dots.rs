@@ -74,6 +74,8 @@ pub struct DotSummary {
     pub status: Status,
     /// Whether its working state is a mount.
     pub mounted: bool,
+    /// A mount no daemon serves: its size and changes are unknown.
+    pub unread: bool,
 }
 
 impl Repo {
@@ -387,10 +389,10 @@ impl Repo {
         let mut out = Vec::new();
         for cfg in self.dots()? {
             let mounted = self.mounted_dot(&cfg.name)?.is_some();
-            let status = match status(&cfg) {
-                Ok(s) => s,
+            let (status, unread) = match status(&cfg) {
+                Ok(s) => (s, false),
                 // A mount no daemon serves cannot be read; it is listed.
-                Err(_) if mounted => Status::default(),
+                Err(_) if mounted => (Status::default(), true),
                 Err(e) => return Err(e),
             };
             out.push(DotSummary {
@@ -401,6 +403,7 @@ impl Repo {
                 commits: self.log(&cfg)?.len(),
                 name: cfg.name,
                 status,
+                unread,
             });
         }
         Ok(out)

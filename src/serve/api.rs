@@ -329,6 +329,9 @@ pub struct ListEntry {
     /// Whether its working state is a mount.
     #[serde(default)]
     pub mounted: bool,
+    /// A mount no daemon serves: size, dirty and changes are unknown.
+    #[serde(default)]
+    pub unread: bool,
     /// Running containers that use it, as Docker names them.
     #[serde(default)]
     pub containers: Vec<String>,

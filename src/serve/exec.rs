@@ -422,6 +422,7 @@ impl Executor {
                             dirty_bytes: d.status.new_bytes,
                             changes: d.status.changes.len(),
                             mounted: d.mounted,
+                            unread: d.unread,
                             containers: names_of(&running, &d.name),
                             name: d.name,
                         })
