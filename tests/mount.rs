@@ -367,6 +367,13 @@ fn a_mounted_dot_commits_resets_and_switches_without_copying() {
     let list = t.dot(&["list"]).ok().out;
     assert!(list.contains("STATE") && list.contains("mounted"), "{list}");
     assert_eq!(content(&dir), content(&plain));
+    // What it holds uncommitted counts in bytes, not in disk blocks.
+    write(&dir.join("tiny"), b"abc");
+    let d = t.dot(&["diff", "app", "--json"]).ok().json();
+    assert_eq!(d["new_bytes"], 3, "{d}");
+    let row = t.dot(&["list"]).ok().out;
+    assert!(row.contains(" 3 B "), "{row}");
+    fs::remove_file(dir.join("tiny")).unwrap();
 
     // Changes show as on a plain directory, and commit as one.
     let mut commits = vec![(first, content(&plain))];

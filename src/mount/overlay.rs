@@ -1874,7 +1874,8 @@ impl Overlay {
 
     /// Bytes of data written over the base and not committed: what the
     /// upper directory's files hold (their allocated blocks, so a page
-    /// written into a large base file counts as a page).
+    /// written into a large base file counts as a page, and at most their
+    /// size, so a 3-byte file counts 3 bytes, not a block).
     pub fn written_bytes(&self) -> io::Result<u64> {
         let mut total = 0u64;
         let mut stack = vec![self.upper.clone()];
@@ -1885,7 +1886,8 @@ impl Overlay {
                 if md.is_dir() {
                     stack.push(e.path());
                 } else if md.is_file() {
-                    total = total.saturating_add(md.blocks().saturating_mul(512));
+                    let held = md.blocks().saturating_mul(512).min(md.len());
+                    total = total.saturating_add(held);
                 }
             }
         }

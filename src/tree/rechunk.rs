@@ -69,6 +69,10 @@ pub(crate) fn is_zero(data: &[u8]) -> bool {
 /// `out`, until `stop(end of a cut)` says a cut is where to stop, or the
 /// end (`size`). Reads `first` bytes first, then windows twice as large
 /// each time. Returns where it stopped and the bytes it read.
+///
+/// A window that ends without a final cut ends with one anyway when
+/// `certain(start of the chunk, end of the window)` says so: the bytes
+/// past it, which FastCDC would want to decide it, are then not read.
 #[allow(clippy::too_many_arguments)]
 fn chunk_from(
     objects: &dyn Objects,
@@ -80,6 +84,7 @@ fn chunk_from(
     window: &mut Vec<u8>,
     out: &mut Vec<Leaf>,
     stop: &mut dyn FnMut(u64) -> bool,
+    certain: &dyn Fn(u64, u64) -> bool,
 ) -> Result<(u64, u64)> {
     let mut start = from;
     let mut read_bytes = 0u64;
@@ -96,7 +101,12 @@ fn chunk_from(
         let mut cuts = Vec::new();
         let mut at = 0;
         let mut met = None;
-        while let Some(n) = chunker.next_cut(&window[at..], eof) {
+        loop {
+            let n = match chunker.next_cut(&window[at..], eof) {
+                Some(n) => n,
+                None if at < len && certain(start + at as u64, start + len as u64) => len - at,
+                None => break,
+            };
             cuts.push((at, n));
             at += n;
             let end = start + at as u64;
@@ -133,6 +143,7 @@ pub fn chunk_all(
         &mut Vec::new(),
         &mut leaves,
         &mut |_| false,
+        &|_, _| false,
     )?;
     let mut b = ChunkTreeBuilder::new(objects);
     for leaf in leaves {
@@ -188,13 +199,6 @@ fn rechunk_apart(
         }
         Ok::<(), TreeError>(())
     })?;
-    let old = Old {
-        // Old cuts, not counting the old end: a forced cut, not a content
-        // one.
-        starts: old_leaves.iter().map(|(at, _)| *at).collect(),
-        leaves: old_leaves,
-        size: old_size,
-    };
     let mut ranges: Vec<(u64, u64)> = dirty
         .iter()
         .map(|&(a, b)| (a.min(new_size), b.min(new_size)))
@@ -208,6 +212,14 @@ fn rechunk_apart(
         ranges.push((new_size - 1, new_size));
     }
     ranges.sort_unstable();
+    let old = Old {
+        // Old cuts, not counting the old end: a forced cut, not a content
+        // one.
+        starts: old_leaves.iter().map(|(at, _)| *at).collect(),
+        leaves: old_leaves,
+        size: old_size,
+        changed: merged(&ranges),
+    };
     // Changes at most `apart` from each other are one stretch's.
     let mut groups: Vec<&[(u64, u64)]> = Vec::new();
     let mut first = 0;
@@ -273,11 +285,31 @@ fn rechunk_apart(
     Ok((b.finish()?, read_bytes))
 }
 
+/// Sorted ranges joined where they overlap or touch.
+fn merged(sorted: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(sorted.len());
+    for &(a, b) in sorted {
+        match out.last_mut() {
+            Some(last) if a <= last.1 => last.1 = last.1.max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    out
+}
+
+/// How many bytes before a cut FastCDC's decision of it depends on: its
+/// gear hash moves one bit per byte, so a byte is forgotten 64 bytes
+/// on; bytes are tested in pairs, so the decision at the byte before
+/// the cut (that it is not one) counts too.
+const DECIDED_BY: u64 = 66;
+
 /// The old chunking of a content being chunked again.
 struct Old {
     leaves: Vec<(u64, Leaf)>,
     starts: HashSet<u64>,
     size: u64,
+    /// What may differ from the old content: the changes, joined.
+    changed: Vec<(u64, u64)>,
 }
 
 /// New leaves for `from..to`, where `from` and `to` are cuts of both the
@@ -302,6 +334,26 @@ impl Old {
         self.leaves.get(i).map_or(self.size, |(at, _)| *at)
     }
 
+    /// Whether no byte a decision of the old cut `cut` depended on (the
+    /// bytes before it and the one after it) changed.
+    fn unchanged_around(&self, cut: u64) -> bool {
+        let i = self.changed.partition_point(|(a, _)| *a <= cut);
+        i == 0 || self.changed[i - 1].1 <= cut.saturating_sub(DECIDED_BY)
+    }
+
+    /// Whether a chunk starting at `start` certainly ends at `end`
+    /// without reading past it: `end` is an old cut, the old leaf before
+    /// it started at `start` too, and the bytes deciding it are unchanged,
+    /// so the new chunking decides it as the old one did.
+    fn certain_cut(&self, start: u64, end: u64) -> bool {
+        let i = self.leaves.partition_point(|(at, _)| *at < end);
+        end < self.size
+            && i > 0
+            && self.leaves.get(i).is_some_and(|(at, _)| *at == end)
+            && self.leaves[i - 1].0 == start
+            && self.unchanged_around(end)
+    }
+
     /// The old cut at or after `at`, if any before the old end.
     fn cut_from(&self, at: u64) -> Option<u64> {
         let i = self.leaves.partition_point(|(start, _)| *start < at);
@@ -322,13 +374,16 @@ impl Old {
         read: &ReadAt,
         window: &mut Vec<u8>,
     ) -> Result<Stretch> {
-        // The first window reaches past the old cut after the last change,
-        // where the cuts most likely meet: two bytes past it, since
-        // FastCDC tests a cut only with the pair of bytes after it in hand
-        // (one byte past, the cut is not final and the window doubles).
-        // Past the old end, a couple of average chunks.
+        // The first window reaches the old cut after the last change,
+        // where the cuts most likely meet. When the bytes deciding that
+        // cut are unchanged, it ends there (`certain_cut`); otherwise two
+        // bytes past it, since FastCDC tests a cut only with the pair of
+        // bytes after it in hand (one byte past, the cut is not final and
+        // the window doubles). Past the old end, a couple of average
+        // chunks.
         let last = group.iter().map(|r| r.1).max().unwrap_or(from).max(from);
         let first = match self.cut_from(last) {
+            Some(cut) if self.unchanged_around(cut) => cut - from,
             Some(cut) => cut - from + 2,
             None => last - from + 2 * chunker.avg_len() as u64,
         };
@@ -354,6 +409,7 @@ impl Old {
                 }
                 r == group.len() && end >= need && end < self.size && self.starts.contains(&end)
             },
+            &|start, end| self.certain_cut(start, end),
         )?;
         Ok(Stretch {
             from,
@@ -470,6 +526,46 @@ mod tests {
             ).unwrap();
             prop_assert_eq!(got, want);
         }
+    }
+
+    /// A changed byte just before an old cut can move it; one further
+    /// back cannot, and then the cut is kept without reading past it. At
+    /// every distance, re-chunking gives what a full chunking gives.
+    #[test]
+    fn a_change_right_before_a_cut_is_decided_anew() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path(), "test").unwrap();
+        let chunker = Chunker::new(ChunkParams {
+            min: 2048,
+            avg: 8192,
+            max: 32768,
+        });
+        let old = crate::noise(200_000, 11);
+        let old_ref = chunk_all(&store, &chunker, old.len() as u64, &reader(&old)).unwrap();
+        let cuts = chunker.cuts(&old, true);
+        let mut moved = 0;
+        for &(cut, _) in &cuts[2..6] {
+            for back in 0..=80 {
+                let at = cut - back;
+                let mut new = old.clone();
+                new[at] ^= 0x5A;
+                let want = chunk_all(&store, &chunker, new.len() as u64, &reader(&new)).unwrap();
+                let (got, _) = rechunk(
+                    &store,
+                    &chunker,
+                    &old_ref,
+                    old.len() as u64,
+                    new.len() as u64,
+                    &[(at as u64, at as u64 + 1)],
+                    &reader(&new),
+                )
+                .unwrap();
+                assert_eq!(got, want, "a byte {back} before the cut at {cut}");
+                moved += usize::from(!chunker.cuts(&new, true).iter().any(|c| c.0 == cut));
+            }
+        }
+        // The changes did move cuts: the test exercises deciding anew.
+        assert!(moved > 0);
     }
 
     #[test]
