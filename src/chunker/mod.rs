@@ -7,6 +7,11 @@
 use fastcdc::v2020::{self, Normalization};
 use serde::{Deserialize, Serialize};
 
+/// Bytes hashed before the first tested by `Chunker::cut_in`: the gear
+/// hash moves two bits a pair of bytes, so after 31 pairs a byte no longer
+/// counts and the hash is what hashing from the chunk's start gives.
+const WARM_UP: usize = 64;
+
 /// Chunk size bounds, fixed per dot at `dot init`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkParams {
@@ -94,6 +99,76 @@ impl Chunker {
         );
         let final_cut = eof || len < data.len() || len >= self.params.max as usize;
         final_cut.then_some(len)
+    }
+
+    /// The first cut in `from..to` of a chunk starting at the start of
+    /// `data`, where `remaining` bytes of the input are left from there
+    /// (`data` holds at least `to` of them): the cut `next_cut` would give
+    /// if it is there, but found hashing only from `WARM_UP` bytes before
+    /// `from`, not from the chunk's start. Decisions before `from` are the
+    /// caller's to know.
+    pub(crate) fn cut_in(
+        &self,
+        data: &[u8],
+        remaining: usize,
+        from: usize,
+        to: usize,
+    ) -> Option<usize> {
+        self.cut_in_from(data, remaining, from, to, from.saturating_sub(WARM_UP))
+    }
+
+    /// `cut_in`, hashing from offset `hashed` on (at most `from`).
+    ///
+    /// The loop is FastCDC 2020's (`fastcdc::v2020::cut_gear`, pinned):
+    /// from `min` on, bytes in pairs, the hash shifted two bits a pair and
+    /// tested after each byte against the masks shifted left by one
+    /// (first byte of a pair) or not (second), the small masks before
+    /// `avg` (or before the end when less than `avg` is left), pairs only
+    /// while both bytes are within `remaining` (capped at `max`). A cut at
+    /// `p` ends the chunk before byte `p`, the byte that matched.
+    fn cut_in_from(
+        &self,
+        data: &[u8],
+        remaining: usize,
+        from: usize,
+        to: usize,
+        hashed: usize,
+    ) -> Option<usize> {
+        let (min, avg, max) = (
+            self.params.min as usize,
+            self.params.avg as usize,
+            self.params.max as usize,
+        );
+        if remaining <= min {
+            return None;
+        }
+        let remaining = remaining.min(max);
+        let center = avg.min(remaining);
+        let to = to.min(remaining / 2 * 2);
+        let (gear, gear_ls) = v2020::get_gear_with_seed(0);
+        let mut hash = 0u64;
+        let mut index = (hashed / 2).max(min / 2);
+        while index * 2 < to {
+            let a = index * 2;
+            let (mask, mask_ls) = if index < center / 2 {
+                (self.mask_s, self.mask_s << 1)
+            } else {
+                (self.mask_l, self.mask_l << 1)
+            };
+            hash = (hash << 2).wrapping_add(gear_ls[data[a] as usize]);
+            if a >= from && hash & mask_ls == 0 {
+                return Some(a);
+            }
+            if a + 1 >= to {
+                break;
+            }
+            hash = hash.wrapping_add(gear[data[a + 1] as usize]);
+            if a + 1 >= from && hash & mask == 0 {
+                return Some(a + 1);
+            }
+            index += 1;
+        }
+        None
     }
 
     /// The largest chunk it makes.
@@ -191,6 +266,102 @@ mod tests {
                 pos += l;
             }
             prop_assert_eq!(pos, len);
+        }
+    }
+
+    /// Parameters FastCDC accepts, small enough that cuts are many.
+    fn small_params() -> impl Strategy<Value = ChunkParams> {
+        (6u32..14, 0u32..3, 0u32..3).prop_map(|(min, up, up2)| ChunkParams {
+            min: 1 << min,
+            avg: 1 << (min + up + 1),
+            max: 1 << (min + up + up2 + 2),
+        })
+    }
+
+    /// Noise with runs of one byte and of a short pattern: data on which
+    /// the gear hash repeats, as in database pages.
+    fn lumpy(len: usize, seed: u64) -> Vec<u8> {
+        let mut b = pseudo_random(len, seed);
+        for (i, x) in b.iter_mut().enumerate() {
+            match (i / 3000) % 4 {
+                1 => *x = b' ',
+                2 => *x = (i % 7) as u8,
+                _ => {}
+            }
+        }
+        b
+    }
+
+    /// Every position of a chunk starting at `data[0]` whose byte makes
+    /// FastCDC's hash match, hashing from the start: the test oracle, the
+    /// loop of `cut_in_from` without stopping at the first match.
+    fn all_matches(chunker: &Chunker, data: &[u8], remaining: usize) -> Vec<usize> {
+        let (min, avg, max) = (
+            chunker.params.min as usize,
+            chunker.params.avg as usize,
+            chunker.params.max as usize,
+        );
+        if remaining <= min {
+            return Vec::new();
+        }
+        let remaining = remaining.min(max);
+        let to = data.len().min(remaining / 2 * 2);
+        let (gear, gear_ls) = v2020::get_gear_with_seed(0);
+        let mut out = Vec::new();
+        let mut hash = 0u64;
+        for a in (min..to).step_by(2) {
+            let mask = if a < avg.min(remaining) / 2 * 2 {
+                chunker.mask_s
+            } else {
+                chunker.mask_l
+            };
+            hash = (hash << 2).wrapping_add(gear_ls[data[a] as usize]);
+            if hash & (mask << 1) == 0 {
+                out.push(a);
+            }
+            if a + 1 < to {
+                hash = hash.wrapping_add(gear[data[a + 1] as usize]);
+                if hash & mask == 0 {
+                    out.push(a + 1);
+                }
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// The first match of the oracle is FastCDC's cut, and `cut_in`
+        /// finds, from every position, the oracle's first match from there
+        /// (so hashing from `WARM_UP` bytes before is hashing from the start).
+        #[test]
+        fn cut_in_is_fastcdc_from_anywhere(
+            params in small_params(),
+            len in 0usize..20_000,
+            extra in 0usize..3,
+            seed: u64,
+            span in 1usize..300,
+        ) {
+            let data = lumpy(len, seed);
+            let chunker = Chunker::new(params);
+            // The input may go on past what `data` holds.
+            let remaining = len + extra;
+            let matches = all_matches(&chunker, &data, remaining);
+            if extra == 0 {
+                let (_, cut) = v2020::cut(
+                    &data, params.min as usize, params.avg as usize, params.max as usize,
+                    chunker.mask_s, chunker.mask_l, chunker.mask_s << 1, chunker.mask_l << 1,
+                );
+                let content = cut < len.min(params.max as usize);
+                prop_assert_eq!(matches.first().copied(), content.then_some(cut));
+            }
+            for from in 0..len {
+                let to = (from + span).min(len);
+                let i = matches.partition_point(|m| *m < from);
+                let want = matches.get(i).copied().filter(|m| *m < to);
+                prop_assert_eq!(chunker.cut_in(&data, remaining, from, to), want, "from {}", from);
+            }
         }
     }
 

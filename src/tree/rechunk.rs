@@ -70,9 +70,8 @@ pub(crate) fn is_zero(data: &[u8]) -> bool {
 /// end (`size`). Reads `first` bytes first, then windows twice as large
 /// each time. Returns where it stopped and the bytes it read.
 ///
-/// A window that ends without a final cut ends with one anyway when
-/// `certain(start of the chunk, end of the window)` says so: the bytes
-/// past it, which FastCDC would want to decide it, are then not read.
+/// A chunk starting where `hint` knows the old chunking (`Hint`) is cut
+/// hashing only around what changed, and its end needs no byte past it.
 #[allow(clippy::too_many_arguments)]
 fn chunk_from(
     objects: &dyn Objects,
@@ -84,7 +83,7 @@ fn chunk_from(
     window: &mut Vec<u8>,
     out: &mut Vec<Leaf>,
     stop: &mut dyn FnMut(u64) -> bool,
-    certain: &dyn Fn(u64, u64) -> bool,
+    hint: &dyn Fn(u64) -> Option<Hint>,
 ) -> Result<(u64, u64)> {
     let mut start = from;
     let mut read_bytes = 0u64;
@@ -102,10 +101,12 @@ fn chunk_from(
         let mut at = 0;
         let mut met = None;
         loop {
-            let n = match chunker.next_cut(&window[at..], eof) {
-                Some(n) => n,
-                None if at < len && certain(start + at as u64, start + len as u64) => len - at,
-                None => break,
+            let here = start + at as u64;
+            let hinted = hint(here)
+                .filter(|h| h.end <= (len - at) as u64)
+                .map(|h| h.cut(chunker, &window[at..], size - here));
+            let Some(n) = hinted.or_else(|| chunker.next_cut(&window[at..], eof)) else {
+                break;
             };
             cuts.push((at, n));
             at += n;
@@ -143,7 +144,7 @@ pub fn chunk_all(
         &mut Vec::new(),
         &mut leaves,
         &mut |_| false,
-        &|_, _| false,
+        &|_| None,
     )?;
     let mut b = ChunkTreeBuilder::new(objects);
     for leaf in leaves {
@@ -303,6 +304,29 @@ fn merged(sorted: &[(u64, u64)]) -> Vec<(u64, u64)> {
 /// the cut (that it is not one) counts too.
 const DECIDED_BY: u64 = 66;
 
+/// A new chunk that starts where an old leaf started, and whose end the
+/// old chunking decided (its deciding bytes are unchanged): a position
+/// whose deciding bytes are unchanged is decided as before, so only the
+/// positions `anew` (offsets from the chunk's start) are hashed; without
+/// a cut there, the chunk ends where the old leaf did, `end`.
+pub(crate) struct Hint {
+    end: u64,
+    anew: Vec<(usize, usize)>,
+}
+
+impl Hint {
+    /// The chunk's length; `data` starts with it and holds `end` bytes
+    /// at least, and `remaining` bytes of the content are left from its
+    /// start.
+    fn cut(&self, chunker: &Chunker, data: &[u8], remaining: u64) -> usize {
+        let remaining = usize::try_from(remaining).unwrap_or(usize::MAX);
+        self.anew
+            .iter()
+            .find_map(|&(from, to)| chunker.cut_in(data, remaining, from, to))
+            .unwrap_or(self.end as usize)
+    }
+}
+
 /// The old chunking of a content being chunked again.
 struct Old {
     leaves: Vec<(u64, Leaf)>,
@@ -341,17 +365,33 @@ impl Old {
         i == 0 || self.changed[i - 1].1 <= cut.saturating_sub(DECIDED_BY)
     }
 
-    /// Whether a chunk starting at `start` certainly ends at `end`
-    /// without reading past it: `end` is an old cut, the old leaf before
-    /// it started at `start` too, and the bytes deciding it are unchanged,
-    /// so the new chunking decides it as the old one did.
-    fn certain_cut(&self, start: u64, end: u64) -> bool {
-        let i = self.leaves.partition_point(|(at, _)| *at < end);
-        end < self.size
-            && i > 0
-            && self.leaves.get(i).is_some_and(|(at, _)| *at == end)
-            && self.leaves[i - 1].0 == start
-            && self.unchanged_around(end)
+    /// What the old chunking tells of a new chunk starting at `start` of
+    /// a content of `size` bytes: when an old leaf started there too and
+    /// the bytes deciding its end are unchanged, where it ended and which
+    /// positions before may be decided anew.
+    fn hint(&self, start: u64, size: u64) -> Option<Hint> {
+        let i = self.leaves.partition_point(|(at, _)| *at < start);
+        let (at, leaf) = self.leaves.get(i)?;
+        let end = at + leaf.len();
+        if *at != start || end >= self.size || end >= size || !self.unchanged_around(end) {
+            return None;
+        }
+        let j = self
+            .changed
+            .partition_point(|(_, b)| b.saturating_add(DECIDED_BY) <= start);
+        let anew = self.changed[j..]
+            .iter()
+            .take_while(|(a, _)| *a < end)
+            .map(|&(a, b)| {
+                let from = a.max(start) - start;
+                let to = b.saturating_add(DECIDED_BY).min(end) - start;
+                (from as usize, to as usize)
+            })
+            .collect();
+        Some(Hint {
+            end: end - start,
+            anew,
+        })
     }
 
     /// The old cut at or after `at`, if any before the old end.
@@ -409,7 +449,7 @@ impl Old {
                 }
                 r == group.len() && end >= need && end < self.size && self.starts.contains(&end)
             },
-            &|start, end| self.certain_cut(start, end),
+            &|start| self.hint(start, size),
         )?;
         Ok(Stretch {
             from,
