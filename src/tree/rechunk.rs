@@ -366,14 +366,20 @@ impl Old {
     }
 
     /// What the old chunking tells of a new chunk starting at `start` of
-    /// a content of `size` bytes: when an old leaf started there too and
+    /// a content of `size` bytes: when an old chunk started there too and
     /// the bytes deciding its end are unchanged, where it ended and which
     /// positions before may be decided anew.
     fn hint(&self, start: u64, size: u64) -> Option<Hint> {
         let i = self.leaves.partition_point(|(at, _)| *at < start);
         let (at, leaf) = self.leaves.get(i)?;
         let end = at + leaf.len();
-        if *at != start || end >= self.size || end >= size || !self.unchanged_around(end) {
+        // A run of zeros is one leaf for all the chunks it was cut into.
+        if !matches!(leaf, Leaf::Chunk(..))
+            || *at != start
+            || end >= self.size
+            || end >= size
+            || !self.unchanged_around(end)
+        {
             return None;
         }
         let j = self
@@ -475,11 +481,12 @@ mod tests {
         }
     }
 
-    /// Noise with runs of zeros, so zero leaves are met.
+    /// Noise with runs of zeros, so zero leaves are met, some of them
+    /// several largest chunks long (at the test's sizes).
     fn bytes(len: usize, seed: u64) -> Vec<u8> {
         let mut b = crate::noise(len, seed);
         for (i, x) in b.iter_mut().enumerate() {
-            if (i / 40_000) % 5 == 3 {
+            if (i / 40_000) % 5 == 3 || (100_000..220_000).contains(&(i % 400_000)) {
                 *x = 0;
             }
         }
@@ -606,6 +613,37 @@ mod tests {
         }
         // The changes did move cuts: the test exercises deciding anew.
         assert!(moved > 0);
+    }
+
+    /// A run of zeros is one leaf however many chunks it was cut into,
+    /// so its start and end tell nothing of the cuts within: a byte
+    /// written into it is chunked as everything is.
+    #[test]
+    fn a_byte_written_into_a_run_of_zeros_is_chunked_as_everything() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path(), "test").unwrap();
+        let chunker = Chunker::new(ChunkParams {
+            min: 2048,
+            avg: 8192,
+            max: 32768,
+        });
+        let mut old = vec![0u8; 98_305];
+        old[98_304] = 7;
+        let old_ref = chunk_all(&store, &chunker, old.len() as u64, &reader(&old)).unwrap();
+        let mut new = old.clone();
+        new[29_447] = 7;
+        let want = chunk_all(&store, &chunker, new.len() as u64, &reader(&new)).unwrap();
+        let (got, _) = rechunk(
+            &store,
+            &chunker,
+            &old_ref,
+            old.len() as u64,
+            new.len() as u64,
+            &[(29_447, 29_448)],
+            &reader(&new),
+        )
+        .unwrap();
+        assert_eq!(got, want);
     }
 
     #[test]
