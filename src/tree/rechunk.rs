@@ -7,7 +7,9 @@
 //! full chunking would give; a write never moves bytes (only the end of
 //! the file moves), so old and new offsets agree. The result is id for id
 //! what chunking the whole new content gives (`chunk_all`). Stretches of
-//! changes far apart are chunked in parallel and joined in order.
+//! changes far apart are chunked in parallel and joined in order. Within
+//! a chunk that starts where an old one started, only the positions a
+//! change can decide anew are hashed (`Hint`).
 
 use std::collections::HashSet;
 
@@ -304,7 +306,7 @@ fn merged(sorted: &[(u64, u64)]) -> Vec<(u64, u64)> {
 /// the cut (that it is not one) counts too.
 const DECIDED_BY: u64 = 66;
 
-/// A new chunk that starts where an old leaf started, and whose end the
+/// A new chunk that starts where an old chunk started, and whose end the
 /// old chunking decided (its deciding bytes are unchanged): a position
 /// whose deciding bytes are unchanged is decided as before, so only the
 /// positions `anew` (offsets from the chunk's start) are hashed; without
@@ -422,7 +424,7 @@ impl Old {
     ) -> Result<Stretch> {
         // The first window reaches the old cut after the last change,
         // where the cuts most likely meet. When the bytes deciding that
-        // cut are unchanged, it ends there (`certain_cut`); otherwise two
+        // cut are unchanged, a hint decides it (`Hint`); otherwise two
         // bytes past it, since FastCDC tests a cut only with the pair of
         // bytes after it in hand (one byte past, the cut is not final and
         // the window doubles). Past the old end, a couple of average
