@@ -531,7 +531,7 @@ mod tests {
         ) {
             let tmp = tempfile::tempdir().unwrap();
             let store = Store::open(tmp.path(), "test").unwrap();
-            let chunker = Chunker::new(ChunkParams { min: 2048, avg: 8192, max: 32768 });
+            let chunker = small();
             let old = bytes(len, seed);
             let old_ref = chunk_all(&store, &chunker, old.len() as u64, &reader(&old)).unwrap();
             let mut new = old.clone();
@@ -577,6 +577,33 @@ mod tests {
         }
     }
 
+    /// The chunker of these tests: small chunks, so that cuts are many.
+    fn small() -> Chunker {
+        Chunker::new(ChunkParams {
+            min: 2048,
+            avg: 8192,
+            max: 32768,
+        })
+    }
+
+    /// `old` (chunked as `old_ref`) with byte `at` set to `v`, re-chunked
+    /// around that byte, and chunked whole.
+    fn byte_set(
+        store: &Store,
+        old: &[u8],
+        old_ref: &ContentRef,
+        at: usize,
+        v: u8,
+    ) -> (Vec<u8>, ContentRef, ContentRef) {
+        let mut new = old.to_vec();
+        new[at] = v;
+        let len = new.len() as u64;
+        let dirty = [(at as u64, at as u64 + 1)];
+        let (got, _) = rechunk(store, &small(), old_ref, len, len, &dirty, &reader(&new)).unwrap();
+        let want = chunk_all(store, &small(), len, &reader(&new)).unwrap();
+        (new, got, want)
+    }
+
     /// A changed byte just before an old cut can move it; one further
     /// back cannot, and then the cut is kept without reading past it. At
     /// every distance, re-chunking gives what a full chunking gives.
@@ -584,33 +611,16 @@ mod tests {
     fn a_change_right_before_a_cut_is_decided_anew() {
         let tmp = tempfile::tempdir().unwrap();
         let store = Store::open(tmp.path(), "test").unwrap();
-        let chunker = Chunker::new(ChunkParams {
-            min: 2048,
-            avg: 8192,
-            max: 32768,
-        });
         let old = crate::noise(200_000, 11);
-        let old_ref = chunk_all(&store, &chunker, old.len() as u64, &reader(&old)).unwrap();
-        let cuts = chunker.cuts(&old, true);
+        let old_ref = chunk_all(&store, &small(), old.len() as u64, &reader(&old)).unwrap();
+        let cuts = small().cuts(&old, true);
         let mut moved = 0;
         for &(cut, _) in &cuts[2..6] {
             for back in 0..=80 {
                 let at = cut - back;
-                let mut new = old.clone();
-                new[at] ^= 0x5A;
-                let want = chunk_all(&store, &chunker, new.len() as u64, &reader(&new)).unwrap();
-                let (got, _) = rechunk(
-                    &store,
-                    &chunker,
-                    &old_ref,
-                    old.len() as u64,
-                    new.len() as u64,
-                    &[(at as u64, at as u64 + 1)],
-                    &reader(&new),
-                )
-                .unwrap();
+                let (new, got, want) = byte_set(&store, &old, &old_ref, at, old[at] ^ 0x5A);
                 assert_eq!(got, want, "a byte {back} before the cut at {cut}");
-                moved += usize::from(!chunker.cuts(&new, true).iter().any(|c| c.0 == cut));
+                moved += usize::from(!small().cuts(&new, true).iter().any(|c| c.0 == cut));
             }
         }
         // The changes did move cuts: the test exercises deciding anew.
@@ -624,27 +634,10 @@ mod tests {
     fn a_byte_written_into_a_run_of_zeros_is_chunked_as_everything() {
         let tmp = tempfile::tempdir().unwrap();
         let store = Store::open(tmp.path(), "test").unwrap();
-        let chunker = Chunker::new(ChunkParams {
-            min: 2048,
-            avg: 8192,
-            max: 32768,
-        });
         let mut old = vec![0u8; 98_305];
         old[98_304] = 7;
-        let old_ref = chunk_all(&store, &chunker, old.len() as u64, &reader(&old)).unwrap();
-        let mut new = old.clone();
-        new[29_447] = 7;
-        let want = chunk_all(&store, &chunker, new.len() as u64, &reader(&new)).unwrap();
-        let (got, _) = rechunk(
-            &store,
-            &chunker,
-            &old_ref,
-            old.len() as u64,
-            new.len() as u64,
-            &[(29_447, 29_448)],
-            &reader(&new),
-        )
-        .unwrap();
+        let old_ref = chunk_all(&store, &small(), old.len() as u64, &reader(&old)).unwrap();
+        let (_, got, want) = byte_set(&store, &old, &old_ref, 29_447, 7);
         assert_eq!(got, want);
     }
 
