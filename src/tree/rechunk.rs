@@ -11,8 +11,6 @@
 //! a chunk that starts where an old one started, only the positions a
 //! change can decide anew are hashed (`Hint`).
 
-use std::collections::HashSet;
-
 use rayon::prelude::*;
 
 use super::chunks::{for_each_leaf_group, ChunkTreeBuilder, ContentRef, Leaf};
@@ -216,9 +214,6 @@ fn rechunk_apart(
     }
     ranges.sort_unstable();
     let old = Old {
-        // Old cuts, not counting the old end: a forced cut, not a content
-        // one.
-        starts: old_leaves.iter().map(|(at, _)| *at).collect(),
         leaves: old_leaves,
         size: old_size,
         changed: merged(&ranges),
@@ -332,7 +327,6 @@ impl Hint {
 /// The old chunking of a content being chunked again.
 struct Old {
     leaves: Vec<(u64, Leaf)>,
-    starts: HashSet<u64>,
     size: u64,
     /// What may differ from the old content: the changes, joined.
     changed: Vec<(u64, u64)>,
@@ -455,7 +449,7 @@ impl Old {
                     need = need.max(b);
                     r += 1;
                 }
-                r == group.len() && end >= need && end < self.size && self.starts.contains(&end)
+                r == group.len() && end >= need && self.cut_from(end) == Some(end)
             },
             &|start| self.hint(start, size),
         )?;
