@@ -77,7 +77,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (path(), path()).prop_map(|(a, b)| Op::Exchange(a, b)),
         1 => (path(), path()).prop_map(|(a, b)| Op::Link(a, b)),
         1 => path().prop_map(Op::Symlink),
-        1 => (path(), 0u32..0o100).prop_map(|(p, m)| Op::Chmod(p, 0o600 | m)),
+        // With set-ID bits at times: copying them up must keep them.
+        1 => (path(), 0u32..0o100, 0u32..4).prop_map(|(p, m, s)| Op::Chmod(p, 0o600 | m | s << 10)),
         2 => (path(), 0..FALLOC_MODES.len(), 0u64..300_000, 1u64..80_000)
             .prop_map(|(p, m, o, n)| Op::Fallocate(p, m, o, n)),
         1 => (path(), 0u64..200_000, 1usize..20_000, any::<u64>())

@@ -758,11 +758,10 @@ impl Overlay {
         if let Some(t) = tree {
             set_attr(&up, ORIGIN, t.0.to_hex().as_bytes())?;
         }
-        set_xattrs(&up, &xattrs)?;
-        if let Some(s) = stat {
-            apply_stat(&up, &s)?;
+        match stat {
+            Some(s) => apply_stat(&up, &s, &xattrs),
+            None => set_xattrs(&up, &xattrs),
         }
-        Ok(())
     }
 
     /// Makes `rel` an upper entry: a file becomes partial over its base
@@ -810,12 +809,11 @@ impl Overlay {
                 fsmeta::mknod(up, kind, e.mode, *rdev)?;
             }
         }
-        set_xattrs(up, &e.xattrs)?;
         self.fresh().insert(up.to_path_buf());
         if let Some(z) = self.frozen() {
             z.made(up);
         }
-        apply_stat(up, &stat_of_entry(e))
+        apply_stat(up, &stat_of_entry(e), &e.xattrs)
     }
 
     /// Writes `data` at `off` of file `rel`.
@@ -2066,14 +2064,18 @@ fn seek(f: &File, at: u64, how: fn(u64) -> rustix::fs::SeekFrom) -> io::Result<O
     }
 }
 
-/// Gives an upper entry the mode, owner and time of what it continues.
-fn apply_stat(path: &Path, s: &Stat) -> io::Result<()> {
-    if s.kind != EntryKind::Symlink {
-        fs::set_permissions(path, fs::Permissions::from_mode(s.mode))?;
-    }
+/// Gives an upper entry the owner, mode, extended attributes and time of
+/// what it continues.
+fn apply_stat(path: &Path, s: &Stat, xattrs: &[(Vec<u8>, Vec<u8>)]) -> io::Result<()> {
+    // In this order: a chown drops set-ID bits and file capabilities
+    // (security.capability), even root's.
     if fsmeta::is_root() {
         std::os::unix::fs::lchown(path, Some(s.uid), Some(s.gid))?;
     }
+    if s.kind != EntryKind::Symlink {
+        fs::set_permissions(path, fs::Permissions::from_mode(s.mode))?;
+    }
+    set_xattrs(path, xattrs)?;
     set_mtime(path, s.mtime_ns)
 }
 
