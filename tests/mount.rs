@@ -1088,3 +1088,110 @@ fn a_daemon_killed_during_a_mounted_commit_loses_nothing() {
         t.fsck_ok();
     }
 }
+
+/// A capability set (CAP_NET_RAW, effective) as `security.capability`
+/// holds it: revision 2, little-endian.
+const NET_RAW_CAPS: [u8; 20] = [
+    1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+];
+
+fn caps_of(path: &Path) -> Option<Vec<u8>> {
+    let mut buf = [0u8; 64];
+    let n = rustix::fs::getxattr(path, "security.capability", &mut buf).ok()?;
+    Some(buf[..n].to_vec())
+}
+
+#[test]
+fn set_id_bits_and_capabilities_drop_on_a_mount_as_on_a_local_filesystem() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::process::CommandExt;
+    assert!(util::is_root(), "writing as another user needs root");
+    let t = Env::new();
+    t.dot(&["init", "app", "--mount"]).ok();
+    let mount = t.path("app");
+    let local = t.tmp.path().join("local");
+    fs::create_dir(&local).unwrap();
+    for p in [
+        t.tmp.path(),
+        &t.home,
+        &t.home.join("work"),
+        &t.home.join("work/app"),
+    ] {
+        fs::set_permissions(p, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    // (file, its mode, run as nobody (no CAP_FSETID) or as root, command)
+    let cases: &[(&str, u32, bool, &str)] = &[
+        ("write", 0o6777, true, "printf x >> \"$1\""),
+        ("write-locking", 0o2666, true, "printf x >> \"$1\""),
+        ("write-as-root", 0o6777, false, "printf x >> \"$1\""),
+        ("truncate", 0o6777, true, "truncate -s 1 \"$1\""),
+        ("fallocate", 0o6777, true, "fallocate -l 8192 \"$1\""),
+        ("chown", 0o6777, false, "chown 65534 \"$1\""),
+        ("caps", 0o755, false, "printf x >> \"$1\""),
+    ];
+    for dir in [&local, &mount] {
+        for (name, mode, _, _) in cases {
+            let f = dir.join(name);
+            write(&f, b"abc");
+            fs::set_permissions(&f, fs::Permissions::from_mode(*mode)).unwrap();
+        }
+        let f = dir.join("caps");
+        rustix::fs::setxattr(
+            &f,
+            "security.capability",
+            &NET_RAW_CAPS,
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+        assert!(caps_of(&f).is_some());
+    }
+    // A set-group-ID directory of group nobody.
+    for dir in [&local, &mount] {
+        let shared = dir.join("shared");
+        fs::create_dir(&shared).unwrap();
+        std::os::unix::fs::chown(&shared, None, Some(65534)).unwrap();
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o2775)).unwrap();
+    }
+    // The mount's files come from the store, copied up by the change.
+    commit(&t, "files with set-ID bits");
+    for dir in [&local, &mount] {
+        for (name, _, nobody, script) in cases {
+            let mut cmd = std::process::Command::new("sh");
+            cmd.args(["-c", script, "sh"]).arg(dir.join(name));
+            if *nobody {
+                cmd.uid(65534).gid(65534);
+            }
+            assert!(cmd.status().unwrap().success(), "{name} in {dir:?}");
+        }
+    }
+    // What is made in it takes its group; a directory, its bit too.
+    for dir in [&local, &mount] {
+        fs::create_dir(dir.join("shared/sub")).unwrap();
+        write(&dir.join("shared/f"), b"made in a set-group-ID directory");
+        std::os::unix::fs::symlink("f", dir.join("shared/l")).unwrap();
+    }
+    let made = ["shared", "shared/sub", "shared/f", "shared/l"];
+    for name in cases.iter().map(|c| c.0).chain(made) {
+        let (l, m) = (local.join(name), mount.join(name));
+        let (lm, mm) = (
+            fs::symlink_metadata(&l).unwrap(),
+            fs::symlink_metadata(&m).unwrap(),
+        );
+        assert_eq!(
+            format!("{:o} {}:{}", mm.mode(), mm.uid(), mm.gid()),
+            format!("{:o} {}:{}", lm.mode(), lm.uid(), lm.gid()),
+            "{name}: the mount's mode and owner against the local file's"
+        );
+        assert_eq!(caps_of(&m), caps_of(&l), "{name}");
+    }
+    assert_eq!(
+        fs::metadata(mount.join("shared/sub")).unwrap().mode() & 0o2000,
+        0o2000
+    );
+    assert_eq!(caps_of(&local.join("caps")), None);
+    // What a commit holds is what the mount shows.
+    let shown = snapshot(&mount);
+    commit(&t, "after");
+    t.dot(&["unmount", "app"]).ok();
+    assert_eq!(snapshot(&t.path("app")), shown);
+}

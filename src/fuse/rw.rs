@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
-    Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig, LockOwner,
-    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
-    ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
-    WriteFlags,
+    Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
+    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request,
+    TimeOrNow, WriteFlags,
 };
 
 use super::{config, damage_note, file_attr, name_list, reply_items, reply_xattr, Log, Mounted};
@@ -35,6 +35,7 @@ pub fn mount_working(
         w: working,
         upper: upper.to_path_buf(),
         log,
+        drops_suid: false,
     };
     let session = fuser::Session::new(fs, at, &config(name, false))?.spawn()?;
     Ok(Mounted {
@@ -47,9 +48,23 @@ struct RwFs {
     w: Arc<Working>,
     upper: std::path::PathBuf,
     log: Log,
+    /// The kernel left dropping set-ID bits to the daemon
+    /// (`FUSE_HANDLE_KILLPRIV_V2`, 16.4).
+    drops_suid: bool,
 }
 
 impl RwFs {
+    /// After a truncation or fallocate by `req`'s process: drops the
+    /// file's set-ID bits as a local filesystem does for a process without
+    /// CAP_FSETID. The kernel says so only for writes; here root is taken
+    /// to have it and anyone else not.
+    fn dropped_suid(&self, req: &Request, ino: INodeNo) -> io::Result<()> {
+        match self.drops_suid && req.uid() != 0 {
+            true => self.w.drop_suid(ino.0, &|g| in_group(req, g)),
+            false => Ok(()),
+        }
+    }
+
     fn errno(&self, e: io::Error) -> Errno {
         match e.raw_os_error() {
             Some(n) => Errno::from_i32(n),
@@ -59,6 +74,10 @@ impl RwFs {
             }
         }
     }
+}
+
+fn in_group(req: &Request, group: u32) -> bool {
+    crate::mount::in_group(req.pid(), req.gid(), group)
 }
 
 fn ns(t: TimeOrNow) -> i64 {
@@ -76,6 +95,10 @@ impl Filesystem for RwFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_readahead(1 << 20);
+        // Else the kernel asks for security.capability before every write.
+        self.drops_suid = config
+            .add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2)
+            .is_ok();
         Ok(())
     }
 
@@ -101,7 +124,7 @@ impl Filesystem for RwFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -118,7 +141,13 @@ impl Filesystem for RwFs {
         reply: ReplyAttr,
     ) {
         let _s = self.w.changing();
-        match self.w.setattr(ino.0, mode, uid, gid, size, mtime.map(ns)) {
+        let set = self.w.setattr(ino.0, mode, uid, gid, size, mtime.map(ns));
+        match set.and_then(|a| match size {
+            Some(_) => self
+                .dropped_suid(req, ino)
+                .and_then(|()| self.w.getattr(ino.0)),
+            None => Ok(a),
+        }) {
             Ok(a) => reply.attr(&TTL, &file_attr(&a)),
             Err(e) => reply.error(self.errno(e)),
         }
@@ -264,7 +293,7 @@ impl Filesystem for RwFs {
 
     fn fallocate(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
@@ -273,7 +302,8 @@ impl Filesystem for RwFs {
         reply: ReplyEmpty,
     ) {
         let _s = self.w.changing();
-        match self.w.fallocate(ino.0, offset, length, mode) {
+        let done = self.w.fallocate(ino.0, offset, length, mode);
+        match done.and_then(|()| self.dropped_suid(req, ino)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.errno(e)),
         }
@@ -324,18 +354,22 @@ impl Filesystem for RwFs {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
         let _s = self.w.shared();
-        match self.w.write(ino.0, offset, data) {
+        // The kernel says whether the writer has CAP_FSETID.
+        let kill = self.drops_suid && write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+        let in_group = |g| in_group(req, g);
+        let drop_suid = kill.then_some(&in_group as &dyn Fn(u32) -> bool);
+        match self.w.write(ino.0, offset, data, drop_suid) {
             Ok(()) => reply.written(data.len() as u32),
             Err(e) => reply.error(self.errno(e)),
         }

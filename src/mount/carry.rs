@@ -190,7 +190,7 @@ impl Walk<'_> {
                 return Ok(());
             }
             self.overlay
-                .write(self.sub, &Self::path(rel), off, &buf[..n])?;
+                .write(self.sub, &Self::path(rel), off, &buf[..n], None)?;
             off += n as u64;
         }
     }

@@ -49,6 +49,11 @@ impl From<TreeError> for Fault {
 
 pub type Result<T> = std::result::Result<T, Fault>;
 
+/// Set-user-ID and set-group-ID permission bits, and group execution.
+pub(crate) const SET_UID: u32 = 0o4000;
+pub(crate) const SET_GID: u32 = 0o2000;
+pub(crate) const GROUP_EXEC: u32 = 0o0010;
+
 /// What `stat` says about an inode.
 #[derive(Clone, Debug)]
 pub struct Attr {
@@ -339,6 +344,26 @@ impl View {
     }
 }
 
+/// Whether process `pid`, running as group `gid`, is in group `group`: as
+/// its own or a supplementary one (from /proc; a process gone is in none).
+pub fn in_group(pid: u32, gid: u32, group: u32) -> bool {
+    gid == group
+        || std::fs::read(format!("/proc/{pid}/status"))
+            .is_ok_and(|status| status_groups(&status).any(|g| g == group))
+}
+
+/// The supplementary groups a /proc/PID/status names on its `Groups:`
+/// line (none if it has none or the line is not numbers).
+fn status_groups(status: &[u8]) -> impl Iterator<Item = u32> + '_ {
+    let line = status
+        .split(|&b| b == b'\n')
+        .find_map(|l| l.strip_prefix(b"Groups:"))
+        .unwrap_or_default();
+    line.split(|b| b.is_ascii_whitespace())
+        .filter(|w| !w.is_empty())
+        .map_while(|w| std::str::from_utf8(w).ok()?.parse().ok())
+}
+
 /// The processes with a file, directory or working directory under `dir`,
 /// as "pid N (command)", found through /proc (Linux).
 pub fn users_of(dir: &std::path::Path) -> Vec<String> {
@@ -365,4 +390,37 @@ pub fn users_of(dir: &std::path::Path) -> Vec<String> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn groups_come_from_the_groups_line() {
+        let status = b"Name:\tpostgres\nGid:\t5\t5\t5\t5\nGroups:\t4 24 1000 \nNgid:\t0\n";
+        assert_eq!(status_groups(status).collect::<Vec<_>>(), [4, 24, 1000]);
+        assert_eq!(status_groups(b"Groups:\t\n").count(), 0);
+        assert_eq!(status_groups(b"Name:\tx\n").count(), 0);
+        let me = std::process::id();
+        assert!(in_group(me, 7, 7));
+        assert!(!in_group(me, 7, u32::MAX - 1));
+        // A process gone is in its own group only.
+        assert!(!in_group(u32::MAX, 7, 0));
+    }
+
+    proptest! {
+        /// Any bytes: no panic, and only numbers of the Groups line.
+        #[test]
+        fn groups_of_any_status(bytes in proptest::collection::vec(any::<u8>(), 0..300),
+                                groups in proptest::collection::vec(any::<u32>(), 0..8)) {
+            let _ = status_groups(&bytes).count();
+            let mut status = bytes.clone();
+            status.retain(|&b| b != b'\n');
+            let line = groups.iter().map(u32::to_string).collect::<Vec<_>>().join(" ");
+            let status = [b"X:\t".as_slice(), &status, b"\nGroups:\t", line.as_bytes(), b"\n"].concat();
+            prop_assert_eq!(status_groups(&status).collect::<Vec<_>>(), groups);
+        }
+    }
 }

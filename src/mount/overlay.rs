@@ -816,8 +816,17 @@ impl Overlay {
         apply_stat(up, &stat_of_entry(e), &e.xattrs)
     }
 
-    /// Writes `data` at `off` of file `rel`.
-    pub fn write(&self, sub: &str, rel: &[&[u8]], off: u64, data: &[u8]) -> io::Result<()> {
+    /// Writes `data` at `off` of file `rel`; when `drop_suid` is given, by
+    /// a process without CAP_FSETID in the groups it says
+    /// (`without_set_ids`).
+    pub fn write(
+        &self,
+        sub: &str,
+        rel: &[&[u8]],
+        off: u64,
+        data: &[u8],
+        drop_suid: Option<&dyn Fn(u32) -> bool>,
+    ) -> io::Result<()> {
         let o = match self.open_upper(sub, rel)? {
             Some(o) => o,
             None => {
@@ -835,15 +844,25 @@ impl Overlay {
             }),
             None => Ok(()),
         };
+        let md = match (&o.partial, drop_suid) {
+            (None, None) => None,
+            _ => Some(o.file.metadata()?),
+        };
+        // After the write, which kept (under a freeze) the attributes the
+        // file had before it.
+        let dropped = |md: &fs::Metadata| match drop_suid.and_then(|g| without_set_ids(md, g)) {
+            Some(mode) => o.file.set_permissions(fs::Permissions::from_mode(mode)),
+            None => Ok(()),
+        };
         let Some(p) = &o.partial else {
             keep(off, end)?;
             o.file.write_all_at(data, off)?;
             self.written(&up, off, end);
-            return Ok(());
+            return md.as_ref().map_or(Ok(()), dropped);
         };
         // Whole blocks: the rest of the first and last block comes from
         // what shows now, so every allocated block holds true bytes.
-        let size = o.file.metadata()?.len();
+        let size = md.as_ref().map_or(0, fs::Metadata::len);
         let a = off / BLOCK * BLOCK;
         let b = (end.div_ceil(BLOCK) * BLOCK).min(size.max(end));
         let mut block = vec![0u8; (b - a) as usize];
@@ -864,7 +883,7 @@ impl Overlay {
         keep(a, b)?;
         o.file.write_all_at(&block, a)?;
         self.written(&up, a, b);
-        Ok(())
+        md.as_ref().map_or(Ok(()), dropped)
     }
 
     /// Sets the size of file `rel`.
@@ -1186,7 +1205,7 @@ impl Overlay {
                     let mut at = off;
                     while at < stop {
                         let n = (stop - at).min(1 << 20);
-                        self.write(sub, rel, at, &vec![0u8; n as usize])?;
+                        self.write(sub, rel, at, &vec![0u8; n as usize], None)?;
                         at += n;
                     }
                 } else {
@@ -1238,6 +1257,20 @@ impl Overlay {
             self.upper_path(sub, rel),
             fs::Permissions::from_mode(mode & 0o7777),
         )
+    }
+
+    /// Drops the set-ID bits of upper file `rel` (`without_set_ids`).
+    pub fn drop_suid(
+        &self,
+        sub: &str,
+        rel: &[&[u8]],
+        in_group: &dyn Fn(u32) -> bool,
+    ) -> io::Result<()> {
+        let up = self.upper_path(sub, rel);
+        match without_set_ids(&fs::symlink_metadata(&up)?, in_group) {
+            Some(mode) => fs::set_permissions(&up, fs::Permissions::from_mode(mode)),
+            None => Ok(()),
+        }
     }
 
     pub fn set_owner(
@@ -2064,6 +2097,20 @@ fn seek(f: &File, at: u64, how: fn(u64) -> rustix::fs::SeekFrom) -> io::Result<O
     }
 }
 
+/// The permission bits a regular file with `md` keeps when a process
+/// without CAP_FSETID changes it, as on a local filesystem, if they
+/// change: it drops set-user-ID, and set-group-ID when the file is
+/// group-executable or the process is not in its group (`in_group`).
+fn without_set_ids(md: &fs::Metadata, in_group: &dyn Fn(u32) -> bool) -> Option<u32> {
+    use super::{GROUP_EXEC, SET_GID, SET_UID};
+    let mode = md.mode();
+    let mut kept = mode & !SET_UID;
+    if mode & SET_GID != 0 && (mode & GROUP_EXEC != 0 || !in_group(md.gid())) {
+        kept &= !SET_GID;
+    }
+    (md.is_file() && kept != mode).then_some(kept & 0o7777)
+}
+
 /// Gives an upper entry the owner, mode, extended attributes and time of
 /// what it continues.
 fn apply_stat(path: &Path, s: &Stat, xattrs: &[(Vec<u8>, Vec<u8>)]) -> io::Result<()> {
@@ -2213,7 +2260,7 @@ mod tests {
                     Some(s) if s.kind == EntryKind::Dir => return Err(errno(libc::EISDIR)),
                     _ => {}
                 }
-                o.write(SUB, &parts(p), *off, &noise(*n, *seed))
+                o.write(SUB, &parts(p), *off, &noise(*n, *seed), None)
             }
             Op::Truncate(p, n) => {
                 match o.stat(SUB, &parts(p))? {
@@ -2369,7 +2416,7 @@ mod tests {
         let o = Overlay::open(store.clone(), &tmp.path().join("upper"), root).unwrap();
         for (i, at) in [1000u64, 150_000, 5].into_iter().enumerate() {
             let data = noise(3000, 10 + i as u64);
-            o.write(SUB, &[b"f"], at, &data).unwrap();
+            o.write(SUB, &[b"f"], at, &data, None).unwrap();
             let f = OpenOptions::new().write(true).open(dir.join("f")).unwrap();
             f.write_all_at(&data, at).unwrap();
             let (built, _) = o.build_top(SUB, &chunker()).unwrap();
@@ -2418,7 +2465,7 @@ mod tests {
                                 o.rename(SUB, &[b"tmp"], &[g.as_bytes()])
                             }),
                             1 => o.truncate(SUB, &[f.as_bytes()], at),
-                            _ => o.write(SUB, &[f.as_bytes()], at, &noise(3000, x)),
+                            _ => o.write(SUB, &[f.as_bytes()], at, &noise(3000, x), None),
                         };
                     }
                 })

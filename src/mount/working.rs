@@ -12,7 +12,7 @@ use std::sync::{
 };
 
 use super::overlay::{Change, Overlay, Stat};
-use super::{Attr, Item, ROOT};
+use super::{Attr, Item, ROOT, SET_GID, SET_UID};
 use crate::repo::DEFAULT_SUBDOT;
 use crate::tree::dir::EntryKind;
 
@@ -321,21 +321,37 @@ impl Working {
         self.on(ino, |sub, rel| self.overlay.read(sub, rel, off, len))
     }
 
-    pub fn write(&self, ino: u64, off: u64, data: &[u8]) -> io::Result<()> {
-        self.on(ino, |sub, rel| self.overlay.write(sub, rel, off, data))
+    /// Writes `data` at `off` (`Overlay::write`).
+    pub fn write(
+        &self,
+        ino: u64,
+        off: u64,
+        data: &[u8],
+        drop_suid: Option<&dyn Fn(u32) -> bool>,
+    ) -> io::Result<()> {
+        self.on(ino, |sub, rel| {
+            self.overlay.write(sub, rel, off, data, drop_suid)
+        })
+    }
+
+    /// `Overlay::drop_suid`.
+    pub fn drop_suid(&self, ino: u64, in_group: &dyn Fn(u32) -> bool) -> io::Result<()> {
+        self.on(ino, |sub, rel| self.overlay.drop_suid(sub, rel, in_group))
     }
 
     pub fn readlink(&self, ino: u64) -> io::Result<Vec<u8>> {
         self.on(ino, |sub, rel| self.overlay.readlink(sub, rel))
     }
 
-    /// Creates `name` in `parent` with `make`, owned by `uid`:`gid`.
+    /// Creates `name` in `parent` with `make`, owned by `uid`:`gid`, with
+    /// permission bits `mode` (not for symlinks).
     fn make(
         &self,
         parent: u64,
         name: &[u8],
         uid: u32,
         gid: u32,
+        mode: Option<u32>,
         make: impl FnOnce(&str, &[&[u8]]) -> io::Result<()>,
     ) -> io::Result<Attr> {
         let (sub, path) = self.child(parent, name)?;
@@ -343,9 +359,26 @@ impl Working {
         make(&sub, &parts)?;
         if crate::workspace::fsmeta::is_root() {
             self.overlay.set_owner(&sub, &parts, Some(uid), Some(gid))?;
+            // A chown drops set-ID bits.
+            if let Some(m) = mode.filter(|m| m & (SET_UID | SET_GID) != 0) {
+                self.overlay.set_mode(&sub, &parts, m)?;
+            }
         }
         let ino = self.inodes().remember(parent, name, || ());
         self.getattr(ino)
+    }
+
+    /// The group and permission bits of an entry made in `parent` by a
+    /// process of group `gid` with `mode`: as on a local filesystem, a
+    /// set-group-ID directory gives what is made in it its own group, and a
+    /// directory made in it its set-group-ID bit too.
+    fn inherit(&self, parent: u64, gid: u32, mode: u32, dir: bool) -> io::Result<(u32, u32)> {
+        let p = self.getattr(parent)?;
+        Ok(match p.mode & SET_GID != 0 {
+            true if dir => (p.gid, mode | SET_GID),
+            true => (p.gid, mode),
+            false => (gid, mode),
+        })
     }
 
     pub fn create(
@@ -356,7 +389,8 @@ impl Working {
         uid: u32,
         gid: u32,
     ) -> io::Result<Attr> {
-        self.make(parent, name, uid, gid, |s, p| {
+        let (gid, mode) = self.inherit(parent, gid, mode, false)?;
+        self.make(parent, name, uid, gid, Some(mode), |s, p| {
             self.overlay.create(s, p, mode)
         })
     }
@@ -369,7 +403,8 @@ impl Working {
         uid: u32,
         gid: u32,
     ) -> io::Result<Attr> {
-        self.make(parent, name, uid, gid, |s, p| {
+        let (gid, mode) = self.inherit(parent, gid, mode, true)?;
+        self.make(parent, name, uid, gid, Some(mode), |s, p| {
             self.overlay.mkdir(s, p, mode)
         })
     }
@@ -382,7 +417,8 @@ impl Working {
         uid: u32,
         gid: u32,
     ) -> io::Result<Attr> {
-        self.make(parent, name, uid, gid, |s, p| {
+        let (gid, _) = self.inherit(parent, gid, 0, false)?;
+        self.make(parent, name, uid, gid, None, |s, p| {
             self.overlay.symlink(s, p, target)
         })
     }
@@ -396,7 +432,8 @@ impl Working {
         uid: u32,
         gid: u32,
     ) -> io::Result<Attr> {
-        self.make(parent, name, uid, gid, |s, p| {
+        let (gid, mode) = self.inherit(parent, gid, mode, false)?;
+        self.make(parent, name, uid, gid, Some(mode), |s, p| {
             self.overlay.mknod(s, p, mode, rdev)
         })
     }
