@@ -141,8 +141,6 @@ fn open_pack_key(seq: u64) -> Vec<u8> {
 }
 
 pub struct Store {
-    /// The home's lock, held while the store is open.
-    _lock: File,
     home: PathBuf,
     db: db::Db,
     writers: [Writer; 2],
@@ -150,6 +148,11 @@ pub struct Store {
     readers: Mutex<HashMap<u64, Arc<File>>>,
     /// Cleared by tests to leave open packs behind as a kill would.
     seal_on_drop: std::sync::atomic::AtomicBool,
+    /// The home's lock, held while the store is open. Last, so that it
+    /// is let go only once the index is closed and the packs sealed:
+    /// fields drop in order, and whoever waits for it (`dot daemon stop`,
+    /// the next command) may then open or remove what they left.
+    _lock: File,
 }
 
 /// Counts from a garbage collection.
@@ -1048,6 +1051,29 @@ mod tests {
         let size = fs::metadata(s.pack_path(1)).unwrap().len();
         assert!(size < 60_000, "{size}");
         assert!(s.verify_packs().unwrap().is_empty());
+    }
+
+    /// Whoever waits for the store (`dot daemon stop`, then a command)
+    /// finds the index closed and the packs sealed once the lock is free.
+    #[test]
+    fn the_lock_is_let_go_last() {
+        for round in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            let s = Store::open(dir.path(), "test").unwrap();
+            for i in 0..200u64 {
+                let data = noise(3000, i + round);
+                s.put(Kind::Chunk, &Id::of(&data), &data).unwrap();
+            }
+            s.commit(Batch::default()).unwrap();
+            let home = dir.path().to_path_buf();
+            let next = std::thread::spawn(move || {
+                wait_released(&home).unwrap();
+                Store::open(&home, "next").map(drop)
+            });
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            drop(s);
+            next.join().unwrap().unwrap();
+        }
     }
 
     #[test]
