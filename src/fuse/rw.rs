@@ -56,10 +56,10 @@ struct RwFs {
 impl RwFs {
     /// After a truncation or fallocate by `req`'s process: drops the
     /// file's set-ID bits as a local filesystem does for a process without
-    /// CAP_FSETID. The kernel says so only for writes; here root is taken
-    /// to have it and anyone else not.
+    /// CAP_FSETID. The kernel says which for writes only; for these the
+    /// process's /proc status does.
     fn dropped_suid(&self, req: &Request, ino: INodeNo) -> io::Result<()> {
-        match self.drops_suid && req.uid() != 0 {
+        match self.drops_suid && !crate::mount::has_fsetid(req.pid()) {
             true => self.w.drop_suid(ino.0, &|g| in_group(req, g)),
             false => Ok(()),
         }

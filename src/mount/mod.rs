@@ -347,21 +347,51 @@ impl View {
 /// Whether process `pid`, running as group `gid`, is in group `group`: as
 /// its own or a supplementary one (from /proc; a process gone is in none).
 pub fn in_group(pid: u32, gid: u32, group: u32) -> bool {
-    gid == group
-        || std::fs::read(format!("/proc/{pid}/status"))
-            .is_ok_and(|status| status_groups(&status).any(|g| g == group))
+    gid == group || proc_status(pid).is_some_and(|s| s.groups.contains(&group))
 }
 
-/// The supplementary groups a /proc/PID/status names on its `Groups:`
-/// line (none if it has none or the line is not numbers).
-fn status_groups(status: &[u8]) -> impl Iterator<Item = u32> + '_ {
-    let line = status
-        .split(|&b| b == b'\n')
-        .find_map(|l| l.strip_prefix(b"Groups:"))
-        .unwrap_or_default();
-    line.split(|b| b.is_ascii_whitespace())
-        .filter(|w| !w.is_empty())
-        .map_while(|w| std::str::from_utf8(w).ok()?.parse().ok())
+/// Whether process `pid` has CAP_FSETID, which keeps set-ID bits through
+/// its changes (from /proc; a process gone has not).
+pub fn has_fsetid(pid: u32) -> bool {
+    const CAP_FSETID: u32 = 4;
+    proc_status(pid).is_some_and(|s| s.caps >> CAP_FSETID & 1 == 1)
+}
+
+/// What a process's /proc/PID/status says that a mount needs.
+#[derive(Debug, Default, PartialEq)]
+struct ProcStatus {
+    /// Supplementary groups (`Groups:`).
+    groups: Vec<u32>,
+    /// Effective capabilities (`CapEff:`, hexadecimal).
+    caps: u64,
+}
+
+fn proc_status(pid: u32) -> Option<ProcStatus> {
+    std::fs::read(format!("/proc/{pid}/status"))
+        .ok()
+        .map(|s| parse_status(&s))
+}
+
+/// The lines of a /proc/PID/status that `ProcStatus` holds; a line that
+/// is missing or not numbers counts as none (no groups, no capabilities).
+fn parse_status(status: &[u8]) -> ProcStatus {
+    let mut out = ProcStatus::default();
+    fn words(rest: &[u8]) -> impl Iterator<Item = &str> {
+        rest.split(|b| b.is_ascii_whitespace())
+            .filter(|w| !w.is_empty())
+            .map(|w| std::str::from_utf8(w).unwrap_or(""))
+    }
+    for line in status.split(|&b| b == b'\n') {
+        if let Some(rest) = line.strip_prefix(b"Groups:") {
+            out.groups = words(rest).map_while(|w| w.parse().ok()).collect();
+        } else if let Some(rest) = line.strip_prefix(b"CapEff:") {
+            out.caps = words(rest)
+                .next()
+                .and_then(|w| u64::from_str_radix(w, 16).ok())
+                .unwrap_or(0);
+        }
+    }
+    out
 }
 
 /// The processes with a file, directory or working directory under `dir`,
@@ -398,29 +428,44 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
-    fn groups_come_from_the_groups_line() {
-        let status = b"Name:\tpostgres\nGid:\t5\t5\t5\t5\nGroups:\t4 24 1000 \nNgid:\t0\n";
-        assert_eq!(status_groups(status).collect::<Vec<_>>(), [4, 24, 1000]);
-        assert_eq!(status_groups(b"Groups:\t\n").count(), 0);
-        assert_eq!(status_groups(b"Name:\tx\n").count(), 0);
+    fn groups_and_capabilities_come_from_their_lines() {
+        let status = b"Name:\tpostgres\nGid:\t5\t5\t5\t5\nGroups:\t4 24 1000 \nCapEff:\t000001fffeffffef\nNgid:\t0\n";
+        assert_eq!(
+            parse_status(status),
+            ProcStatus {
+                groups: vec![4, 24, 1000],
+                caps: 0x1fffeffffef
+            }
+        );
+        assert_eq!(
+            parse_status(b"Groups:\t\nCapEff:\tzz\n"),
+            ProcStatus::default()
+        );
+        assert_eq!(parse_status(b"Name:\tx\n"), ProcStatus::default());
         let me = std::process::id();
         assert!(in_group(me, 7, 7));
         assert!(!in_group(me, 7, u32::MAX - 1));
-        // A process gone is in its own group only.
+        // A process gone is in its own group only, and has no capability.
         assert!(!in_group(u32::MAX, 7, 0));
+        assert!(!has_fsetid(u32::MAX));
     }
 
     proptest! {
-        /// Any bytes: no panic, and only numbers of the Groups line.
+        /// Any bytes: no panic, and only what the two lines say.
         #[test]
-        fn groups_of_any_status(bytes in proptest::collection::vec(any::<u8>(), 0..300),
-                                groups in proptest::collection::vec(any::<u32>(), 0..8)) {
-            let _ = status_groups(&bytes).count();
-            let mut status = bytes.clone();
-            status.retain(|&b| b != b'\n');
+        fn any_status(bytes in proptest::collection::vec(any::<u8>(), 0..300),
+                      groups in proptest::collection::vec(any::<u32>(), 0..8),
+                      caps in any::<u64>()) {
+            let _ = parse_status(&bytes);
+            let mut noise = bytes.clone();
+            noise.retain(|&b| b != b'\n');
             let line = groups.iter().map(u32::to_string).collect::<Vec<_>>().join(" ");
-            let status = [b"X:\t".as_slice(), &status, b"\nGroups:\t", line.as_bytes(), b"\n"].concat();
-            prop_assert_eq!(status_groups(&status).collect::<Vec<_>>(), groups);
+            let status = [
+                b"X:\t".as_slice(), &noise,
+                b"\nGroups:\t", line.as_bytes(),
+                format!("\nCapEff:\t{caps:016x}\n").as_bytes(),
+            ].concat();
+            prop_assert_eq!(parse_status(&status), ProcStatus { groups, caps });
         }
     }
 }
