@@ -1208,3 +1208,124 @@ fn set_id_bits_and_capabilities_drop_on_a_mount_as_on_a_local_filesystem() {
     t.dot(&["unmount", "app"]).ok();
     assert_eq!(snapshot(&t.path("app")), shown);
 }
+
+/// What a program sees through descriptors of files whose names go while
+/// they are open, in `dir`: a new file and a committed one removed, and
+/// a committed one replaced by a rename.
+fn use_after_removal(dir: &Path) -> Vec<String> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let mut seen = Vec::new();
+    let mut see = |what: &str, r: std::io::Result<String>| {
+        seen.push(format!(
+            "{what}: {}",
+            r.unwrap_or_else(|e| format!("error {e}"))
+        ))
+    };
+    let read = |f: &fs::File| -> std::io::Result<String> {
+        let mut buf = vec![0u8; 64];
+        let n = f.read_at(&mut buf, 0)?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    };
+    let stat = |f: &fs::File| -> std::io::Result<String> {
+        let m = f.metadata()?;
+        Ok(format!(
+            "size {} links {} mode {:o}",
+            m.len(),
+            m.nlink(),
+            m.mode()
+        ))
+    };
+
+    let new = fs::File::options()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(dir.join("scratch"))
+        .unwrap();
+    new.write_all_at(b"before", 0).unwrap();
+    fs::remove_file(dir.join("scratch")).unwrap();
+    see(
+        "write",
+        new.write_all_at(b" after", 6).map(|()| String::new()),
+    );
+    see("read", read(&new));
+    see("stat", stat(&new));
+    see("truncate", new.set_len(3).map(|()| String::new()));
+    see("read", read(&new));
+    see("fsync", new.sync_all().map(|()| String::new()));
+    see(
+        "chmod",
+        new.set_permissions(fs::Permissions::from_mode(0o640))
+            .map(|()| String::new()),
+    );
+    see("stat", stat(&new));
+    see("name", Ok(dir.join("scratch").exists().to_string()));
+    drop(new);
+
+    let base = fs::File::options()
+        .read(true)
+        .write(true)
+        .open(dir.join("committed"))
+        .unwrap();
+    fs::remove_file(dir.join("committed")).unwrap();
+    see("read", read(&base));
+    see("write", base.write_all_at(b"X", 0).map(|()| String::new()));
+    see("read", read(&base));
+    see("stat", stat(&base));
+    drop(base);
+
+    let old = fs::File::open(dir.join("replaced")).unwrap();
+    write(&dir.join("replacement"), b"the new one\n");
+    fs::rename(dir.join("replacement"), dir.join("replaced")).unwrap();
+    see("read", read(&old));
+    see("by name", fs::read_to_string(dir.join("replaced")));
+    drop(old);
+    seen
+}
+
+#[test]
+fn a_file_removed_while_open_stays_usable_until_it_is_closed() {
+    let t = Env::new();
+    t.dot(&["init", "app"]).ok();
+    let mount = t.path("app");
+    let local = t.tmp.path().join("local");
+    fs::create_dir(&local).unwrap();
+    for dir in [&local, &mount] {
+        write(&dir.join("committed"), b"committed content\n");
+        write(&dir.join("replaced"), b"the old one\n");
+    }
+    commit(&t, "files");
+    t.dot(&["mount", "app"]).ok();
+    let want = use_after_removal(&local);
+    assert_eq!(use_after_removal(&mount), want);
+    let orphans = t.home.join("overlay/app/orphans");
+    // The kernel tells the daemon of a last close after close returns.
+    let kept = || fs::read_dir(&orphans).unwrap().count();
+    let started = std::time::Instant::now();
+    while kept() > 0 && started.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(kept(), 0, "kept after close");
+
+    // A commit while a removed file is open does not have it.
+    let open = fs::File::open(mount.join("replaced")).unwrap();
+    fs::remove_file(mount.join("replaced")).unwrap();
+    commit(&t, "removed");
+    let mut buf = [0u8; 11];
+    open.read_exact_at(&mut buf, 0).unwrap();
+    assert_eq!(&buf, b"the new one");
+    assert_eq!(kept(), 1);
+    // A daemon that starts again keeps none: no program has them open.
+    drop(open);
+    t.kill_daemon();
+    fs::write(orphans.join("99"), b"left by a killed daemon").unwrap();
+    t.restart_daemon();
+    assert_eq!(kept(), 0);
+    t.dot(&["unmount", "app"]).ok();
+    let names: Vec<_> = fs::read_dir(t.path("app"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(names.is_empty(), "{names:?}");
+    t.fsck_ok();
+}

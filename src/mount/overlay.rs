@@ -46,6 +46,10 @@ use super::freeze::{Freeze, BLOCK};
 const ORIGIN: &str = "user.dot.origin";
 const BASE: &str = "user.dot.base";
 const WHITEOUT: &str = "user.dot.whiteout";
+
+/// The pseudo-subdot of files removed while open (`Overlay::orphan`):
+/// not a subdot name (those never start with a dot), and never built.
+pub const ORPHANS: &str = ".orphans";
 const OWN_PREFIX: &[u8] = b"user.dot.";
 
 fn errno(e: i32) -> io::Error {
@@ -203,6 +207,9 @@ pub struct Overlay {
     store: Arc<Store>,
     cache: Cache,
     upper: PathBuf,
+    /// Files removed while open, by name (`ORPHANS`); beside the upper
+    /// directory, so switches and commits leave them alone.
+    orphans: PathBuf,
     base: RwLock<Base>,
     /// Upper files kept open for reads and writes, by path; forgotten
     /// whenever names change.
@@ -272,10 +279,17 @@ impl Overlay {
             }
         }
         fs::create_dir_all(upper)?;
+        // Files a previous daemon's programs had open: none are now.
+        let orphans = upper.with_file_name("orphans");
+        match fs::remove_dir_all(&orphans) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => fs::create_dir(&orphans)?,
+        }
         Ok(Overlay {
             store,
             cache: Cache::new(CACHE_BYTES),
             upper: upper.to_path_buf(),
+            orphans,
             base: RwLock::new(Base { root }),
             files: Mutex::new(HashMap::new()),
             fresh: Mutex::new(Default::default()),
@@ -435,7 +449,35 @@ impl Overlay {
     }
 
     fn upper_path(&self, sub: &str, rel: &[&[u8]]) -> PathBuf {
-        join(&self.upper.join(sub), rel)
+        match sub {
+            ORPHANS => join(&self.orphans, rel),
+            _ => join(&self.upper.join(sub), rel),
+        }
+    }
+
+    /// Keeps file `rel` as `ORPHANS`/`name` before its last name goes
+    /// while programs have it open: as on a local file system, they go
+    /// on reading and writing it until they close it (`drop_orphan`).
+    /// A base file is copied up first (partial: nothing is copied).
+    /// False for what is not a regular file.
+    pub fn orphan(&self, sub: &str, rel: &[&[u8]], name: &str) -> io::Result<bool> {
+        match self.stat(sub, rel)? {
+            Some(s) if s.kind == EntryKind::File => {}
+            _ => return Ok(false),
+        }
+        self.copy_up(sub, rel)?;
+        fs::hard_link(self.upper_path(sub, rel), self.orphans.join(name))?;
+        Ok(true)
+    }
+
+    /// The last program that had orphan `name` open closed it.
+    pub fn drop_orphan(&self, name: &str) -> io::Result<()> {
+        let p = self.orphans.join(name);
+        self.files().remove(&p);
+        match fs::remove_file(&p) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
     }
 
     /// The base entry at `rel` of subdot `sub`: looked up in the tree of
@@ -837,7 +879,8 @@ impl Overlay {
         };
         let up = self.upper_path(sub, rel);
         let end = off + data.len() as u64;
-        let frozen = self.frozen();
+        // A removed file is in no commit.
+        let frozen = self.frozen().filter(|_| sub != ORPHANS);
         let keep = |from: u64, to: u64| match &frozen {
             Some(z) => z.keep(&up, &o.file, from, to, &mut |at, buf| {
                 self.read_merged(&o.file, o.partial.as_ref(), at, buf)

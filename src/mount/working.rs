@@ -11,7 +11,7 @@ use std::sync::{
     Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
 };
 
-use super::overlay::{Change, Overlay, Stat};
+use super::overlay::{Change, Overlay, Stat, ORPHANS};
 use super::{Attr, Item, ROOT, SET_GID, SET_UID};
 use crate::repo::DEFAULT_SUBDOT;
 use crate::tree::dir::EntryKind;
@@ -94,6 +94,9 @@ pub struct Working {
     /// The inode given to each upper file with several names, by its
     /// device and inode there: every name of it is that one inode.
     linked: Mutex<HashMap<(u64, u64), u64>>,
+    /// Files whose last name went while they were open: kept as
+    /// `ORPHANS`/ino until their last close.
+    orphans: Mutex<std::collections::HashSet<u64>>,
 }
 
 fn errno(e: i32) -> io::Error {
@@ -122,6 +125,51 @@ impl Working {
             open: Mutex::new(HashMap::new()),
             dropping: Arc::default(),
             linked: Mutex::new(HashMap::new()),
+            orphans: Mutex::new(Default::default()),
+        }
+    }
+
+    fn orphans(&self) -> MutexGuard<'_, std::collections::HashSet<u64>> {
+        self.orphans.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `remove`, which takes the name `name` in `parent` (`rel` of
+    /// `sub`) away: when that is the last name of a file programs have
+    /// open, the file is kept for them until they close it
+    /// (`Overlay::orphan`).
+    fn removing(
+        &self,
+        parent: u64,
+        name: &[u8],
+        (sub, rel): (&str, &[&[u8]]),
+        remove: impl FnOnce() -> io::Result<()>,
+    ) -> io::Result<()> {
+        let last = {
+            let inodes = self.inodes();
+            inodes
+                .named(parent, name)
+                .filter(|&ino| inodes.get(ino).is_some_and(|i| i.aliases.is_empty()))
+        };
+        let open = last.filter(|ino| {
+            self.open
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains_key(ino)
+        });
+        let kept = match open {
+            Some(ino) if self.overlay.orphan(sub, rel, &ino.to_string())? => Some(ino),
+            _ => None,
+        };
+        match (remove(), kept) {
+            (Err(e), Some(ino)) => {
+                let _ = self.overlay.drop_orphan(&ino.to_string());
+                Err(e)
+            }
+            (Err(e), None) => Err(e),
+            (Ok(()), kept) => {
+                self.orphans().extend(kept);
+                Ok(())
+            }
         }
     }
 
@@ -160,6 +208,12 @@ impl Working {
     }
 
     fn place(&self, ino: u64) -> io::Result<Place> {
+        if self.orphans().contains(&ino) {
+            return Ok(Place::In(
+                ORPHANS.into(),
+                vec![ino.to_string().into_bytes()],
+            ));
+        }
         let inodes = self.inodes();
         let mut names = Vec::new();
         let mut at = ino;
@@ -219,10 +273,14 @@ impl Working {
             Place::Subdots => Ok(Attr::subdots(ino, self.overlay.subdots().len())),
             Place::In(sub, path) => {
                 let parts: Vec<&[u8]> = path.iter().map(Vec::as_slice).collect();
-                let s = self
+                let mut s = self
                     .overlay
                     .stat(&sub, &parts)?
                     .ok_or_else(|| errno(libc::ENOENT))?;
+                if sub == ORPHANS {
+                    // Not counting its name among the orphans.
+                    s.links = s.links.saturating_sub(1);
+                }
                 Ok(Self::attr(ino, &s))
             }
         }
@@ -441,7 +499,9 @@ impl Working {
     pub fn unlink(&self, parent: u64, name: &[u8]) -> io::Result<()> {
         let (sub, path) = self.child(parent, name)?;
         let parts: Vec<&[u8]> = path.iter().map(Vec::as_slice).collect();
-        self.overlay.unlink(&sub, &parts)?;
+        self.removing(parent, name, (&sub, &parts), || {
+            self.overlay.unlink(&sub, &parts)
+        })?;
         self.inodes().unname(parent, name);
         Ok(())
     }
@@ -468,7 +528,11 @@ impl Working {
         }
         let f: Vec<&[u8]> = from.iter().map(Vec::as_slice).collect();
         let t: Vec<&[u8]> = to.iter().map(Vec::as_slice).collect();
-        self.overlay.rename(&sub, &f, &t)?;
+        // What it replaces goes (a name of its own file has an alias, so
+        // nothing is kept for that).
+        self.removing(to_parent, to_name, (&sub, &t), || {
+            self.overlay.rename(&sub, &f, &t)
+        })?;
         self.inodes().rename(parent, name, to_parent, to_name);
         Ok(())
     }
@@ -515,6 +579,10 @@ impl Working {
     /// A further name `to_name` in `to_parent` for file `ino`.
     pub fn link(&self, ino: u64, to_parent: u64, to_name: &[u8]) -> io::Result<Attr> {
         let (sub, from) = self.path(ino)?;
+        if sub == ORPHANS {
+            // A removed file gets no name again (as without O_TMPFILE).
+            return Err(errno(libc::ENOENT));
+        }
         let (to_sub, to) = self.child(to_parent, to_name)?;
         if sub != to_sub {
             return Err(errno(libc::EXDEV));
@@ -613,6 +681,9 @@ impl Working {
             *n -= 1;
             if *n == 0 {
                 open.remove(&ino);
+                if self.orphans().remove(&ino) {
+                    let _ = self.overlay.drop_orphan(&ino.to_string());
+                }
             }
         }
     }
