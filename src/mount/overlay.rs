@@ -46,11 +46,11 @@ use super::freeze::{Freeze, BLOCK};
 const ORIGIN: &str = "user.dot.origin";
 const BASE: &str = "user.dot.base";
 const WHITEOUT: &str = "user.dot.whiteout";
+const OWN_PREFIX: &[u8] = b"user.dot.";
 
 /// The pseudo-subdot of files removed while open (`Overlay::orphan`):
 /// not a subdot name (those never start with a dot), and never built.
 pub const ORPHANS: &str = ".orphans";
-const OWN_PREFIX: &[u8] = b"user.dot.";
 
 fn errno(e: i32) -> io::Error {
     io::Error::from_raw_os_error(e)
