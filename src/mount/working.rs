@@ -676,15 +676,24 @@ impl Working {
     }
 
     pub fn released(&self, ino: u64) {
-        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(n) = open.get_mut(&ino) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&ino);
-                if self.orphans().remove(&ino) {
-                    let _ = self.overlay.drop_orphan(&ino.to_string());
+        let orphan_closed = {
+            let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+            match open.get_mut(&ino) {
+                Some(n) if *n <= 1 => {
+                    open.remove(&ino);
+                    self.orphans().remove(&ino)
                 }
+                Some(n) => {
+                    *n -= 1;
+                    false
+                }
+                None => false,
             }
+        };
+        // Removing a large file takes a while: not under the lock every
+        // open takes.
+        if orphan_closed {
+            let _ = self.overlay.drop_orphan(&ino.to_string());
         }
     }
 
