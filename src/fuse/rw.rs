@@ -57,11 +57,11 @@ impl RwFs {
     /// After a truncation or fallocate by `req`'s process: drops the
     /// file's set-ID bits as a local filesystem does for a process without
     /// CAP_FSETID. The kernel says which for writes only; for these the
-    /// process's /proc status does.
-    fn dropped_suid(&self, req: &Request, ino: INodeNo) -> io::Result<()> {
+    /// process's /proc status does. Whether any bit went.
+    fn dropped_suid(&self, req: &Request, ino: INodeNo) -> io::Result<bool> {
         match self.drops_suid && !crate::mount::has_fsetid(req.pid()) {
             true => self.w.drop_suid(ino.0, &|g| in_group(req, g)),
-            false => Ok(()),
+            false => Ok(false),
         }
     }
 
@@ -142,11 +142,9 @@ impl Filesystem for RwFs {
     ) {
         let _s = self.w.changing();
         let set = self.w.setattr(ino.0, mode, uid, gid, size, mtime.map(ns));
-        match set.and_then(|a| match size {
-            Some(_) => self
-                .dropped_suid(req, ino)
-                .and_then(|()| self.w.getattr(ino.0)),
-            None => Ok(a),
+        match set.and_then(|a| match size.is_some() && self.dropped_suid(req, ino)? {
+            true => self.w.getattr(ino.0),
+            false => Ok(a),
         }) {
             Ok(a) => reply.attr(&TTL, &file_attr(&a)),
             Err(e) => reply.error(self.errno(e)),
@@ -303,7 +301,7 @@ impl Filesystem for RwFs {
     ) {
         let _s = self.w.changing();
         let done = self.w.fallocate(ino.0, offset, length, mode);
-        match done.and_then(|()| self.dropped_suid(req, ino)) {
+        match done.and_then(|()| self.dropped_suid(req, ino).map(|_| ())) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.errno(e)),
         }

@@ -354,7 +354,7 @@ pub fn in_group(pid: u32, gid: u32, group: u32) -> bool {
 /// its changes (from /proc; a process gone has not).
 pub fn has_fsetid(pid: u32) -> bool {
     const CAP_FSETID: u32 = 4;
-    proc_status(pid).is_some_and(|s| s.caps >> CAP_FSETID & 1 == 1)
+    proc_status(pid).is_some_and(|s| (s.caps >> CAP_FSETID) & 1 == 1)
 }
 
 /// What a process's /proc/PID/status says that a mount needs.

@@ -1302,17 +1302,18 @@ impl Overlay {
         )
     }
 
-    /// Drops the set-ID bits of upper file `rel` (`without_set_ids`).
+    /// Drops the set-ID bits of upper file `rel` (`without_set_ids`);
+    /// whether any went.
     pub fn drop_suid(
         &self,
         sub: &str,
         rel: &[&[u8]],
         in_group: &dyn Fn(u32) -> bool,
-    ) -> io::Result<()> {
+    ) -> io::Result<bool> {
         let up = self.upper_path(sub, rel);
         match without_set_ids(&fs::symlink_metadata(&up)?, in_group) {
-            Some(mode) => fs::set_permissions(&up, fs::Permissions::from_mode(mode)),
-            None => Ok(()),
+            Some(mode) => fs::set_permissions(&up, fs::Permissions::from_mode(mode)).map(|()| true),
+            None => Ok(false),
         }
     }
 

@@ -393,7 +393,7 @@ impl Working {
     }
 
     /// `Overlay::drop_suid`.
-    pub fn drop_suid(&self, ino: u64, in_group: &dyn Fn(u32) -> bool) -> io::Result<()> {
+    pub fn drop_suid(&self, ino: u64, in_group: &dyn Fn(u32) -> bool) -> io::Result<bool> {
         self.on(ino, |sub, rel| self.overlay.drop_suid(sub, rel, in_group))
     }
 
