@@ -455,24 +455,27 @@ impl Overlay {
         }
     }
 
-    /// Keeps file `rel` as `ORPHANS`/`name` before its last name goes
+    /// Keeps file `rel` as `ORPHANS`/`ino` before its last name goes
     /// while programs have it open: as on a local file system, they go
     /// on reading and writing it until they close it (`drop_orphan`).
     /// A base file is copied up first (partial: nothing is copied).
     /// False for what is not a regular file.
-    pub fn orphan(&self, sub: &str, rel: &[&[u8]], name: &str) -> io::Result<bool> {
+    pub fn orphan(&self, sub: &str, rel: &[&[u8]], ino: u64) -> io::Result<bool> {
         match self.stat(sub, rel)? {
             Some(s) if s.kind == EntryKind::File => {}
             _ => return Ok(false),
         }
         self.copy_up(sub, rel)?;
-        fs::hard_link(self.upper_path(sub, rel), self.orphans.join(name))?;
+        fs::hard_link(
+            self.upper_path(sub, rel),
+            self.orphans.join(ino.to_string()),
+        )?;
         Ok(true)
     }
 
-    /// The last program that had orphan `name` open closed it.
-    pub fn drop_orphan(&self, name: &str) -> io::Result<()> {
-        let p = self.orphans.join(name);
+    /// The last program that had orphan `ino` open closed it.
+    pub fn drop_orphan(&self, ino: u64) -> io::Result<()> {
+        let p = self.orphans.join(ino.to_string());
         self.files().remove(&p);
         match fs::remove_file(&p) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),

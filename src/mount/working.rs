@@ -157,12 +157,12 @@ impl Working {
                 .contains_key(ino)
         });
         let kept = match open {
-            Some(ino) if self.overlay.orphan(sub, rel, &ino.to_string())? => Some(ino),
+            Some(ino) if self.overlay.orphan(sub, rel, ino)? => Some(ino),
             _ => None,
         };
         match (remove(), kept) {
             (Err(e), Some(ino)) => {
-                let _ = self.overlay.drop_orphan(&ino.to_string());
+                let _ = self.overlay.drop_orphan(ino);
                 Err(e)
             }
             (Err(e), None) => Err(e),
@@ -693,7 +693,7 @@ impl Working {
         // Removing a large file takes a while: not under the lock every
         // open takes.
         if orphan_closed {
-            let _ = self.overlay.drop_orphan(&ino.to_string());
+            let _ = self.overlay.drop_orphan(ino);
         }
     }
 
