@@ -594,6 +594,69 @@ fn a_switch_returns_before_cached_pages_are_dropped_and_an_open_waits_for_them()
     t.fsck_ok();
 }
 
+/// A switch leaves the names of files no program has open to the same
+/// later thread when the kernel's entries for them have lapsed (dropping
+/// such an entry drops the file's cached pages inside the notification):
+/// the kernel asks again before it uses a lapsed entry, so every name
+/// shows the new state at once; entries it may still use without asking
+/// go before the switch returns.
+#[test]
+fn names_a_switch_drops_later_show_the_new_state_at_once() {
+    let mut t = Env::plain();
+    t.dot(&["init", "app"]).ok();
+    let dir = t.path("app");
+    write(&dir.join("kind"), b"a file first\n");
+    write(&dir.join("kept"), b"kept\n");
+    let first = commit(&t, "one");
+    // The daemon's later thread waits 5 s after each switch (debug
+    // builds).
+    t.start_daemon_with(&[("DOT_TEST_DROP_PAUSE_MS", "5000")]);
+    t.dot(&["mount", "app"]).ok();
+    write(&dir.join("late"), &noise(2_000_000, 7));
+    fs::remove_file(dir.join("kind")).unwrap();
+    fs::create_dir(dir.join("kind")).unwrap();
+    fs::create_dir(dir.join("gone")).unwrap();
+    write(&dir.join("gone/child"), b"child\n");
+    write(&dir.join("fresh"), b"fresh\n");
+    for name in ["late", "kind", "gone", "gone/child", "fresh", "kept"] {
+        fs::metadata(dir.join(name)).unwrap();
+    }
+    assert!(fs::read(dir.join("late")).unwrap().len() == 2_000_000);
+    // Every entry but the last one looked up lapses.
+    std::thread::sleep(std::time::Duration::from_millis(1300));
+    fs::metadata(dir.join("fresh")).unwrap();
+
+    let names = || {
+        let mut v: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let started = std::time::Instant::now();
+    t.dot(&["reset", "--hard", &first]).ok();
+    for name in ["late", "gone", "gone/child", "fresh"] {
+        let r = fs::symlink_metadata(dir.join(name));
+        assert!(r.is_err(), "{name} still shows after the reset");
+    }
+    assert_eq!(fs::read(dir.join("kind")).unwrap(), b"a file first\n");
+    assert_eq!(fs::read(dir.join("kept")).unwrap(), b"kept\n");
+    assert_eq!(names(), ["kept", "kind"]);
+    // All of that before the later thread ran.
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(5000),
+        "checked too late: {:?}",
+        started.elapsed()
+    );
+    write(&dir.join("late"), b"again\n");
+    std::thread::sleep(std::time::Duration::from_millis(5500));
+    assert_eq!(fs::read(dir.join("late")).unwrap(), b"again\n");
+    assert_eq!(names(), ["kept", "kind", "late"]);
+    t.dot(&["unmount", "app"]).ok();
+    t.fsck_ok();
+}
+
 #[test]
 fn what_was_fsynced_on_a_mount_survives_a_killed_daemon() {
     let t = Env::new();

@@ -39,31 +39,31 @@ impl Mounted {
     /// parent, name) after the state under a read-write mount was
     /// switched: names and attributes now, and pages now for files open
     /// at the switch; the pages of the others on a thread of its own,
-    /// telling `dropping` as each is done.
+    /// telling `dropping` as each is done. The name of a file no program
+    /// has open that changed wholesale goes on that thread too when the
+    /// kernel's entry for it has lapsed: the kernel asks again before it
+    /// uses such an entry, and dropping the entry drops the file's pages
+    /// with it, inside the notification (16.7).
     pub fn invalidate(&self, stale: Vec<Stale>, dropping: Arc<Dropping>) {
         let Some(s) = &self.session else {
             dropping.done_all(&stale);
             return;
         };
         let n = s.notifier();
-        for st in stale.iter() {
-            let ino = INodeNo(st.ino);
-            if let Change::Whole = st.change {
-                if st.ino != crate::mount::ROOT {
-                    let _ = n.inval_entry(INodeNo(st.parent), OsStr::from_bytes(&st.name));
-                }
+        let mut rest = Vec::new();
+        for st in stale {
+            let all_later = st.later && st.change == Change::Whole && lapsed(st.given);
+            if !all_later {
+                forget_names(&n, &st);
             }
-            // What stays a file or a directory keeps its name and inode:
-            // its attributes go, and the pages of what changed
-            // (`drop_pages`).
-            let _ = n.inval_inode(ino, -1, 0);
-            if !st.later {
-                drop_pages(&n, st);
+            match st.later {
+                true => rest.push((st, all_later)),
+                false => drop_pages(&n, &st),
             }
         }
         let later = Mutex::new(Some(Later {
             n,
-            stale: stale.into_iter().filter(|st| st.later).collect(),
+            stale: rest,
             dropping,
         }));
         let later = Arc::new(later);
@@ -78,10 +78,17 @@ impl Mounted {
     }
 }
 
-/// The pages a switch drops after it returns.
+/// Whether the kernel's entry given at `given` has lapsed: it keeps one
+/// `rw::TTL` from the answer, rounded up to its clock's tick.
+fn lapsed(given: Option<std::time::Instant>) -> bool {
+    given.is_some_and(|t| t.elapsed() > rw::TTL + Duration::from_millis(50))
+}
+
+/// What a switch does later: drop pages, and the names and attributes
+/// of the stale inodes flagged true.
 struct Later {
     n: fuser::Notifier,
-    stale: Vec<Stale>,
+    stale: Vec<(Stale, bool)>,
     dropping: Arc<Dropping>,
 }
 
@@ -100,11 +107,24 @@ impl Later {
                 std::thread::sleep(std::time::Duration::from_millis(ms));
             }
         }
-        for st in &l.stale {
+        for (st, names) in &l.stale {
+            if *names {
+                forget_names(&l.n, st);
+            }
             drop_pages(&l.n, st);
             l.dropping.done(st.ino);
         }
     }
+}
+
+/// Has the kernel forget the entry of what `st` changed wholesale, and
+/// its attributes. What stays a file or a directory keeps its name and
+/// inode: only its attributes go (its pages: `drop_pages`).
+fn forget_names(n: &fuser::Notifier, st: &Stale) {
+    if st.change == Change::Whole && st.ino != crate::mount::ROOT {
+        let _ = n.inval_entry(INodeNo(st.parent), OsStr::from_bytes(&st.name));
+    }
+    let _ = n.inval_inode(INodeNo(st.ino), -1, 0);
 }
 
 /// Has the kernel drop the cached pages of what `st` changed.

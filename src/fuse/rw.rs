@@ -21,7 +21,7 @@ use crate::mount::working::Working;
 
 /// What the kernel may cache of names and attributes; a switch (reset,
 /// checkout) also invalidates what it holds.
-const TTL: Duration = Duration::from_secs(1);
+pub(super) const TTL: Duration = Duration::from_secs(1);
 
 /// Mounts `working` read-write at `at`, named `name` in the mount table.
 pub fn mount_working(
@@ -65,6 +65,13 @@ impl RwFs {
         }
     }
 
+    /// Answers with `a`'s entry, noting when: the kernel keeps it `TTL`
+    /// from its answer, which a switch needs to know (16.7).
+    fn entry(&self, reply: ReplyEntry, a: &crate::mount::Attr) {
+        reply.entry(&TTL, &file_attr(a), Generation(0));
+        self.w.entry_given(a.ino);
+    }
+
     fn errno(&self, e: io::Error) -> Errno {
         match e.raw_os_error() {
             Some(n) => Errno::from_i32(n),
@@ -105,7 +112,7 @@ impl Filesystem for RwFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let _s = self.w.shared();
         match self.w.lookup(parent.0, name.as_bytes()) {
-            Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
+            Ok(a) => self.entry(reply, &a),
             Err(e) => reply.error(self.errno(e)),
         }
     }
@@ -179,7 +186,7 @@ impl Filesystem for RwFs {
             req.uid(),
             req.gid(),
         ) {
-            Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
+            Ok(a) => self.entry(reply, &a),
             Err(e) => reply.error(self.errno(e)),
         }
     }
@@ -201,7 +208,7 @@ impl Filesystem for RwFs {
             req.uid(),
             req.gid(),
         ) {
-            Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
+            Ok(a) => self.entry(reply, &a),
             Err(e) => reply.error(self.errno(e)),
         }
     }
@@ -238,7 +245,7 @@ impl Filesystem for RwFs {
             req.uid(),
             req.gid(),
         ) {
-            Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
+            Ok(a) => self.entry(reply, &a),
             Err(e) => reply.error(self.errno(e)),
         }
     }
@@ -284,7 +291,7 @@ impl Filesystem for RwFs {
     ) {
         let _s = self.w.changing();
         match self.w.link(ino.0, newparent.0, newname.as_bytes()) {
-            Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
+            Ok(a) => self.entry(reply, &a),
             Err(e) => reply.error(self.errno(e)),
         }
     }
@@ -529,7 +536,8 @@ impl Filesystem for RwFs {
                     Generation(0),
                     FileHandle(0),
                     FopenFlags::FOPEN_KEEP_CACHE,
-                )
+                );
+                self.w.entry_given(a.ino);
             }
             Err(e) => reply.error(self.errno(e)),
         }

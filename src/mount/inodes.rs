@@ -52,6 +52,10 @@ impl<T> Inodes<T> {
         self.table.get(&ino)
     }
 
+    pub fn get_mut(&mut self, ino: u64) -> Option<&mut Inode<T>> {
+        self.table.get_mut(&ino)
+    }
+
     /// The inode of `name` in `parent` (made with `value` if new), with
     /// one more lookup counted.
     pub fn remember(&mut self, parent: u64, name: &[u8], value: impl FnOnce() -> T) -> u64 {

@@ -4,6 +4,7 @@
 //! 16.6, 16.7). `crate::fuse` translates.
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use super::inodes::{Inodes, DETACHED};
 use std::io;
@@ -28,6 +29,9 @@ pub struct Stale {
     pub parent: u64,
     pub name: Vec<u8>,
     pub change: Change,
+    /// When the kernel was last given its entry (`Working::entry_given`);
+    /// None when never since it was numbered.
+    pub given: Option<Instant>,
     /// No file had it open at the switch: its cached pages are dropped
     /// after the switch returns, and opening it waits for that
     /// (`Dropping`).
@@ -84,7 +88,8 @@ pub struct Working {
     /// Whether the root is the default subdot's top (else it lists
     /// subdots).
     single: bool,
-    inodes: Mutex<Inodes<()>>,
+    /// Each with when the kernel was last given its entry.
+    inodes: Mutex<Inodes<Option<Instant>>>,
     /// Every request that reads or changes the state holds it shared; a
     /// commit or a switch holds it alone.
     barrier: RwLock<()>,
@@ -120,7 +125,7 @@ impl Working {
         Working {
             overlay,
             single,
-            inodes: Mutex::new(Inodes::new(())),
+            inodes: Mutex::new(Inodes::new(None)),
             barrier: RwLock::new(()),
             open: Mutex::new(HashMap::new()),
             dropping: Arc::default(),
@@ -179,7 +184,7 @@ impl Working {
         self.single
     }
 
-    fn inodes(&self) -> MutexGuard<'_, Inodes<()>> {
+    fn inodes(&self) -> MutexGuard<'_, Inodes<Option<Instant>>> {
         self.inodes.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -293,7 +298,7 @@ impl Working {
                 if !self.overlay.subdots().iter().any(|s| s.as_bytes() == name) {
                     return Err(errno(libc::ENOENT));
                 }
-                let ino = self.inodes().remember(parent, name, || ());
+                let ino = self.inodes().remember(parent, name, || None);
                 self.getattr(ino)
             }
             Place::In(sub, mut path) => {
@@ -313,7 +318,7 @@ impl Working {
     fn name_inode(&self, parent: u64, name: &[u8], file: Option<(u64, u64)>) -> u64 {
         let mut inodes = self.inodes();
         let Some(id) = file.filter(|_| inodes.named(parent, name).is_none()) else {
-            return inodes.remember(parent, name, || ());
+            return inodes.remember(parent, name, || None);
         };
         let mut linked = self.linked.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(&ino) = linked.get(&id) {
@@ -322,13 +327,22 @@ impl Working {
                 return ino;
             }
         }
-        let ino = inodes.remember(parent, name, || ());
+        let ino = inodes.remember(parent, name, || None);
         linked.insert(id, ino);
         ino
     }
 
     pub fn forget(&self, ino: u64, n: u64) {
         self.inodes().forget(ino, n);
+    }
+
+    /// The kernel was just given the entry of `ino` (a lookup's or a
+    /// create's answer): it may use that entry without asking for as
+    /// long as the answer said.
+    pub fn entry_given(&self, ino: u64) {
+        if let Some(i) = self.inodes().get_mut(ino) {
+            i.value = Some(Instant::now());
+        }
     }
 
     fn child(&self, parent: u64, name: &[u8]) -> io::Result<(String, Vec<Vec<u8>>)> {
@@ -422,7 +436,7 @@ impl Working {
                 self.overlay.set_mode(&sub, &parts, m)?;
             }
         }
-        let ino = self.inodes().remember(parent, name, || ());
+        let ino = self.inodes().remember(parent, name, || None);
         self.getattr(ino)
     }
 
@@ -712,12 +726,13 @@ impl Working {
     pub fn known_in(&self, changes: Option<&HashMap<String, Change>>) -> Vec<Stale> {
         self.known()
             .into_iter()
-            .filter_map(|(ino, parent, name)| {
+            .filter_map(|(ino, parent, name, given)| {
                 let whole = Some(Stale {
                     ino,
                     parent,
                     name: name.clone(),
                     change: Change::Whole,
+                    given,
                     later: false,
                 });
                 let Some(changes) = changes else { return whole };
@@ -743,6 +758,7 @@ impl Working {
                     parent,
                     name,
                     change: c.clone(),
+                    given,
                     later: false,
                 })
             })
@@ -776,14 +792,16 @@ impl Working {
     }
 
     /// The inodes the kernel holds, once with each parent and name it was
-    /// found under (for invalidating its caches).
-    pub fn known(&self) -> Vec<(u64, u64, Vec<u8>)> {
+    /// found under (for invalidating its caches), and when it was last
+    /// given the entry.
+    fn known(&self) -> Vec<(u64, u64, Vec<u8>, Option<Instant>)> {
         self.inodes()
             .all()
             .flat_map(|(ino, i)| {
+                let given = i.value;
                 std::iter::once((i.parent, i.name.clone()))
                     .chain(i.aliases.iter().cloned())
-                    .map(move |(parent, name)| (ino, parent, name))
+                    .map(move |(parent, name)| (ino, parent, name, given))
             })
             .collect()
     }
