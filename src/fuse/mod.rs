@@ -40,30 +40,38 @@ impl Mounted {
     /// switched: names and attributes now, and pages now for files open
     /// at the switch; the pages of the others on a thread of its own,
     /// telling `dropping` as each is done. The name of a file no program
-    /// has open that changed wholesale goes on that thread too when the
-    /// kernel's entry for it has lapsed: the kernel asks again before it
-    /// uses such an entry, and dropping the entry drops the file's pages
-    /// with it, inside the notification (16.7).
+    /// has open that changed wholesale goes on that thread too, last,
+    /// when the kernel's entry for it has lapsed: the kernel asks again
+    /// before it uses such an entry, and dropping the entry drops the
+    /// file's pages with it, inside the notification (16.7).
     pub fn invalidate(&self, stale: Vec<Stale>, dropping: Arc<Dropping>) {
         let Some(s) = &self.session else {
             dropping.done_all(&stale);
             return;
         };
         let n = s.notifier();
-        let mut rest = Vec::new();
+        let (mut pages, mut names) = (Vec::new(), Vec::new());
         for st in stale {
-            let all_later = st.later && st.change == Change::Whole && lapsed(st.given);
-            if !all_later {
-                forget_names(&n, &st);
+            if st.later && st.change == Change::Whole && lapsed(st.given) {
+                // Renumbered, and the kernel holds no entry it would use
+                // without asking: nothing can open it, so no open waits
+                // for it (dropping its name takes the lock of its
+                // directory, which a request waiting to be served may
+                // hold).
+                dropping.done(st.ino);
+                names.push(st);
+                continue;
             }
+            forget_names(&n, &st);
             match st.later {
-                true => rest.push((st, all_later)),
+                true => pages.push(st),
                 false => drop_pages(&n, &st),
             }
         }
         let later = Mutex::new(Some(Later {
             n,
-            stale: rest,
+            pages,
+            names,
             dropping,
         }));
         let later = Arc::new(later);
@@ -84,11 +92,12 @@ fn lapsed(given: Option<std::time::Instant>) -> bool {
     given.is_some_and(|t| t.elapsed() > rw::TTL + Duration::from_millis(50))
 }
 
-/// What a switch does later: drop pages, and the names and attributes
-/// of the stale inodes flagged true.
+/// What a switch does after it returned: drop the pages of `pages`,
+/// then the names of `names`.
 struct Later {
     n: fuser::Notifier,
-    stale: Vec<(Stale, bool)>,
+    pages: Vec<Stale>,
+    names: Vec<Stale>,
     dropping: Arc<Dropping>,
 }
 
@@ -107,12 +116,15 @@ impl Later {
                 std::thread::sleep(std::time::Duration::from_millis(ms));
             }
         }
-        for (st, names) in &l.stale {
-            if *names {
-                forget_names(&l.n, st);
-            }
+        for st in &l.pages {
             drop_pages(&l.n, st);
             l.dropping.done(st.ino);
+        }
+        // Last: these may wait for requests, and opens may wait for the
+        // pages above.
+        for st in &l.names {
+            forget_names(&l.n, st);
+            drop_pages(&l.n, st);
         }
     }
 }
