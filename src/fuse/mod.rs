@@ -22,8 +22,13 @@ use crate::tree::dir::EntryKind;
 /// A view never changes: the kernel may keep what it learns.
 const TTL: Duration = Duration::from_secs(24 * 3600);
 
-/// Threads serving one mount's requests.
-const THREADS: usize = 4;
+/// Threads serving one mount's requests: one per core, and one more to
+/// serve while a request waits for the disk (an fsync). Measured on two
+/// cores under pgbench -c 4 (design 16.10): 3 threads gave 10% more TPS
+/// than 4, and 2 and 8 fewer than 3.
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(4, |n| n.get().saturating_add(1).min(16))
+}
 
 mod rw;
 pub use rw::mount_working;
@@ -216,7 +221,7 @@ fn config(name: &str, read_only: bool) -> Config {
     } else {
         SessionACL::Owner
     };
-    config.n_threads = Some(THREADS);
+    config.n_threads = Some(threads());
     config.clone_fd = true;
     config
 }
