@@ -16,7 +16,10 @@ use fuser::{
     TimeOrNow, WriteFlags,
 };
 
-use super::{config, damage_note, file_attr, name_list, reply_items, reply_xattr, Log, Mounted};
+use super::{
+    config, damage_note, file_attr, name_list, reply_items, reply_xattr, widen_readahead, Log,
+    Mounted, READAHEAD,
+};
 use crate::mount::working::Working;
 
 /// What the kernel may cache of names and attributes; a switch (reset,
@@ -38,6 +41,7 @@ pub fn mount_working(
         drops_suid: false,
     };
     let session = fuser::Session::new(fs, at, &config(name, false))?.spawn()?;
+    widen_readahead(at);
     Ok(Mounted {
         session: Some(session),
         at: at.to_path_buf(),
@@ -101,7 +105,7 @@ fn ns(t: TimeOrNow) -> i64 {
 impl Filesystem for RwFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         let _ = config.set_max_write(1 << 20);
-        let _ = config.set_max_readahead(1 << 20);
+        let _ = config.set_max_readahead(READAHEAD);
         // Else the kernel asks for security.capability before every write.
         self.drops_suid = config
             .add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2)
