@@ -17,8 +17,7 @@ use fuser::{
 };
 
 use super::{
-    config, damage_note, file_attr, name_list, reply_items, reply_xattr, widen_readahead, Log,
-    Mounted, READAHEAD,
+    config, damage_note, file_attr, name_list, reply_items, reply_xattr, Log, Mounted, READAHEAD,
 };
 use crate::mount::working::Working;
 
@@ -41,7 +40,6 @@ pub fn mount_working(
         drops_suid: false,
     };
     let session = fuser::Session::new(fs, at, &config(name, false))?.spawn()?;
-    widen_readahead(at);
     Ok(Mounted {
         session: Some(session),
         at: at.to_path_buf(),
