@@ -667,7 +667,6 @@ fn views_read_ahead_a_mebibyte() {
     t.dot(&["init", "app"]).ok();
     write(&t.path("app").join("f"), b"x");
     commit(&t, "one");
-    t.dot(&["mount", "app"]).ok();
     let view = t.tmp.path().join("view");
     t.dot(&["mount", "app@HEAD", "--at", view.to_str().unwrap()])
         .ok();
@@ -676,7 +675,6 @@ fn views_read_ahead_a_mebibyte() {
     let kb = fs::read_to_string(format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb"));
     assert_eq!(kb.unwrap().trim(), "1024");
     t.dot(&["unmount", view.to_str().unwrap()]).ok();
-    t.dot(&["unmount", "app"]).ok();
 }
 
 #[test]
