@@ -319,13 +319,13 @@ impl Store {
         } else {
             (CODEC_RAW, raw)
         };
-        self.put_stored(kind, id, codec, raw_len, stored, false)
+        self.put_stored(kind, id, codec, raw_len, stored)
     }
 
-    /// Appends an already-encoded object. `repack` is gc moving an indexed
-    /// object to a new pack; otherwise an object already stored is skipped
-    /// (two threads putting one new object at once may both append it: the
-    /// index names one copy, and gc drops the other).
+    /// Appends an already-encoded object; the caller has checked that the
+    /// store lacks it (or is gc moving it to a new pack). Two threads
+    /// putting one new object at once may both append it: the index names
+    /// one copy, and gc drops the other.
     fn put_stored(
         &self,
         kind: Kind,
@@ -333,15 +333,8 @@ impl Store {
         codec: u8,
         raw_len: u32,
         stored: &[u8],
-        repack: bool,
     ) -> Result<bool> {
         let w = &self.writers[kind as usize];
-        if !repack
-            && (w.pending.read().expect("pending").contains_key(id)
-                || self.db.get_object(id)?.is_some())
-        {
-            return Ok(false);
-        }
         let mut open = w.slot();
         if open.is_none() {
             let seq = self.next_pack.fetch_add(1, Ordering::SeqCst);
@@ -581,7 +574,10 @@ impl Store {
         raw_len: u32,
         stored: &[u8],
     ) -> Result<bool> {
-        self.put_stored(kind, id, codec, raw_len, stored, false)
+        if self.has(id)? {
+            return Ok(false);
+        }
+        self.put_stored(kind, id, codec, raw_len, stored)
     }
 
     fn reader(&self, seq: u64) -> io::Result<Arc<File>> {
@@ -731,7 +727,7 @@ impl Store {
             room -= copy;
             for (id, e) in live_objs {
                 let stored = self.read_stored(*seq, &e.slot)?;
-                self.put_stored(e.kind, id, e.slot.codec, e.slot.raw_len, &stored, true)?;
+                self.put_stored(e.kind, id, e.slot.codec, e.slot.raw_len, &stored)?;
             }
             stats.objects_removed += dead.len() as u64;
             dead_ids.extend_from_slice(dead);
