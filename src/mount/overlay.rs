@@ -130,6 +130,73 @@ fn get_attr(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
     }
 }
 
+/// The tree upper directory `dir` continues (its `ORIGIN`), if any.
+fn origin_attr(dir: &Path) -> io::Result<Option<TreeId>> {
+    match get_attr(dir, ORIGIN)? {
+        Some(hex) => Ok(Some(TreeId(
+            Id::from_hex(std::str::from_utf8(&hex).map_err(damaged)?)
+                .ok_or_else(|| damaged("a bad origin"))?,
+        ))),
+        None => Ok(None),
+    }
+}
+
+/// Objects an overlay shows from the store (`shown_from_store`).
+pub struct Shown {
+    /// Trees upper directories continue.
+    pub trees: Vec<TreeId>,
+    /// Contents partial files show in their holes, with their sizes.
+    pub contents: Vec<(ContentRef, u64)>,
+}
+
+/// What the overlays under `dir` (`$DOT_HOME/overlay`) show from the
+/// store besides their branches' commits, for gc to keep: the trees
+/// upper directories continue and the contents partial files show in
+/// their holes (with the content's size), in every upper directory, kept
+/// branch (16.9) and file removed while open. Entries removed while this
+/// runs are skipped, and so is debris nothing shows (`upper.old.*`).
+pub fn shown_from_store(dir: &Path) -> io::Result<Shown> {
+    let (mut trees, mut contents) = (Vec::new(), Vec::new());
+    let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
+    let mut stack = Vec::new();
+    let dots = match fs::read_dir(dir) {
+        Ok(dots) => dots,
+        Err(e) if gone(&e) => return Ok(Shown { trees, contents }),
+        Err(e) => return Err(e),
+    };
+    for d in dots {
+        let d = d?.path();
+        stack.extend(["upper", "kept", "orphans"].map(|shown| d.join(shown)));
+    }
+    while let Some(d) = stack.pop() {
+        let entries = match fs::read_dir(&d) {
+            Ok(entries) => entries,
+            Err(e) if gone(&e) => continue,
+            Err(e) => return Err(e),
+        };
+        for e in entries {
+            let path = e?.path();
+            let found = fs::symlink_metadata(&path).and_then(|md| {
+                if md.is_dir() {
+                    trees.extend(origin_attr(&path)?);
+                    stack.push(path.clone());
+                } else if md.is_file() {
+                    if let Some(b) = get_attr(&path, BASE)? {
+                        let p = PartialBase::decode(&b)?;
+                        contents.push((p.content, p.size));
+                    }
+                }
+                Ok(())
+            });
+            match found {
+                Err(e) if !gone(&e) => return Err(e),
+                _ => {}
+            }
+        }
+    }
+    Ok(Shown { trees, contents })
+}
+
 fn set_attr(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
     Ok(rustix::fs::lsetxattr(
         path,
@@ -525,13 +592,7 @@ impl Overlay {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         }
-        Ok(Some(match get_attr(upper, ORIGIN)? {
-            Some(hex) => Some(TreeId(
-                Id::from_hex(std::str::from_utf8(&hex).map_err(damaged)?)
-                    .ok_or_else(|| damaged("a bad origin"))?,
-            )),
-            None => None,
-        }))
+        Ok(Some(origin_attr(upper)?))
     }
 
     fn find(&self, sub: &str, rel: &[&[u8]]) -> io::Result<Found> {

@@ -250,7 +250,7 @@ impl<'a> Verifier<'a> {
         }
     }
 
-    fn content(&mut self, c: &ContentRef, size: u64, at: &str) {
+    pub(crate) fn content(&mut self, c: &ContentRef, size: u64, at: &str) {
         if self.contents == Contents::Skip {
             return;
         }
