@@ -149,25 +149,18 @@ pub struct Shown {
     pub contents: Vec<(ContentRef, u64)>,
 }
 
-/// What the overlays under `dir` (`$DOT_HOME/overlay`) show from the
-/// store besides their branches' commits, for gc to keep: the trees
-/// upper directories continue and the contents partial files show in
-/// their holes (with the content's size), in every upper directory, kept
-/// branch (16.9) and file removed while open. Entries removed while this
-/// runs are skipped, and so is debris nothing shows (`upper.old.*`).
+/// What the overlay directory `dir` of a mounted dot shows from the store
+/// besides its branch's commit, for gc to keep: the trees its upper
+/// directories continue and the contents its partial files show in their
+/// holes (with the content's size), in `upper/`, every kept branch (16.9)
+/// and every file removed while open. Entries removed while this runs
+/// are skipped, and so is debris nothing shows (`upper.old.*`).
 pub fn shown_from_store(dir: &Path) -> io::Result<Shown> {
     let (mut trees, mut contents) = (Vec::new(), Vec::new());
     let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
-    let mut stack = Vec::new();
-    let dots = match fs::read_dir(dir) {
-        Ok(dots) => dots,
-        Err(e) if gone(&e) => return Ok(Shown { trees, contents }),
-        Err(e) => return Err(e),
-    };
-    for d in dots {
-        let d = d?.path();
-        stack.extend(["upper", "kept", "orphans"].map(|shown| d.join(shown)));
-    }
+    let mut stack = ["upper", "kept", "orphans"]
+        .map(|shown| dir.join(shown))
+        .to_vec();
     while let Some(d) = stack.pop() {
         let entries = match fs::read_dir(&d) {
             Ok(entries) => entries,

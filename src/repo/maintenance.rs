@@ -74,15 +74,17 @@ impl Repo {
         }
         // A mounted dot shows more than its branch: a file removed while
         // open, the commit it came from, after a switch moved past it.
-        let overlays = self.home().join("overlay");
-        let shown = crate::mount::overlay::shown_from_store(&overlays)
-            .map_err(|e| RepoError::io(format!("cannot read {}", overlays.display()), e))?;
-        let at = "an overlay";
-        for tree in shown.trees {
-            v.tree(tree, at);
-        }
-        for (content, size) in shown.contents {
-            v.content(&content, size, at);
+        for m in self.mounted_dots()? {
+            let dir = self.overlay_dir(&m.dot);
+            let shown = crate::mount::overlay::shown_from_store(&dir)
+                .map_err(|e| RepoError::io(format!("cannot read {}", dir.display()), e))?;
+            let at = format!("the overlay of dot {}", m.dot);
+            for tree in shown.trees {
+                v.tree(tree, &at);
+            }
+            for (content, size) in shown.contents {
+                v.content(&content, size, &at);
+            }
         }
         Ok(heads.len())
     }
