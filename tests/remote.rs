@@ -867,15 +867,21 @@ fn gc_remote_racing_pushes_on_s3_loses_nothing() {
             if branch == "exp" {
                 args.push("--force");
             }
-            // A push a gc kept busy says so and is run again.
-            let mut tries = 0;
+            // A push a gc kept busy says so and is run again, as its
+            // message asks, after that gc's sweep (grace 1 s, a gc every
+            // 200 ms or so): it then goes through.
+            let refused = Instant::now();
             loop {
                 let r = a.dot(&args);
                 if r.code == 0 {
                     break;
                 }
-                tries += 1;
-                assert!(tries < 5 && r.code == 5, "{args:?}: {}", r.err);
+                assert!(
+                    r.code == 5 && refused.elapsed() < Duration::from_secs(20),
+                    "{args:?}: {}",
+                    r.err
+                );
+                std::thread::sleep(Duration::from_millis(200));
             }
         }
         drop(_stop);
