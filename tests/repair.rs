@@ -160,9 +160,26 @@ fn a_damaged_index_is_rebuilt_and_kept_aside() {
     assert!(r["fsck"]["errors"].as_array().unwrap().is_empty(), "{r}");
     assert_eq!(observed(&t), before);
     check_content(&t);
-    // A second repair of a healthy index changes nothing a user sees.
+    // A second repair of a healthy index changes nothing a user sees,
+    // and in the same second as an earlier one (names taken for the next
+    // few seconds here) keeps the index it replaces beside the others.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for s in now..now + 5 {
+        let taken = t.home.join(format!("index.damaged-{s}"));
+        if !taken.exists() {
+            fs::create_dir(&taken).unwrap();
+            fs::write(taken.join("CURRENT"), b"taken\n").unwrap();
+        }
+    }
     let before = observed(&t);
-    t.dot(&["fsck", "--repair"]).ok();
+    let r = t.dot(&["fsck", "--repair", "--json"]).ok().json();
+    let again = r["repair"]["old_index"].as_str().unwrap().to_string();
+    assert!(again.ends_with("-1"), "{again}");
+    assert!(Path::new(&again).join("CURRENT").exists(), "{again}");
+    assert!(Path::new(&kept).join("CURRENT").exists(), "{kept}");
     assert_eq!(observed(&t), before);
 }
 

@@ -5,7 +5,8 @@
 //! when whole, so a repair killed at any instant leaves either the old
 //! state (no `index/`, or the damaged one: the repair is run again) or the
 //! repaired one; never a partial index that gc could take for the truth.
-//! A damaged index is kept beside it as `index.damaged-<unix seconds>/`.
+//! A damaged index is kept beside it as `index.damaged-<unix seconds>/`
+//! (`-<n>` added when a repair in the same second took that name).
 
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -108,7 +109,14 @@ pub fn repair(home: &Path, who: &str) -> Result<RepairReport> {
         let secs = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let kept = home.join(format!("index.damaged-{secs}"));
+        // A repair in the same second as the last one gets a suffix.
+        let kept = (0u32..)
+            .map(|n| match n {
+                0 => home.join(format!("index.damaged-{secs}")),
+                n => home.join(format!("index.damaged-{secs}-{n}")),
+            })
+            .find(|p| !p.exists())
+            .expect("a name not taken");
         fs::rename(&index, &kept)
             .map_err(io_err(format!("cannot move {} aside", index.display())))?;
         report.old_index = Some(kept);
