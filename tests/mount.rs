@@ -710,6 +710,48 @@ fn what_was_fsynced_on_a_mount_survives_a_killed_daemon() {
     t.fsck_ok();
 }
 
+/// A commit's freeze does not wait for an fsync in progress: the flush
+/// (made 3 s slow here, as of a file with many dirty pages; a debug-build
+/// hook) runs outside the barrier, so writes are held only for an
+/// instant, and what the fsync covered is in the commit and survives a
+/// killed daemon.
+#[test]
+fn a_commit_does_not_wait_for_an_fsync_in_progress() {
+    let mut t = Env::new();
+    t.dot(&["init", "app"]).ok();
+    let dir = t.path("app");
+    write(&dir.join("big"), &noise(1_000_000, 3));
+    commit(&t, "one");
+    t.start_daemon_with(&[("DOT_TEST_FLUSH_PAUSE_MS", "3000")]);
+    t.dot(&["mount", "app"]).ok();
+    let path = dir.join("big");
+    let syncing = std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        write_synced(&path, 500_000, &noise(100_000, 4));
+        started.elapsed()
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let r = t.dot(&["commit", "-m", "two", "--json"]).ok().json();
+    assert!(
+        !syncing.is_finished(),
+        "the fsync ended before the commit did: nothing was measured"
+    );
+    let pause = r["pause_ms"].as_u64().unwrap();
+    assert!(pause < 1000, "writes were held {pause} ms: {r}");
+    let synced = syncing.join().unwrap();
+    assert!(synced.as_millis() >= 3000, "{synced:?}");
+    // The write was acknowledged before the commit: it is in it.
+    let d = t.dot(&["diff", "-v"]).ok().out;
+    assert!(!d.contains("M big"), "{d}");
+    let want = content(&dir);
+    t.kill_daemon();
+    t.restart_daemon();
+    assert_eq!(content(&dir), want);
+    t.dot(&["unmount", "app"]).ok();
+    assert_eq!(content(&dir), want);
+    t.fsck_ok();
+}
+
 /// What `dot diff` lists, which must not change when a working state
 /// moves between a plain directory and a mount (the bytes a commit would
 /// add may: what the mount showed was stored).

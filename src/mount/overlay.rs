@@ -325,6 +325,15 @@ struct OpenFile {
     partial: Option<PartialBase>,
 }
 
+/// What an fsync makes durable (`Overlay::to_flush`).
+pub struct Flush {
+    up: PathBuf,
+    file: Option<File>,
+    full: bool,
+    /// Upper directories above it that copying up created.
+    dirs: Vec<File>,
+}
+
 impl Overlay {
     /// An overlay over `root` whose changes live in `upper` (created when
     /// missing; what it holds is kept).
@@ -1426,49 +1435,63 @@ impl Overlay {
         self.meta.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Makes `rel` durable as on a local filesystem: its own data and
+    /// What makes `rel` durable as on a local filesystem: its own data and
     /// attributes (fsync of a directory: its entries). The upper entries
     /// copying up made above it are made durable too, since the program
-    /// never created them.
+    /// never created them. Found under the barrier, flushed outside it
+    /// (`flush`): a flush takes as long as the file has dirty pages, and
+    /// a commit's freeze waits for every request under the barrier.
     ///
     /// With `datasync` (fdatasync) only the data and what finding it needs
     /// are flushed, unless the overlay changed the file's own attributes
     /// (its partial base, its limit) since its last full flush.
-    pub fn fsync(&self, sub: &str, rel: &[&[u8]], datasync: bool) -> io::Result<()> {
+    pub fn to_flush(&self, sub: &str, rel: &[&[u8]], datasync: bool) -> io::Result<Flush> {
         let up = self.upper_path(sub, rel);
-        // Not under the lock of open files: a flush takes milliseconds,
-        // and every read and write needs that lock.
+        // Not under the lock of open files while opening.
         let cached = self.files().get(&up).cloned();
-        let opened;
-        let file = match &cached {
-            Some(o) => Some(&o.file),
-            None => {
-                // Nothing in the upper tree: nothing of it to flush.
-                opened = File::open(&up).ok();
-                opened.as_ref()
-            }
+        let file = match cached {
+            Some(o) => Some(o.file.try_clone()?),
+            // Nothing in the upper tree: nothing of it to flush.
+            None => File::open(&up).ok(),
         };
-        if let Some(f) = file {
-            let full = !datasync || self.meta().remove(&up);
-            let flushed = if full { f.sync_all() } else { f.sync_data() };
-            if let Err(e) = flushed {
-                if full {
-                    self.meta().insert(up);
-                }
-                return Err(e);
-            }
-        }
-        let mut child = up;
+        let full = file.is_some() && (!datasync || self.meta().remove(&up));
+        let mut dirs = Vec::new();
+        let mut child = up.clone();
         while child != self.upper {
             let Some(parent) = child.parent().map(Path::to_path_buf) else {
                 break;
             };
             if self.fresh().remove(&child) {
-                File::open(&parent)?.sync_all()?;
+                dirs.push(File::open(&parent)?);
             }
             child = parent;
         }
-        Ok(())
+        Ok(Flush {
+            up,
+            file,
+            full,
+            dirs,
+        })
+    }
+
+    /// Makes what `to_flush` found durable. A commit or a switch may have
+    /// moved the files meanwhile: what they held is then in the commit
+    /// (durable before any file moves) or was dropped by the switch.
+    pub fn flush(&self, f: Flush) -> io::Result<()> {
+        if let Some(file) = &f.file {
+            let flushed = if f.full {
+                file.sync_all()
+            } else {
+                file.sync_data()
+            };
+            if let Err(e) = flushed {
+                if f.full {
+                    self.meta().insert(f.up);
+                }
+                return Err(e);
+            }
+        }
+        f.dirs.iter().try_for_each(File::sync_all)
     }
 
     /// The tree of subdot `sub` as it shows now, and how many file bytes

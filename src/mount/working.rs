@@ -12,7 +12,7 @@ use std::sync::{
     Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
 };
 
-use super::overlay::{Change, Overlay, Stat, ORPHANS};
+use super::overlay::{Change, Flush, Overlay, Stat, ORPHANS};
 use super::{Attr, Item, ROOT, SET_GID, SET_UID};
 use crate::repo::DEFAULT_SUBDOT;
 use crate::tree::dir::EntryKind;
@@ -658,9 +658,10 @@ impl Working {
         self.getattr(ino)
     }
 
-    /// fsync(2), or fdatasync(2) with `datasync`.
-    pub fn fsync(&self, ino: u64, datasync: bool) -> io::Result<()> {
-        self.on(ino, |sub, rel| self.overlay.fsync(sub, rel, datasync))
+    /// What fsync(2), or fdatasync(2) with `datasync`, makes durable:
+    /// found under the barrier, flushed (`Overlay::flush`) outside it.
+    pub fn to_flush(&self, ino: u64, datasync: bool) -> io::Result<Flush> {
+        self.on(ino, |sub, rel| self.overlay.to_flush(sub, rel, datasync))
     }
 
     pub fn xattrs(&self, ino: u64) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
