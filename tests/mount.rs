@@ -717,7 +717,7 @@ fn what_was_fsynced_on_a_mount_survives_a_killed_daemon() {
 /// killed daemon.
 #[test]
 fn a_commit_does_not_wait_for_an_fsync_in_progress() {
-    let mut t = Env::new();
+    let mut t = Env::plain();
     t.dot(&["init", "app"]).ok();
     let dir = t.path("app");
     write(&dir.join("big"), &noise(1_000_000, 3));

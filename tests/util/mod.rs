@@ -157,8 +157,14 @@ impl Env {
     }
 
     /// Starts a daemon with `env` added to its environment (debug-build
-    /// test hooks the daemon reads itself).
+    /// test hooks the daemon reads itself). None may run yet: `daemon
+    /// start` would leave it running without `env` (use `Env::plain`).
     pub fn start_daemon_with(&mut self, env: &[(&str, &str)]) {
+        let running = self.cmd(&["daemon", "status"]).output().unwrap();
+        assert!(
+            env.is_empty() || !running.status.success(),
+            "a daemon already serves this home: its environment lacks {env:?}"
+        );
         let mut c = self.cmd(&["daemon", "start"]);
         c.envs(env.iter().copied());
         let r = to_run(c.output().expect("run dot"));
