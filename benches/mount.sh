@@ -68,15 +68,17 @@ done
 # each commit's pause.
 LIVE=${LIVE:-25}
 start dot
-bench dot -c 4 -j 2 -T $((LIVE * 3 + 5)) -P 1 > "$W/live.txt" 2>&1 &
+bench dot -c 4 -j 2 -T $((LIVE * 5)) -P 1 > "$W/live.txt" 2>&1 &
+load=$!
 pauses=(); frozen=()
 for i in $(seq "$LIVE"); do
   sleep 2
+  kill -0 "$load" 2>/dev/null || { echo "benches/mount.sh: pgbench ended before live commit $i" >&2; exit 1; }
   r=$("$DOT" commit -m "live $i" --json pg)
   pauses+=("$(echo "$r" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pause_ms"])')")
   frozen+=("$(echo "$r" | python3 -c 'import json,sys; print(json.load(sys.stdin)["frozen_ms"])')")
 done
-wait
+pkill -INT -f "pgbench -h $W -p $(port_of dot)" || true; wait "$load" || true
 stop dot
 echo "live commits during pgbench: pause_ms ${pauses[*]} (largest $(printf '%s\n' "${pauses[@]}" | sort -n | tail -1)); name changes held (frozen_ms) ${frozen[*]}"
 grep -E "^progress" "$W/live.txt" | awk '{print $4}' | sort -n | awk '{a[NR]=$1} END {printf "pgbench tps per second during them: min %s, median %s\n", a[1], a[int((NR+1)/2)]}'
