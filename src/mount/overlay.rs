@@ -1447,7 +1447,6 @@ impl Overlay {
     /// (its partial base, its limit) since its last full flush.
     pub fn to_flush(&self, sub: &str, rel: &[&[u8]], datasync: bool) -> io::Result<Flush> {
         let up = self.upper_path(sub, rel);
-        // Not under the lock of open files while opening.
         let cached = self.files().get(&up).cloned();
         let file = match cached {
             Some(o) => Some(o.file.try_clone()?),
@@ -1474,8 +1473,8 @@ impl Overlay {
         })
     }
 
-    /// Makes what `to_flush` found durable. A commit or a switch may have
-    /// moved the files meanwhile: what they held is then in the commit
+    /// Makes what `to_flush` found durable, holding no lock reads and
+    /// writes need. A commit or a switch may have moved the files meanwhile: what they held is then in the commit
     /// (durable before any file moves) or was dropped by the switch.
     pub fn flush(&self, f: Flush) -> io::Result<()> {
         if let Some(file) = &f.file {
