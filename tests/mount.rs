@@ -442,6 +442,28 @@ fn a_mounted_dot_commits_resets_and_switches_without_copying() {
     assert_eq!(r.code, 5, "{}", r.err);
     assert!(r.err.contains("--force"), "{}", r.err);
     drop(f);
+    // A shell holding a file names the shell, not the dot it runs (which
+    // inherited the descriptor).
+    let mut sh = std::process::Command::new("sh");
+    let asked = t.cmd(&["checkout", "master"]);
+    sh.envs(asked.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .arg("-c")
+        .arg(r#"exec 3<"$0"; echo "sh $$" >&2; "$@" & echo "dot $!" >&2; wait $!"#)
+        .arg(dir.join("big"))
+        .arg(util::dot_bin())
+        .args(["checkout", "master"]);
+    let out = sh.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let pid = |who: &str| {
+        err.lines()
+            .find_map(|l| l.strip_prefix(who))
+            .unwrap_or_else(|| panic!("no {who}pid in {err}"))
+            .trim()
+            .to_string()
+    };
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(err.contains(&format!("pid {} (sh)", pid("sh "))), "{err}");
+    assert!(!err.contains(&format!("pid {} ", pid("dot "))), "{err}");
     t.dot(&["checkout", "master"]).ok();
 
     // Unmounted, the same content is a plain directory again.

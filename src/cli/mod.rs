@@ -163,6 +163,7 @@ impl Session {
         let call = Call {
             env: self.env.clone(),
             request,
+            client: Some(std::process::id()),
         };
         Ok(match &self.via {
             Via::Local(executor) => executor.execute(&call, progress)?,

@@ -395,8 +395,10 @@ fn parse_status(status: &[u8]) -> ProcStatus {
 }
 
 /// The processes with a file, directory or working directory under `dir`,
-/// as "pid N (command)", found through /proc (Linux).
-pub fn users_of(dir: &std::path::Path) -> Vec<String> {
+/// as "pid N (command)", found through /proc (Linux); not `client`, the
+/// `dot` process that asked (it may have inherited a descriptor from its
+/// shell, which is named).
+pub fn users_of(dir: &std::path::Path, client: Option<u32>) -> Vec<String> {
     let mut out = Vec::new();
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return out;
@@ -405,6 +407,9 @@ pub fn users_of(dir: &std::path::Path) -> Vec<String> {
         let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
+        if Some(pid) == client {
+            continue;
+        }
         let base = p.path();
         let mut links: Vec<PathBuf> = vec![base.join("cwd"), base.join("root")];
         if let Ok(fds) = std::fs::read_dir(base.join("fd")) {

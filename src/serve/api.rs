@@ -24,6 +24,10 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub struct Call {
     pub env: ClientEnv,
     pub request: Request,
+    /// The process that asked: the daemon takes it from the socket; a
+    /// process that runs its own command is its own client.
+    #[serde(skip)]
+    pub client: Option<u32>,
 }
 
 /// Where a push or pull goes; parts left out default as in `repo::remote::Target`.

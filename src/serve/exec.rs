@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use super::api::*;
-use super::mounts::Mounts;
+use super::mounts::{Mounts, OpenFiles};
 use crate::docker::engine::{Container, Engine};
 use crate::env::ClientEnv;
 use crate::mount::working::Working;
@@ -241,6 +241,10 @@ impl Executor {
             (None, Some(name)) => repo.dot(name),
             _ => repo.resolve_dot(spec.as_deref()),
         };
+        let open = |force| OpenFiles {
+            force,
+            client: call.client,
+        };
         Ok(match &call.request {
             Request::Init {
                 spec,
@@ -333,7 +337,7 @@ impl Executor {
             } => {
                 let cfg = dot(d)?;
                 let commit = match self.working(&cfg)? {
-                    Some((m, w)) => m.reset(repo, &w, &cfg, refspec, *force),
+                    Some((m, w)) => m.reset(repo, &w, &cfg, refspec, open(*force)),
                     None => {
                         progress.start("resetting", 0);
                         let commit = repo.reset_hard(&cfg, refspec, progress);
@@ -379,7 +383,7 @@ impl Executor {
             } => {
                 let cfg = dot(d)?;
                 match self.working(&cfg)? {
-                    Some((m, w)) => m.checkout(repo, &w, &cfg, branch, *create, *force)?,
+                    Some((m, w)) => m.checkout(repo, &w, &cfg, branch, *create, open(*force))?,
                     None => {
                         progress.start("checking out", 0);
                         let r = repo.checkout(&cfg, branch, *create, progress);
@@ -468,8 +472,8 @@ impl Executor {
             // Without a daemon, a view a dead daemon left is detached and
             // forgotten.
             Request::Unmount { at } => Response::Unmounted(match &self.mounts {
-                Some(m) => m.unmount(repo, at)?,
-                None => Mounts::new(Arc::new(|_| {})).unmount(repo, at)?,
+                Some(m) => m.unmount(repo, at, call.client)?,
+                None => Mounts::new(Arc::new(|_| {})).unmount(repo, at, call.client)?,
             }),
             Request::Mounts => Response::Mounts(repo.mounts()?),
             Request::MountDot { dot: d } => {
@@ -489,7 +493,7 @@ impl Executor {
                     // Without a daemon: the mount a dead daemon left.
                     None => &Mounts::new(Arc::new(|_| {})),
                 };
-                Response::UnmountedDot(m.unmount_dot(repo, &cfg, progress)?)
+                Response::UnmountedDot(m.unmount_dot(repo, &cfg, call.client, progress)?)
             }
             Request::ConfigGet { key } => Response::Config(repo.config_get(key)?),
             Request::ConfigSet { key, value } => {
@@ -551,9 +555,9 @@ impl Executor {
                     r => r?,
                 };
                 let working = self.working(&cfg)?;
-                let switch = working
-                    .as_ref()
-                    .map(|(m, w)| |b, to, why: &str| m.pull(repo, w, &cfg, b, to, why));
+                let switch = working.as_ref().map(|(m, w)| {
+                    |b, to, why: &str| m.pull(repo, w, &cfg, b, to, why, open(false))
+                });
                 let mounted = switch
                     .as_ref()
                     .map(|f| f as crate::repo::remote::MountedSwitch);

@@ -145,31 +145,34 @@ impl Mounts {
     }
 
     /// `dot unmount DIR`: refused while a process uses the view, naming
-    /// it. A view a dead daemon left is detached and forgotten.
-    pub fn unmount(&self, repo: &Repo, at: &Path) -> Result<MountRecord> {
+    /// it (not `client`, the process asking). A view a dead daemon left
+    /// is detached and forgotten.
+    pub fn unmount(&self, repo: &Repo, at: &Path, client: Option<u32>) -> Result<MountRecord> {
         let Some(record) = repo.mounts()?.into_iter().find(|m| m.at == at) else {
             return Err(RepoError::NotFound(format!(
                 "{} is not a dot view; dot daemon status lists them",
                 at.display()
             )));
         };
-        self.detach(at)?;
+        self.detach(at, client)?;
         repo.drop_mount(at)?;
         Ok(record)
     }
 
     /// Unmounts what is mounted at `at`, unless something uses it; a
     /// dead mount (a killed daemon's) is detached.
-    fn detach(&self, at: &Path) -> Result<()> {
+    fn detach(&self, at: &Path, client: Option<u32>) -> Result<()> {
         let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
         #[cfg(target_os = "linux")]
         {
             if live.contains_key(at) {
-                busy_unmount(at)?;
+                busy_unmount(at, client)?;
             } else {
                 crate::fuse::detach_stale(at);
             }
         }
+        #[cfg(not(target_os = "linux"))]
+        let _ = client;
         live.remove(at);
         Ok(())
     }
@@ -306,6 +309,7 @@ impl Mounts {
         &self,
         repo: &Repo,
         cfg: &DotConfig,
+        client: Option<u32>,
         progress: &dyn Progress,
     ) -> Result<MountedDot> {
         let Some(record) = repo.mounted_dot(&cfg.name)? else {
@@ -323,7 +327,7 @@ impl Mounts {
                 cfg.name
             )));
         }
-        self.detach(&record.at)?;
+        self.detach(&record.at, client)?;
         // The overlay this daemon served, or the one a dead daemon left.
         let served = self
             .dots
@@ -402,15 +406,16 @@ fn sync_dir(dir: &Path) -> Result<()> {
     synced.map_err(|e| RepoError::io(format!("cannot make {} durable", dir.display()), e))
 }
 
-/// Unmounts `at` unless something uses it, which is then named.
+/// Unmounts `at` unless something uses it, which is then named (not
+/// `client`, the process asking).
 #[cfg(target_os = "linux")]
-fn busy_unmount(at: &Path) -> Result<()> {
+fn busy_unmount(at: &Path, client: Option<u32>) -> Result<()> {
     match rustix::mount::unmount(at, rustix::mount::UnmountFlags::empty()) {
         Ok(()) => Ok(()),
         Err(rustix::io::Errno::BUSY) => Err(RepoError::Busy(format!(
             "{} is in use by {}; close what uses it and run dot unmount again",
             at.display(),
-            crate::mount::users_of(at).join(", ")
+            crate::mount::users_of(at, client).join(", ")
         ))),
         Err(e) => Err(RepoError::io(
             format!("cannot unmount {}", at.display()),
@@ -510,6 +515,16 @@ impl Drop for Thaw<'_> {
     }
 }
 
+/// Whether a switch goes ahead while files on the mount are open
+/// (`--force`), and the process that asked for it, which is not named
+/// among their users (it may have inherited a descriptor from its shell,
+/// which is named).
+#[derive(Clone, Copy, Debug)]
+pub struct OpenFiles {
+    pub force: bool,
+    pub client: Option<u32>,
+}
+
 /// Passes of a commit while writes flow stop after one that took less
 /// than this...
 const QUICK_PASS: std::time::Duration = std::time::Duration::from_millis(5);
@@ -575,12 +590,13 @@ impl Mounts {
         Ok((id, pause.as_millis() as u64, frozen_ms))
     }
 
-    /// Refuses a switch while files are open on the mount of `cfg`.
-    fn check_unused(&self, w: &Working, at: &Path, force: bool) -> Result<()> {
-        if force || w.open_files() == 0 {
+    /// Refuses a switch while files are open on the mount of `cfg`
+    /// (unless forced), naming who has them.
+    fn check_unused(&self, w: &Working, at: &Path, open: OpenFiles) -> Result<()> {
+        if open.force || w.open_files() == 0 {
             return Ok(());
         }
-        let users = crate::mount::users_of(at);
+        let users = crate::mount::users_of(at, open.client);
         Err(RepoError::Busy(format!(
             "files on {} are open{}; close them, or pass --force",
             at.display(),
@@ -656,11 +672,11 @@ impl Mounts {
         w: &Working,
         cfg: &DotConfig,
         spec: &str,
-        force: bool,
+        open: OpenFiles,
     ) -> Result<crate::id::CommitId> {
         let at = repo.mount_point(cfg)?;
         let writes = w.exclusive();
-        self.check_unused(w, &at, force)?;
+        self.check_unused(w, &at, open)?;
         let target = repo.move_branch(cfg, spec)?;
         self.show_branch(repo, w, cfg, writes)?;
         Ok(target)
@@ -725,6 +741,7 @@ impl Mounts {
     /// moves (with `b`, written in the same batch) to `to`, fetched
     /// already, and the mount shows it. Refused while files are open or
     /// something is uncommitted.
+    #[allow(clippy::too_many_arguments)]
     pub fn pull(
         &self,
         repo: &Repo,
@@ -733,10 +750,11 @@ impl Mounts {
         b: crate::store::Batch,
         to: crate::id::CommitId,
         command: &str,
+        open: OpenFiles,
     ) -> Result<()> {
         let at = repo.mount_point(cfg)?;
         let writes = w.exclusive();
-        self.check_unused(w, &at, false)?;
+        self.check_unused(w, &at, open)?;
         self.require_clean(w, cfg)?;
         repo.move_branch_with(cfg, b, to, command)?;
         self.show_branch(repo, w, cfg, writes)
@@ -769,7 +787,7 @@ impl Mounts {
         cfg: &DotConfig,
         branch: &str,
         create: bool,
-        force: bool,
+        open: OpenFiles,
     ) -> Result<()> {
         let at = repo.mount_point(cfg)?;
         let dir = repo.overlay_dir(&cfg.name);
@@ -782,7 +800,7 @@ impl Mounts {
             let cfg = repo.switch_branch(cfg, branch, true)?;
             return branches::mark(&dir, Some(&cfg.head)).map_err(disk);
         }
-        self.check_unused(w, &at, force)?;
+        self.check_unused(w, &at, open)?;
         let mut target = cfg.clone();
         target.head = branch.to_string();
         let (_, root) = repo.working_base(&target)?;

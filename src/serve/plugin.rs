@@ -233,6 +233,7 @@ fn call(exec: &Executor, request: Request) -> Result<Response> {
         &Call {
             env: ClientEnv::capture(),
             request,
+            client: None,
         },
         &Silent,
     )

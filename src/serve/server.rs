@@ -364,6 +364,21 @@ fn peer_uid(stream: &UnixStream) -> Option<u32> {
     }
 }
 
+/// The process at the other end of `stream`, where the system says.
+fn peer_pid(stream: &UnixStream) -> Option<u32> {
+    #[cfg(target_os = "linux")]
+    {
+        rustix::net::sockopt::socket_peercred(stream)
+            .ok()
+            .map(|c| c.pid.as_raw_nonzero().get() as u32)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = stream;
+        None
+    }
+}
+
 fn install_signal_handlers() {
     extern "C" fn on_signal(_: libc::c_int) {
         SIGNALLED.store(true, Ordering::SeqCst);
@@ -542,8 +557,11 @@ impl Server {
                 ),
             );
         }
-        let call: Call = match serde_json::from_slice(body) {
-            Ok(c) => c,
+        let call = match serde_json::from_slice(body) {
+            Ok(c) => Call {
+                client: peer_pid(&stream),
+                ..c
+            },
             Err(e) => {
                 return error_response(&mut stream, 400, ErrorKind::Usage, format!("bad call: {e}"))
             }
