@@ -38,9 +38,11 @@ for c in native dot bindfs overlayfs; do
   d=$(dir_of $c); chown postgres:postgres "$d"; chmod 700 "$d"
   run "$BIN/initdb" -D "$d" -U postgres --auth=trust >/dev/null
 done
-start() { run "$BIN/pg_ctl" -D "$(dir_of $1)" -o "-p $(port_of $1) -k $W -c listen_addresses=''" -l "$W/log-$1" -w start >/dev/null; }
+# A failure says what failed, with the server's log (the run is gone after).
+failed() { echo "benches/mount.sh: $1 failed (exit $2):" >&2; tail -5 "$W/err" >&2; echo "server log:" >&2; tail -20 "$W/log-$3" >&2; exit 1; }
+start() { run "$BIN/pg_ctl" -D "$(dir_of $1)" -o "-p $(port_of $1) -k $W -c listen_addresses=''" -l "$W/log-$1" -w start >/dev/null 2>"$W/err" || failed "starting PostgreSQL on $1" $? "$1"; }
 stop() { run "$BIN/pg_ctl" -D "$(dir_of $1)" -m fast -w stop >/dev/null; }
-bench() { local p; p=$(port_of "$1"); shift; run "$BIN/pgbench" -h "$W" -p "$p" -U postgres "$@" postgres; }
+bench() { local c=$1; shift; run "$BIN/pgbench" -h "$W" -p "$(port_of "$c")" -U postgres "$@" postgres 2>"$W/err" || failed "pgbench $* on $c" $? "$c"; }
 for c in native dot bindfs overlayfs; do
   start $c; bench $c -i -s "$SCALE" -q > "$W/init-$c.log" 2>&1 || { cat "$W/init-$c.log"; exit 1; }; stop $c
 done
@@ -50,7 +52,8 @@ declare -A tps
 for i in $(seq "$RUNS"); do
   for c in native dot bindfs overlayfs; do
     start $c
-    t=$(bench $c -c 4 -j 2 -T "$T" 2>/dev/null | awk '/^tps/ {print $3; exit}')
+    bench $c -c 4 -j 2 -T "$T" > "$W/out"
+    t=$(awk '/^tps/ {print $3; exit}' "$W/out")
     stop $c
     tps[$c]="${tps[$c]:-} $t"
   done
@@ -68,7 +71,7 @@ done
 # each commit's pause.
 LIVE=${LIVE:-25}
 start dot
-bench dot -c 4 -j 2 -T $((LIVE * 5)) -P 1 > "$W/live.txt" 2>&1 &
+run "$BIN/pgbench" -h "$W" -p "$(port_of dot)" -U postgres -c 4 -j 2 -T $((LIVE * 5)) -P 1 postgres > "$W/live.txt" 2>&1 &
 load=$!
 pauses=(); frozen=()
 for i in $(seq "$LIVE"); do
@@ -89,13 +92,13 @@ grep -E "^progress" "$W/live.txt" | awk '{print $4}' | sort -n | awk '{a[NR]=$1}
 export RESTIC_PASSWORD=bench RESTIC_CACHE_DIR=$W/restic-cache
 restic init --repo "$W/restic" >/dev/null 2>&1
 restic backup --repo "$W/restic" "$W/native" >/dev/null 2>&1
-secs() { python3 -c 'import sys,time,subprocess; t=time.perf_counter(); subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); print(round(time.perf_counter()-t, 3))' "$@"; }
+secs() { python3 -c 'import sys,time,subprocess; t=time.perf_counter(); subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); print(round(time.perf_counter()-t, 3))' "$@"; }
 small=(); restic2=()
 "$DOT" commit -m "before the 500" pg >/dev/null 2>&1 || true
 for i in $(seq "$RUNS"); do
-  start dot; bench dot -c 1 -t 500 >/dev/null 2>&1; stop dot
+  start dot; bench dot -c 1 -t 500 >/dev/null; stop dot
   small+=("$(secs "$DOT" commit -m "500 more $i" pg)")
-  start native; bench native -c 1 -t 500 >/dev/null 2>&1; stop native
+  start native; bench native -c 1 -t 500 >/dev/null; stop native
   restic2+=("$(secs restic backup --repo "$W/restic" "$W/native")")
 done
 sm=$(median "${small[@]}"); rm2=$(median "${restic2[@]}")
@@ -108,7 +111,7 @@ first=$("$DOT" log --json pg | python3 -c 'import json,sys; print(json.load(sys.
 ms() { python3 -c 'import sys,time,subprocess; t=time.perf_counter(); subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); print(round((time.perf_counter()-t)*1000))' "$@"; }
 resets=(); checkouts=()
 for i in $(seq "$RUNS"); do
-  start dot; bench dot -c 4 -j 2 -T 10 >/dev/null 2>&1; stop dot
+  start dot; bench dot -c 4 -j 2 -T 10 >/dev/null; stop dot
   "$DOT" commit -m "switch $i" pg >/dev/null
   "$DOT" checkout -b "w$i" pg >/dev/null
   "$DOT" checkout master pg >/dev/null
