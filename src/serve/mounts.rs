@@ -516,9 +516,8 @@ impl Drop for Thaw<'_> {
 }
 
 /// Whether a switch goes ahead while files on the mount are open
-/// (`--force`), and the process that asked for it, which is not named
-/// among their users (it may have inherited a descriptor from its shell,
-/// which is named).
+/// (`--force`), and the process that asked for it (not named among their
+/// users: `mount::users_of`).
 #[derive(Clone, Copy, Debug)]
 pub struct OpenFiles {
     pub force: bool,
