@@ -1474,8 +1474,9 @@ impl Overlay {
     }
 
     /// Makes what `to_flush` found durable, holding no lock reads and
-    /// writes need. A commit or a switch may have moved the files meanwhile: what they held is then in the commit
-    /// (durable before any file moves) or was dropped by the switch.
+    /// writes need. A commit or a switch may have moved the files
+    /// meanwhile: what they held is then in the commit (durable before any
+    /// file moves) or was dropped by the switch.
     pub fn flush(&self, f: Flush) -> io::Result<()> {
         if let Some(file) = &f.file {
             let flushed = if f.full {

@@ -280,7 +280,7 @@ fn bind_plugin(path: &Path) -> Result<UnixListener, RepoError> {
 /// Reads one plugin request from a connection (whose peer must be root
 /// or the home's owner); None when there is nothing to answer.
 fn read_plugin_request(stream: &mut UnixStream, owner: u32) -> Option<Result<Asked, String>> {
-    let allowed = peer_uid(stream).is_some_and(|u| u == owner || u == 0);
+    let allowed = peer(stream).uid.is_some_and(|u| u == owner || u == 0);
     let _ = stream.set_read_timeout(Some(REQUEST_WAIT));
     let mut reader = BufReader::new(stream.try_clone().ok()?);
     let asked = match http::read_request(&mut reader) {
@@ -348,34 +348,30 @@ impl Early {
     }
 }
 
-/// The uid of the process at the other end of a connection.
-fn peer_uid(stream: &UnixStream) -> Option<u32> {
+/// The process at the other end of a connection: its uid, and its pid
+/// where the system says.
+struct Peer {
+    uid: Option<u32>,
+    pid: Option<u32>,
+}
+
+fn peer(stream: &UnixStream) -> Peer {
     #[cfg(target_os = "linux")]
     {
-        rustix::net::sockopt::socket_peercred(stream)
-            .ok()
-            .map(|c| c.uid.as_raw())
+        let cred = rustix::net::sockopt::socket_peercred(stream).ok();
+        Peer {
+            uid: cred.as_ref().map(|c| c.uid.as_raw()),
+            pid: cred.map(|c| c.pid.as_raw_nonzero().get() as u32),
+        }
     }
     #[cfg(not(target_os = "linux"))]
     {
         // Elsewhere only the socket's mode (0600) keeps other users out.
         let _ = stream;
-        Some(rustix::process::geteuid().as_raw())
-    }
-}
-
-/// The process at the other end of `stream`, where the system says.
-fn peer_pid(stream: &UnixStream) -> Option<u32> {
-    #[cfg(target_os = "linux")]
-    {
-        rustix::net::sockopt::socket_peercred(stream)
-            .ok()
-            .map(|c| c.pid.as_raw_nonzero().get() as u32)
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = stream;
-        None
+        Peer {
+            uid: Some(rustix::process::geteuid().as_raw()),
+            pid: None,
+        }
     }
 }
 
@@ -446,7 +442,8 @@ impl Server {
     }
 
     fn handle(&self, mut stream: UnixStream, log: &Log) {
-        let allowed = peer_uid(&stream).is_some_and(|u| u == self.owner || u == 0);
+        let peer = peer(&stream);
+        let allowed = peer.uid.is_some_and(|u| u == self.owner || u == 0);
         let mut reader = BufReader::new(match stream.try_clone() {
             Ok(s) => s,
             Err(_) => return,
@@ -503,7 +500,7 @@ impl Server {
                 ));
                 json_response(&mut stream, 200, &self.status());
             }
-            ("POST", "/v1/call") => self.call(stream, reader, &head, &body, log),
+            ("POST", "/v1/call") => self.call(stream, reader, &head, &body, peer.pid, log),
             _ => error_response(
                 &mut stream,
                 404,
@@ -543,6 +540,7 @@ impl Server {
         mut reader: BufReader<UnixStream>,
         head: &http::Head,
         body: &[u8],
+        client: Option<u32>,
         log: &Log,
     ) {
         if head.header("x-dot-version") != Some(VERSION) {
@@ -558,10 +556,7 @@ impl Server {
             );
         }
         let call = match serde_json::from_slice(body) {
-            Ok(c) => Call {
-                client: peer_pid(&stream),
-                ..c
-            },
+            Ok(c) => Call { client, ..c },
             Err(e) => {
                 return error_response(&mut stream, 400, ErrorKind::Usage, format!("bad call: {e}"))
             }
